@@ -1,0 +1,34 @@
+"""The `shoal` command: one module per command group, errors rendered once, here."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from shoal import __version__
+from shoal.cli.dev import dev
+from shoal.errors import ShoalError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="shoal")
+def cli() -> None:
+    """shoal: one Docker API over many engines, placement on live node facts."""
+
+
+cli.add_command(dev)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except ShoalError as e:
+        click.echo(f"shoal: {e.message}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("shoal: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)

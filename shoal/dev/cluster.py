@@ -1,0 +1,351 @@
+"""`shoal dev up|down|status|env`: a real multi-node cluster on one Linux host.
+
+Each node is a network namespace on a host bridge with its own dockerd (own UTS and private mount
+namespace), its own btrfs pool on a loop-mounted image file, and the local images loaded. The
+state file is written before anything is made; any failure in `up` runs `down`'s teardown on what
+was made so far, so a failed `up` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from shoal.dev import engine, host, images, preflight, state
+from shoal.dev.layout import ClusterLayout, ClusterSpec, NodeLayout, plan_layout
+from shoal.dev.node import cluster_services, node_processes, start
+from shoal.errors import Conflict, HostNotReady, ShoalError
+
+Out = Callable[[str], None]
+POOL_SIZE = "4G"
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Where `up`'s time went, for the benchmark (seconds)."""
+
+    images: float = 0.0
+    network: float = 0.0
+    pools: float = 0.0
+    engines: float = 0.0
+    load: float = 0.0
+    total: float = 0.0
+
+
+def up(spec: ClusterSpec, out: Out = print) -> Timings:
+    layout = plan_layout(spec)
+    existing = state.read(layout.state_file)
+    if existing is not None:
+        return _already_up(layout, existing, spec, out)
+    problems = preflight.check(layout, preflight.gather_host_facts())
+    if problems:
+        raise HostNotReady("; ".join(problems))
+
+    t0 = time.monotonic()
+    archive = images.save_archive(images.dev_images())
+    t_images = time.monotonic()
+    st = state.State(spec=spec, phase="creating", pool="btrfs" if host.kernel_has_btrfs() else "dir")
+    state.write(layout.state_file, st)
+    try:
+        out(f"creating dev cluster {layout.name!r}: {len(layout.nodes)} nodes on {layout.subnet}")
+        host.create_bridge(layout.bridge, layout.gateway, layout.prefixlen)
+        host.add_forward_rule(layout.bridge, layout.forward_comment)
+        for node in layout.nodes:
+            host.create_node_net(
+                node.netns, node.veth, layout.bridge, node.address, node.prefixlen, node.gateway
+            )
+        t_net = time.monotonic()
+        with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
+            list(pool.map(lambda n: _make_node_dirs(n, st.pool), layout.nodes))
+        t_pools = time.monotonic()
+
+        pids: dict[str, dict[str, int]] = {}
+        for node in layout.nodes:
+            procs = node_processes(layout, node)
+            engine_spec = procs[0]
+            pids[node.name] = {"engine": start(engine_spec)}
+            st = replace(st, pids=pids)
+            state.write(layout.state_file, st)
+        with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
+            list(
+                pool.map(
+                    lambda n: engine.wait_ready(
+                        n.engine_socket, pids[n.name]["engine"], n.log_dir / "dockerd.log", n.name
+                    ),
+                    layout.nodes,
+                )
+            )
+        t_engines = time.monotonic()
+        with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
+            loaded = list(
+                pool.map(lambda n: engine.load_images(n.engine_socket, archive, n.name), layout.nodes)
+            )
+        t_load = time.monotonic()
+        for node in layout.nodes:
+            for svc in node_processes(layout, node)[1:]:
+                pids[node.name][svc.name] = start(svc)
+        for svc in cluster_services(layout):
+            pids.setdefault("", {})[svc.name] = start(svc)
+        st = replace(st, pids=pids, phase="up")
+        state.write(layout.state_file, st)
+    except BaseException:
+        out("up failed; removing what was made")
+        _teardown(layout, st, out=lambda _: None)
+        raise
+    t_end = time.monotonic()
+    out(f"images: {', '.join(sorted(set(loaded[0])))} on every node")
+    out(_reach(layout))
+    return Timings(
+        images=t_images - t0,
+        network=t_net - t_images,
+        pools=t_pools - t_net,
+        engines=t_engines - t_pools,
+        load=t_load - t_engines,
+        total=t_end - t0,
+    )
+
+
+def _already_up(layout: ClusterLayout, existing: state.State, spec: ClusterSpec, out: Out) -> Timings:
+    if existing.spec != spec:
+        raise Conflict(
+            f"dev cluster {layout.name!r} is already up with {existing.spec.nodes} nodes on "
+            f"{existing.spec.subnet}; run `shoal dev down` first to change it"
+        )
+    dead = [
+        n.name for n in layout.nodes if not host.pid_alive(existing.pids.get(n.name, {}).get("engine", -1))
+    ]
+    if existing.phase != "up" or dead:
+        what = f"engine not running on {', '.join(dead)}" if dead else "an earlier `up` did not finish"
+        raise Conflict(
+            f"dev cluster {layout.name!r} has stale state ({what}); "
+            "run `shoal dev down` to clean it up, then `shoal dev up` again"
+        )
+    out(f"dev cluster {layout.name!r} is already up ({len(layout.nodes)} nodes); nothing to do")
+    out(_reach(layout))
+    return Timings()
+
+
+def _make_node_dirs(node: NodeLayout, pool_kind: str) -> None:
+    for d in (
+        node.data_root,
+        node.exec_root,
+        node.plugins_dir,
+        node.containerd_dir,
+        node.facts_dir,
+        node.log_dir,
+    ):
+        d.mkdir(parents=True, exist_ok=True)
+    if pool_kind == "btrfs":
+        host.make_btrfs_pool(node.pool_image, node.pool_dir, POOL_SIZE)
+    else:
+        node.pool_dir.mkdir(parents=True, exist_ok=True)
+    # the engine's mount namespace binds over these; they must exist on the host
+    for d in ("/run/docker/plugins", "/run/containerd"):
+        Path(d).mkdir(parents=True, exist_ok=True)
+
+
+def _reach(layout: ClusterLayout) -> str:
+    lines = [
+        f"  {n.name:<8} {n.address:<15} DOCKER_HOST={n.engine_url}  (or unix://{n.engine_socket})"
+        for n in layout.nodes
+    ]
+    name = "" if layout.name == "shoal" else f" --name {layout.name}"
+    return "\n".join([*lines, f'point the docker CLI at the cluster: eval "$(shoal dev env{name})"'])
+
+
+# --- down ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    processes: int = 0
+    netns: int = 0
+    links: int = 0
+    mounts: int = 0
+    loops: int = 0
+    rules: int = 0
+    cgroups: int = 0
+    dirs: int = 0
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f) for f in self.__dataclass_fields__)
+
+    def __add__(self, other: Removed) -> Removed:
+        return Removed(**{f: getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__})
+
+    def summary(self) -> str:
+        parts = [f"{getattr(self, f)} {f}" for f in self.__dataclass_fields__ if getattr(self, f)]
+        return ", ".join(parts)
+
+
+def down(name: str, root: Path, out: Out = print) -> Removed:
+    """Removes everything dev cluster `name` made, from its state file or, failing that, by name."""
+    layout = _layout_for_down(name, root)
+    st = state.read(layout.state_file)
+    removed = _teardown(layout, st, out)
+    if not removed:
+        out(f"no dev cluster {name!r} is up; nothing to do")
+    else:
+        out(f"dev cluster {name!r} removed ({removed.summary()})")
+    return removed
+
+
+def _layout_for_down(name: str, root: Path) -> ClusterLayout:
+    base = plan_layout(ClusterSpec(name=name, nodes=1, root=root))
+    st = state.read(base.state_file)
+    if st is not None:
+        return plan_layout(st.spec)
+    # no (readable) state: find the nodes by their namespace and directory names
+    indexes = set()
+    for ns in host.list_netns():
+        suffix = ns.removeprefix(base.netns_prefix)
+        if ns.startswith(base.netns_prefix) and suffix.startswith("node") and suffix[4:].isdigit():
+            indexes.add(int(suffix[4:]))
+    if base.root.is_dir():
+        for d in base.root.iterdir():
+            if d.name.startswith("node") and d.name[4:].isdigit():
+                indexes.add(int(d.name[4:]))
+    return plan_layout(ClusterSpec(name=name, nodes=max(indexes, default=1), root=root))
+
+
+def _teardown(layout: ClusterLayout, st: state.State | None, out: Out) -> Removed:
+    pids = st.pids if st else {}
+    with ThreadPoolExecutor(max_workers=max(1, len(layout.nodes))) as pool:
+        per_node = list(pool.map(lambda n: _teardown_node(layout, n, pids.get(n.name, {})), layout.nodes))
+    total = sum(per_node, Removed())
+    cluster_pids = {p for p in pids.get("", {}).values() if _ours(p, layout.root)}
+    killed = len(host.terminate(cluster_pids, grace=5.0))
+    links = int(host.delete_link(layout.bridge))
+    rules = host.remove_forward_rules(layout.forward_comment)
+    cgroups = host.remove_cgroups(f"/shoal-{layout.name}")
+    mounts = 0
+    for point in host.mounts_under(layout.root):
+        host.unmount(point)
+        mounts += 1
+    loops = 0
+    for dev in host.loops_backed_by(layout.root):
+        host.detach_loop(dev)
+        loops += 1
+    dirs = 0
+    if layout.root.exists():
+        shutil.rmtree(layout.root, ignore_errors=True)
+        dirs = 1
+    return total + Removed(
+        processes=killed, links=links, rules=rules, cgroups=cgroups, mounts=mounts, loops=loops, dirs=dirs
+    )
+
+
+def _ours(pid: int, root: Path) -> bool:
+    return host.pid_alive(pid) and str(root) in host.cmdline(pid)
+
+
+def _teardown_node(layout: ClusterLayout, node: NodeLayout, pids: dict[str, int]) -> Removed:
+    # services first (they may use the engine), then the engine, which stops its containers
+    services = {p for name, p in pids.items() if name != "engine" and _ours(p, node.dir)}
+    stopped = host.terminate(services, grace=5.0)
+    # containers next: this cluster is being thrown away, so no engine-side graceful stop (which
+    # waits each container's 10 s stop timeout); the engine then shuts down at once
+    containers = host.cgroup_procs(node.cgroup_parent(layout.name))
+    host.kill(containers)
+    engine_pid = pids.get("engine", -1)
+    if not _ours(engine_pid, node.dir) and node.pidfile.exists():
+        try:
+            engine_pid = int(node.pidfile.read_text().strip())
+        except ValueError:
+            engine_pid = -1
+    if _ours(engine_pid, node.dir):
+        stopped |= host.terminate({engine_pid}, grace=15.0)
+    # whatever is left in the node's namespace or below its cgroup: shims, containers, strays
+    strays = host.netns_pids(node.netns) | host.cgroup_procs(node.cgroup_parent(layout.name))
+    host.kill(strays)
+    mounts = 0
+    for point in host.mounts_under(node.dir):
+        host.unmount(point)
+        mounts += 1
+    loops = 0
+    for dev in host.loops_backed_by(node.dir):
+        host.detach_loop(dev)
+        loops += 1
+    netns = int(host.delete_netns(node.netns))
+    links = int(host.delete_link(node.veth))
+    return Removed(
+        processes=len(stopped | strays | containers), netns=netns, links=links, mounts=mounts, loops=loops
+    )
+
+
+# --- status and env -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    name: str
+    address: str
+    engine_url: str
+    engine_pid: int
+    running: bool
+    healthy: bool
+    version: str = ""
+    containers: int = 0
+    running_containers: int = 0
+    images: int = 0
+    ping_ms: float = 0.0
+    pool: str = ""
+    error: str = ""
+
+
+def load(name: str, root: Path) -> tuple[ClusterLayout, state.State]:
+    layout = plan_layout(ClusterSpec(name=name, nodes=1, root=root))
+    st = state.read(layout.state_file)
+    if st is None:
+        raise ShoalError(f"no dev cluster {name!r} is up; start one with `shoal dev up`")
+    return plan_layout(st.spec), st
+
+
+def status(name: str, root: Path) -> list[NodeStatus]:
+    layout, st = load(name, root)
+    with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
+        return list(pool.map(lambda n: _node_status(n, st), layout.nodes))
+
+
+def _node_status(node: NodeLayout, st: state.State) -> NodeStatus:
+    pid = st.pids.get(node.name, {}).get("engine", -1)
+    running = _ours(pid, node.dir)
+    pool = ""
+    if node.pool_dir.is_dir():
+        pool = st.pool if (st.pool == "dir" or host.mounts_under(node.pool_dir)) else "missing"
+    base = NodeStatus(
+        name=node.name,
+        address=node.address,
+        engine_url=node.engine_url,
+        engine_pid=pid,
+        running=running,
+        healthy=False,
+        pool=pool,
+    )
+    t = time.monotonic()
+    try:
+        i = engine.info(node.engine_url)
+    except Exception as e:  # the engine's own error is the status
+        return replace(base, error=str(e).splitlines()[0][:120])
+    return replace(
+        base,
+        healthy=running,
+        version=i.get("ServerVersion", ""),
+        containers=i.get("Containers", 0),
+        running_containers=i.get("ContainersRunning", 0),
+        images=i.get("Images", 0),
+        ping_ms=(time.monotonic() - t) * 1000,
+    )
+
+
+def env_lines(name: str, root: Path) -> list[str]:
+    layout, _ = load(name, root)
+    lines = [f"export DOCKER_HOST={layout.nodes[0].engine_url}"]
+    if name != "shoal":
+        lines.append(f"export SHOAL_DEV_NAME={name}")
+    lines += [f"export SHOAL_NODE_{n.name.upper()}={n.engine_url}" for n in layout.nodes]
+    return lines

@@ -1,0 +1,64 @@
+"""Talking to one node's dockerd while the dev cluster is made: readiness and image loading."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import docker
+import requests
+
+from shoal.dev import host
+from shoal.dev.node import log_tail
+from shoal.errors import ShoalError
+
+API_VERSION = "1.41"
+
+
+def client(url: str, timeout: float = 10.0) -> docker.APIClient:
+    return docker.APIClient(base_url=url, version=API_VERSION, timeout=timeout)
+
+
+def wait_ready(socket: Path, pid: int, log: Path, node: str, timeout: float = 60.0) -> float:
+    """Polls the engine's socket until it answers; fails at once if the engine died. Returns seconds."""
+    start = time.monotonic()
+    c = client(f"unix://{socket}", timeout=2.0)
+    try:
+        while time.monotonic() - start < timeout:
+            if socket.exists():
+                try:
+                    c.ping()
+                    return time.monotonic() - start
+                except (requests.RequestException, docker.errors.APIError):
+                    pass
+            if not host.pid_alive(pid):
+                tail = " | ".join(log_tail(log))
+                raise ShoalError(f"{node}: dockerd exited while starting: {tail} (full log: {log})")
+            time.sleep(0.05)
+    finally:
+        c.close()
+    raise ShoalError(f"{node}: dockerd did not answer on {socket} within {timeout:.0f}s (log: {log})")
+
+
+def load_images(socket: Path, archive: bytes, node: str) -> list[str]:
+    """`docker load` of the archive; returns the tags loaded."""
+    c = client(f"unix://{socket}", timeout=120.0)
+    try:
+        loaded = []
+        for chunk in c.load_image(archive):
+            if "error" in chunk:
+                raise ShoalError(f"{node}: loading images failed: {chunk['error']}")
+            stream = chunk.get("stream", "")
+            if stream.startswith("Loaded image:"):
+                loaded.append(stream.split(":", 1)[1].strip())
+        return loaded
+    finally:
+        c.close()
+
+
+def info(url: str, timeout: float = 3.0) -> dict:
+    c = client(url, timeout=timeout)
+    try:
+        return c.info()
+    finally:
+        c.close()

@@ -1,0 +1,225 @@
+"""Where a dev cluster's pieces live: names, addresses and paths, computed from the request alone.
+
+Pure: `plan_layout(spec)` touches nothing, so `up`, `down`, `status` and the tests all agree on
+the same names without asking the host, and `down` can find a crashed cluster's leftovers by name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal.errors import BadRequest
+
+DEFAULT_NAME = "shoal"
+DEFAULT_SUBNET = "10.99.0.0/24"
+DEFAULT_ROOT = Path("/var/lib/shoal/dev")
+ENGINE_PORT = 2375
+# Node i gets host address FIRST_NODE_HOST + i in the subnet; .1 is the host bridge.
+FIRST_NODE_HOST = 10
+IFNAMSIZ = 15  # Linux interface names are at most 15 bytes
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*=.*$")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """What the user asked for."""
+
+    name: str = DEFAULT_NAME
+    nodes: int = 3
+    subnet: str = DEFAULT_SUBNET
+    root: Path = DEFAULT_ROOT
+    # node name -> engine labels ("key=value"), as `dockerd --label` takes them
+    labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def labels_for(self, node: str) -> tuple[str, ...]:
+        return next((lbls for n, lbls in self.labels if n == node), ())
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLayout:
+    name: str
+    index: int
+    netns: str
+    veth: str  # host side; the node side is always eth0
+    address: str
+    prefixlen: int
+    gateway: str
+    dir: Path
+    labels: tuple[str, ...] = ()
+
+    @property
+    def engine_url(self) -> str:
+        return f"tcp://{self.address}:{ENGINE_PORT}"
+
+    @property
+    def engine_socket(self) -> Path:
+        return self.dir / "docker.sock"
+
+    @property
+    def data_root(self) -> Path:
+        return self.dir / "docker"
+
+    @property
+    def exec_root(self) -> Path:
+        return self.dir / "exec"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "docker.pid"
+
+    @property
+    def plugins_dir(self) -> Path:
+        """Bind-mounted on /run/docker/plugins for this node's engine only."""
+        return self.dir / "plugins"
+
+    @property
+    def containerd_dir(self) -> Path:
+        """Bind-mounted on /run/containerd so the engine never adopts a system containerd."""
+        return self.dir / "containerd"
+
+    @property
+    def pool_image(self) -> Path:
+        return self.dir / "pool.img"
+
+    @property
+    def pool_dir(self) -> Path:
+        return self.dir / "pool"
+
+    @property
+    def facts_dir(self) -> Path:
+        return self.dir / "facts.d"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.dir / "log"
+
+    def cgroup_parent(self, cluster: str) -> str:
+        """Every container of this node lives below this cgroup, so `down` can find them all."""
+        return f"/shoal-{cluster}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLayout:
+    name: str
+    root: Path
+    bridge: str
+    subnet: str
+    gateway: str
+    prefixlen: int
+    nodes: tuple[NodeLayout, ...] = field(default_factory=tuple)
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def forward_comment(self) -> str:
+        """Tags our iptables rule so `down` removes exactly it."""
+        return f"shoal-dev:{self.name}"
+
+    @property
+    def netns_prefix(self) -> str:
+        return f"{self.name}-"
+
+    def node(self, name: str) -> NodeLayout:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        known = ", ".join(n.name for n in self.nodes)
+        raise BadRequest(f"no node named {name!r} in dev cluster {self.name!r} (nodes: {known})")
+
+
+def subnet_capacity(subnet: str) -> int:
+    """How many nodes fit in the subnet after the gateway and the reserved low addresses."""
+    net = ipaddress.ip_network(subnet, strict=False)
+    return max(0, net.num_addresses - FIRST_NODE_HOST - 2)
+
+
+def parse_subnet(subnet: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(subnet, strict=True)
+    except ValueError as e:
+        raise BadRequest(f"--subnet {subnet!r} is not a network ({e}); give one like {DEFAULT_SUBNET}") from e
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise BadRequest(f"--subnet {subnet!r} is IPv6; give an IPv4 network like {DEFAULT_SUBNET}")
+    if net.prefixlen > 28:
+        raise BadRequest(f"--subnet {subnet!r} is too small; give a /28 or larger, like {DEFAULT_SUBNET}")
+    return net
+
+
+def parse_node_labels(values: tuple[str, ...] | list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`NODE=KEY=VALUE` flags into per-node label tuples, in the order given."""
+    by_node: dict[str, list[str]] = {}
+    for v in values:
+        node, sep, label = v.partition("=")
+        if not sep or not node or not _LABEL_RE.match(label):
+            raise BadRequest(f"--label {v!r} is not NODE=KEY=VALUE; e.g. --label node1=disk=ssd")
+        by_node.setdefault(node, []).append(label)
+    return tuple((n, tuple(lbls)) for n, lbls in by_node.items())
+
+
+def node_name(index: int) -> str:
+    return f"node{index}"
+
+
+def plan_layout(spec: ClusterSpec) -> ClusterLayout:
+    """Names, addresses and paths for `spec`; raises BadRequest for a request that cannot be laid out."""
+    if not _NAME_RE.match(spec.name):
+        raise BadRequest(
+            f"--name {spec.name!r} must be 1-8 lowercase letters or digits, starting with a letter "
+            "(it prefixes interface names, which Linux limits to 15 bytes)"
+        )
+    if spec.nodes < 1:
+        raise BadRequest(f"--nodes {spec.nodes}: a cluster needs at least 1 node; try --nodes 3")
+    net = parse_subnet(spec.subnet)
+    cap = subnet_capacity(spec.subnet)
+    if spec.nodes > cap:
+        raise BadRequest(
+            f"--nodes {spec.nodes} does not fit in --subnet {spec.subnet} (room for {cap}); "
+            "use fewer nodes or a larger subnet"
+        )
+    names = {node_name(i) for i in range(1, spec.nodes + 1)}
+    unknown = sorted({n for n, _ in spec.labels} - names)
+    if unknown:
+        raise BadRequest(
+            f"--label names {', '.join(unknown)}, not a node of this cluster "
+            f"(nodes are node1..node{spec.nodes})"
+        )
+    hosts = list(net.hosts())
+    gateway = str(hosts[0])
+    root = Path(spec.root) / spec.name
+    nodes = []
+    for i in range(1, spec.nodes + 1):
+        name = node_name(i)
+        veth = f"{spec.name}-{name}"
+        if len(veth) > IFNAMSIZ:
+            raise BadRequest(
+                f"--name {spec.name!r} with {spec.nodes} nodes makes interface name {veth!r} longer "
+                f"than {IFNAMSIZ} bytes; use a shorter --name"
+            )
+        nodes.append(
+            NodeLayout(
+                name=name,
+                index=i,
+                netns=f"{spec.name}-{name}",
+                veth=veth,
+                address=str(net.network_address + FIRST_NODE_HOST + i),
+                prefixlen=net.prefixlen,
+                gateway=gateway,
+                dir=root / name,
+                labels=spec.labels_for(name),
+            )
+        )
+    return ClusterLayout(
+        name=spec.name,
+        root=root,
+        bridge=f"{spec.name}-br",
+        subnet=str(net),
+        gateway=gateway,
+        prefixlen=net.prefixlen,
+        nodes=tuple(nodes),
+    )

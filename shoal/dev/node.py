@@ -1,0 +1,96 @@
+"""What runs on a dev node: its engine and its services.
+
+A node is "its engine and its services": `node_processes` lists them, the engine first, each a
+`ProcessSpec` (plain data). Later parts of shoal (the agent, one per node) add themselves to
+`node_services`; cluster-wide processes (the manager) to `cluster_services`. `up` starts what
+these lists name, `down` stops every pid it recorded, so a new service needs no other change.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal.dev.layout import ENGINE_PORT, ClusterLayout, NodeLayout
+
+# The node's engine gets its own UTS namespace (so `docker info` names the node) and a private
+# mount namespace in which this node's plugin directory sits on /run/docker/plugins, so the node's
+# volume plugin is seen by its own engine only; /run/containerd is hidden so dockerd always runs
+# its own containerd instead of adopting a system one.
+_NODE_INIT = (
+    'set -e; hostname "$1"; '
+    'mount --bind "$2" /run/docker/plugins; '
+    'mount --bind "$3" /run/containerd; '
+    'shift 3; exec "$@"'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    """One long-running process of the cluster: how to start it and where it logs."""
+
+    name: str
+    argv: tuple[str, ...]
+    log: Path
+
+
+def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
+    dockerd_args = [
+        "dockerd",
+        "--data-root", str(node.data_root),
+        "--exec-root", str(node.exec_root),
+        "--pidfile", str(node.pidfile),
+        "-H", f"unix://{node.engine_socket}",
+        "-H", f"tcp://{node.address}:{ENGINE_PORT}",
+        "--tls=false",
+        "--cgroup-parent", node.cgroup_parent(cluster.name),
+        "--shutdown-timeout", "2",
+    ]  # fmt: skip
+    for label in node.labels:
+        dockerd_args += ["--label", label]
+    argv = (
+        "nsenter", f"--net=/run/netns/{node.netns}",
+        "unshare", "--uts", "--mount", "--propagation", "private",
+        "sh", "-c", _NODE_INIT, "shoal-node",
+        node.name, str(node.plugins_dir), str(node.containerd_dir),
+        *dockerd_args,
+    )  # fmt: skip
+    return ProcessSpec(name="engine", argv=argv, log=node.log_dir / "dockerd.log")
+
+
+def node_services(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]:
+    """The services a node runs beside its engine (the shoal agent joins here)."""
+    return []
+
+
+def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
+    """Cluster-wide services (the shoal manager joins here)."""
+    return []
+
+
+def node_processes(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]:
+    return [engine_process(cluster, node), *node_services(cluster, node)]
+
+
+def start(spec: ProcessSpec, env: dict[str, str] | None = None) -> int:
+    """Starts `spec` in its own session (so a terminal's Ctrl-C does not reach it); returns its pid."""
+    spec.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(spec.log, "ab") as log:
+        proc = subprocess.Popen(
+            list(spec.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    return proc.pid
+
+
+def log_tail(path: Path, lines: int = 3) -> Sequence[str]:
+    try:
+        return path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return []
