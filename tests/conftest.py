@@ -1,0 +1,69 @@
+"""Fixtures shared by the end-to-end tests: the `shoal` CLI and a session-scoped 3-node dev cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SHOAL = [sys.executable, "-m", "shoal"]
+# The test cluster never shares a name or subnet with a developer's own `shoal dev up`.
+CLUSTER_NAME = "st"
+CLUSTER_SUBNET = "10.99.1.0/24"
+ROOT = Path(os.environ.get("SHOAL_TEST_ROOT", "/var/lib/shoal/test"))
+
+
+def shoal(
+    *args: str, check: bool = True, timeout: float = 120, env: dict | None = None, **kw
+) -> subprocess.CompletedProcess[str]:
+    """Runs the real `shoal` CLI, as a user would, and returns what it printed."""
+    proc = subprocess.run([*SHOAL, *args], capture_output=True, text=True, timeout=timeout, env=env, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"shoal {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+@dataclass(frozen=True)
+class DevCluster:
+    name: str
+    root: Path
+    nodes: dict[str, str]  # node name -> tcp://address:2375
+
+    def address(self, node: str) -> str:
+        return self.nodes[node].removeprefix("tcp://").rsplit(":", 1)[0]
+
+    def docker(
+        self, node: str, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """The real docker CLI against one node's engine."""
+        proc = subprocess.run(
+            ["docker", "-H", self.nodes[node], *args], capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker -H {self.nodes[node]} {' '.join(args)}: {proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="session")
+def dev_cluster() -> Iterator[DevCluster]:
+    """A 3-node dev cluster for the whole session, torn down even when tests fail."""
+    args = ["--name", CLUSTER_NAME, "--root", str(ROOT)]
+    shoal("dev", "down", *args)  # a killed earlier run may have left one behind
+    try:
+        shoal("dev", "up", "--nodes", "3", "--subnet", CLUSTER_SUBNET, "--label", "node1=disk=ssd", *args)
+        env = shoal("dev", "env", *args).stdout
+        nodes = {}
+        for line in env.splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            if key.startswith("SHOAL_NODE_"):
+                nodes[key.removeprefix("SHOAL_NODE_").lower()] = value
+        yield DevCluster(name=CLUSTER_NAME, root=ROOT, nodes=nodes)
+    finally:
+        shoal("dev", "down", *args, check=False)
