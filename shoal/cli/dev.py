@@ -23,7 +23,6 @@ _root = click.option(
     default=str(DEFAULT_ROOT),
     show_default=True,
     envvar="SHOAL_DEV_ROOT",
-    type=click.Path(file_okay=False),
     help="Where node data and the state file live.",
 )
 

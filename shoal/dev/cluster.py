@@ -38,12 +38,12 @@ class Timings:
 
 def up(spec: ClusterSpec, out: Out = print) -> Timings:
     layout = plan_layout(spec)
+    facts = preflight.gather_host_facts()
+    _require(preflight.check_host(facts))
     existing = state.read(layout.state_file)
     if existing is not None:
         return _already_up(layout, existing, spec, out)
-    problems = preflight.check(layout, preflight.gather_host_facts())
-    if problems:
-        raise HostNotReady("; ".join(problems))
+    _require(preflight.check_room(layout, facts))
 
     t0 = time.monotonic()
     archive = images.save_archive(images.dev_images())
@@ -107,6 +107,11 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
         load=t_load - t_engines,
         total=t_end - t0,
     )
+
+
+def _require(problems: list[str]) -> None:
+    if problems:
+        raise HostNotReady("; ".join(problems))
 
 
 def _already_up(layout: ClusterLayout, existing: state.State, spec: ClusterSpec, out: Out) -> Timings:
@@ -184,6 +189,7 @@ class Removed:
 
 def down(name: str, root: Path, out: Out = print) -> Removed:
     """Removes everything dev cluster `name` made, from its state file or, failing that, by name."""
+    _require(preflight.check_host(preflight.gather_host_facts()))
     layout = _layout_for_down(name, root)
     st = state.read(layout.state_file)
     removed = _teardown(layout, st, out)

@@ -49,6 +49,11 @@ class HostFacts:
 
 def check(layout: ClusterLayout, facts: HostFacts) -> list[str]:
     """Every reason this host cannot hold `layout`, each one line that says what to do."""
+    return check_host(facts) or check_room(layout, facts)
+
+
+def check_host(facts: HostFacts) -> list[str]:
+    """Can shoal dev run here at all? Asked before anything else, even before reading state."""
     if not facts.platform.startswith("linux"):
         return [
             f"shoal dev needs Linux (network namespaces, dockerd); this is {facts.platform}. "
@@ -59,6 +64,11 @@ def check(layout: ClusterLayout, facts: HostFacts) -> list[str]:
             "shoal dev must run as root (it creates network namespaces, mounts and engines); "
             "run it with sudo"
         ]
+    return []
+
+
+def check_room(layout: ClusterLayout, facts: HostFacts) -> list[str]:
+    """Does `layout` fit on this host beside what is already there?"""
     problems: list[str] = []
     if facts.missing_tools:
         pkgs = sorted({REQUIRED_TOOLS.get(t, t) for t in facts.missing_tools})
