@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from shoal.dev.layout import ClusterLayout
 
 # What one node costs in memory: dockerd + containerd idle, measured by benchmarks/dev_up.py
-# (~75 MiB RSS), with room for a few small containers.
+# (~115 MiB RSS idle), with room for a few small containers.
 NODE_MEMORY_MB = 256
 
 # program -> Debian package that provides it

@@ -29,12 +29,13 @@ def test_each_engine_names_its_node_and_carries_its_labels(dev_cluster):
 
 def test_every_node_has_the_same_local_images(dev_cluster):
     ids = {
-        n: dev_cluster.docker(n, "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout.split("\n")
+        n: sorted(
+            dev_cluster.docker(n, "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout.split()
+        )
         for n in dev_cluster.nodes
     }
     assert ids["node1"] == ids["node2"] == ids["node3"]
-    assert any(line.startswith("busybox:latest ") for line in ids["node1"])
-    assert any(line.startswith("redis:latest ") for line in ids["node1"])
+    assert "busybox:latest" in ids["node1"] and "redis:latest" in ids["node1"]
 
 
 def test_a_container_on_node1_reaches_a_port_published_on_node2(dev_cluster):
