@@ -44,8 +44,10 @@ def main() -> None:
     totals = [t.total for t, _, _ in results]
     med = statistics.median(totals)
     print(f"dev up --nodes 1: median {statistics.median(base):.2f}s over {runs} runs (baseline)")
-    print(f"dev up --nodes {nodes}: median {med:.2f}s (min {min(totals):.2f}, max {max(totals):.2f}); "
-          f"ratio to 1 node {med / statistics.median(base):.2f}x; goal <= 15s")
+    print(
+        f"dev up --nodes {nodes}: median {med:.2f}s (min {min(totals):.2f}, max {max(totals):.2f}); "
+        f"ratio to 1 node {med / statistics.median(base):.2f}x; goal <= 15s"
+    )
     for phase in ("images", "network", "pools", "engines", "load"):
         vals = [getattr(t, phase) for t, _, _ in results]
         print(f"  {phase:<8} median {statistics.median(vals):.2f}s")
