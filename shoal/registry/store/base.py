@@ -1,0 +1,131 @@
+"""The Store contract: a versioned key/value store with compare-and-set, a change feed and leases.
+
+It is shaped like etcd's v3 model on purpose, so that Consul's `X-Consul-Index`, `CreateIndex`,
+`ModifyIndex`, `?cas=` and blocking `?index=` map straight onto it: every write gets the next value
+of one global index; an entry remembers the index that created it and the one that last changed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from shoal.errors import ShoalError
+
+
+class StoreUnavailable(ShoalError):
+    """The store cannot serve the request now (etcd without quorum, SQLite file gone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    key: str
+    value: bytes
+    create_index: int
+    modify_index: int
+    lease: int = 0
+
+
+class Store(Protocol):
+    async def get(self, key: str) -> Entry | None: ...
+
+    async def range(self, prefix: str) -> list[Entry]:
+        """Every entry whose key starts with `prefix`, sorted by key."""
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        """Returns the index of the write."""
+
+    async def cas(self, key: str, value: bytes, index: int, *, lease: int = 0) -> int | None:
+        """Writes only if the key's modify index is `index` (0: only if absent); the new index or None."""
+
+    async def delete(self, key: str, *, index: int | None = None) -> int | None:
+        """Deletes (only at modify index `index`, if given); the new index, or None if nothing changed."""
+
+    async def delete_prefix(self, prefix: str) -> int | None: ...
+
+    async def index(self) -> int:
+        """The global index: the index of the newest write (never 0 once opened)."""
+
+    async def wait(self, prefixes: Sequence[str], index: int, timeout: float) -> int:
+        """Returns once a key under one of `prefixes` changed after `index`: the index of that change,
+        or `index` itself when `timeout` passes first. May return early (Consul allows it)."""
+
+    async def grant(self, ttl: float) -> int:
+        """A lease: keys put with it are deleted when it is revoked or not kept alive for `ttl`."""
+
+    async def keepalive(self, lease: int) -> bool: ...
+
+    async def revoke(self, lease: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ChangeFeed:
+    """Recent (index, key) changes and the blocking readers waiting on them, in one event loop.
+
+    Both stores feed it: SQLite after each commit, etcd from one watch over its whole namespace.
+    Waiters whose index is older than the history kept are woken at once (a spurious wake-up, which
+    Consul's blocking queries allow), so memory stays bounded.
+    """
+
+    def __init__(self, start_index: int, keep: int = 50_000) -> None:
+        self._recent: deque[tuple[int, str]] = deque(maxlen=keep)
+        self._waiters: list[tuple[tuple[str, ...], int, asyncio.Future[int]]] = []
+        self.last_index = start_index
+        # every change after this index is in _recent (until the deque starts dropping old ones)
+        self._complete_after = start_index
+
+    def publish(self, changes: Sequence[tuple[int, str]]) -> None:
+        if not changes:
+            return
+        if len(self._recent) + len(changes) > (self._recent.maxlen or 0):
+            dropped = len(self._recent) + len(changes) - (self._recent.maxlen or 0)
+            self._complete_after = (
+                self._recent[min(dropped, len(self._recent)) - 1][0]
+                if dropped <= len(self._recent)
+                else changes[-1][0]
+            )
+        self._recent.extend(changes)
+        self.last_index = max(self.last_index, changes[-1][0])
+        still = []
+        for prefixes, after, fut in self._waiters:
+            if fut.done():
+                continue
+            hit = next((i for i, k in changes if i > after and k.startswith(prefixes)), None)
+            if hit is None:
+                still.append((prefixes, after, fut))
+            else:
+                fut.set_result(hit)
+        self._waiters = still
+
+    def _seen(self, prefixes: tuple[str, ...], after: int) -> int | None:
+        if after < self._complete_after:
+            # history does not reach back to `after`: wake now, the caller re-reads
+            return self.last_index if self.last_index > after else None
+        start = bisect.bisect_right(self._recent, after, key=lambda c: c[0])
+        for i in range(start, len(self._recent)):
+            idx, key = self._recent[i]
+            if key.startswith(prefixes):
+                return idx
+        return None
+
+    async def wait(self, prefixes: Sequence[str], after: int, timeout: float) -> int:
+        p = tuple(prefixes)
+        hit = self._seen(p, after)
+        if hit is not None:
+            return hit
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append((p, after, fut))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return after
+
+
+def now() -> float:
+    return time.monotonic()
