@@ -8,6 +8,7 @@ import click
 
 from shoal import __version__
 from shoal.cli.dev import dev
+from shoal.cli.registry import registry
 from shoal.errors import ShoalError
 
 
@@ -18,6 +19,7 @@ def cli() -> None:
 
 
 cli.add_command(dev)
+cli.add_command(registry)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""The edges that speak other systems' HTTP APIs (Consul now; Docker Engine next)."""

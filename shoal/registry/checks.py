@@ -1,0 +1,178 @@
+"""Running the agent's health checks: TTL timers, HTTP, TCP and script probes, and reaping services
+whose check stayed critical past DeregisterCriticalServiceAfter.
+
+Outcomes follow Consul: HTTP 2xx passing, 429 warning, anything else critical; TCP connect passing
+or critical; a script's exit 0 passing, 1 warning, other critical. A TTL check is critical from the
+moment its TTL passes without an update (a timer per check, not a poll, so a 100 ms TTL is critical
+within a few ms of its deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from shoal.registry import model as m
+from shoal.registry.model import Check
+
+if TYPE_CHECKING:
+    from shoal.registry.core import Registry
+
+log = logging.getLogger("shoal.registry.checks")
+MAX_OUTPUT = 4096
+
+
+class CheckRunner:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._critical_since: dict[str, tuple[float, Check]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[object]] = set()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        for c in await self.registry.all_checks(self.registry.config.node):
+            if c.definition.type:
+                self.schedule(c)
+            self.status_changed(c)
+        self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def close(self) -> None:
+        for h in self._ttl_timers.values():
+            h.cancel()
+        for t in [*self._probes.values(), *self._pending]:
+            t.cancel()
+        if self._reaper:
+            self._reaper.cancel()
+        if self._session:
+            await self._session.close()
+
+    def schedule(self, c: Check) -> None:
+        self.unschedule(c.id)
+        d = c.definition
+        if d.ttl:
+            self._arm_ttl(c)
+        elif d.interval:
+            self._probes[c.id] = asyncio.get_running_loop().create_task(self._probe_loop(c))
+
+    def unschedule(self, check_id: str) -> None:
+        if h := self._ttl_timers.pop(check_id, None):
+            h.cancel()
+        if t := self._probes.pop(check_id, None):
+            t.cancel()
+        self._critical_since.pop(check_id, None)
+
+    def ttl_touched(self, c: Check) -> None:
+        self._arm_ttl(c)
+
+    def _arm_ttl(self, c: Check) -> None:
+        if h := self._ttl_timers.pop(c.id, None):
+            h.cancel()
+        loop = asyncio.get_running_loop()
+        self._ttl_timers[c.id] = loop.call_later(c.definition.ttl, self._ttl_expired, c)
+
+    def _ttl_expired(self, c: Check) -> None:
+        self._ttl_timers.pop(c.id, None)
+        self._spawn(self.registry.set_check_status(c, m.CRITICAL, "TTL expired"))
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(t)
+        t.add_done_callback(self._pending.discard)
+
+    def status_changed(self, c: Check) -> None:
+        if c.status == m.CRITICAL and c.definition.deregister_after and c.service_id:
+            self._critical_since.setdefault(c.id, (time.monotonic(), c))
+        else:
+            self._critical_since.pop(c.id, None)
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            for cid, (since, c) in list(self._critical_since.items()):
+                if now - since >= c.definition.deregister_after:
+                    self._critical_since.pop(cid, None)
+                    log.info(
+                        "deregistering service %s: check %s critical for %.0fs",
+                        c.service_id,
+                        cid,
+                        now - since,
+                    )
+                    with contextlib.suppress(Exception):
+                        await self.registry.deregister_service(c.service_id)
+
+    async def _probe_loop(self, c: Check) -> None:
+        d = c.definition
+        await asyncio.sleep(random.uniform(0, min(d.interval, 1.0) / 4))  # first run well within an interval
+        while True:
+            status, output = await self.probe(c)
+            try:
+                await self.registry.set_check_status(c, status, output)
+            except Exception:
+                log.exception("recording check %s failed", c.id)
+            await asyncio.sleep(d.interval)
+
+    async def probe(self, c: Check) -> tuple[str, str]:
+        d = c.definition
+        try:
+            if d.http:
+                return await asyncio.wait_for(self._http(c), d.timeout)
+            if d.tcp:
+                return await asyncio.wait_for(self._tcp(c), d.timeout)
+            return await self._script(c)
+        except TimeoutError:
+            what = d.http or d.tcp or " ".join(d.args)
+            return (
+                m.CRITICAL,
+                f"{d.type.upper()} check {what}: timed out after {m.format_duration(d.timeout)}",
+            )
+
+    async def _http(self, c: Check) -> tuple[str, str]:
+        d = c.definition
+        assert self._session is not None
+        try:
+            async with self._session.request(d.method, d.http) as r:
+                body = (await r.content.read(MAX_OUTPUT)).decode(errors="replace")
+                out = f"HTTP {d.method} {d.http}: {r.status} {r.reason} Output: {body}"
+                if 200 <= r.status < 300:
+                    return m.PASSING, out
+                return (m.WARNING if r.status == 429 else m.CRITICAL), out
+        except aiohttp.ClientError as e:
+            return m.CRITICAL, f"HTTP {d.method} {d.http}: {e}"
+
+    async def _tcp(self, c: Check) -> tuple[str, str]:
+        host, _, port = c.definition.tcp.rpartition(":")
+        try:
+            _, w = await asyncio.open_connection(host.strip("[]"), int(port))
+            w.close()
+            return m.PASSING, f"TCP connect {c.definition.tcp}: Success"
+        except (OSError, ValueError) as e:
+            return m.CRITICAL, f"dial tcp {c.definition.tcp}: {e}"
+
+    async def _script(self, c: Check) -> tuple[str, str]:
+        d = c.definition
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *d.args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+        except OSError as e:
+            return m.CRITICAL, f"script {d.args[0]}: {e}"
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), d.timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return m.CRITICAL, f"Timed out ({m.format_duration(d.timeout)}) running check"
+        text = out.decode(errors="replace")[:MAX_OUTPUT]
+        code = proc.returncode
+        return (m.PASSING if code == 0 else m.WARNING if code == 1 else m.CRITICAL), text

@@ -1,0 +1,502 @@
+"""The Consul HTTP API (the subset shoal serves), on aiohttp. Routes parse and render; Registry decides."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from shoal import __version__
+from shoal.api.errors import consul_reply
+from shoal.errors import BadRequest, NotFound, ShoalError
+from shoal.registry import model as m
+from shoal.registry.core import Registry
+from shoal.registry.model import CHECKS, KV, NODES, SERVICES, SESSIONS
+
+CONSUL_VERSION = "1.22.0"
+MAX_WAIT = 600.0
+DEFAULT_WAIT = 300.0
+REGISTRY: web.AppKey[Registry] = web.AppKey("registry", Registry)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return name in request.query
+
+
+def _int_param(request: web.Request, name: str, what: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        v = int(raw)
+        if v < 0:
+            raise ValueError
+        return v
+    except ValueError:
+        raise BadRequest(f"Invalid {what} {raw!r}: must be a non-negative integer") from None
+
+
+def _lower(obj: Any) -> Any:
+    """Consul matches JSON keys case-insensitively (py-consul sends `name`, `ttl`, `lockdelay`);
+    user-defined maps (Meta, NodeMeta) keep their keys."""
+    if isinstance(obj, dict):
+        return {k.lower(): (v if k.lower() in ("meta", "nodemeta") else _lower(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_lower(v) for v in obj]
+    return obj
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise BadRequest(f"Request decode failed: {e}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("Request decode failed: expected a JSON object")
+    return _lower(data)
+
+
+def _json(data: Any, index: int | None = None, status: int = 200) -> web.Response:
+    headers = (
+        {"X-Consul-Index": str(index), "X-Consul-Knownleader": "true", "X-Consul-Lastcontact": "0"}
+        if index is not None
+        else {}
+    )
+    return web.Response(
+        status=status, body=json.dumps(data).encode(), content_type="application/json", headers=headers
+    )
+
+
+async def _blocking(
+    request: web.Request, prefixes: Sequence[str], read: Callable[[], Awaitable[Any]]
+) -> tuple[int, Any]:
+    """Consul's blocking query: with ?index=N wait until something under `prefixes` changes after N
+    (or ?wait passes), then read. Returns (X-Consul-Index, data)."""
+    reg = request.app[REGISTRY]
+    index = _int_param(request, "index", "index")
+    if index:
+        wait = (
+            min(m.parse_duration(request.query.get("wait") or "5m", "wait", number_unit=1.0), MAX_WAIT)
+            or DEFAULT_WAIT
+        )
+        if await reg.wait(prefixes, index, wait) == index:  # timed out: Consul answers with the same index
+            return index, await read()
+    current = await reg.index()
+    return current, await read()
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    try:
+        return await handler(request)
+    except ShoalError as e:
+        return consul_reply(e, await request.app[REGISTRY].index() if request.method == "GET" else None)
+
+
+def _dc(request: web.Request) -> str | None:
+    return request.query.get("dc")
+
+
+# --- status and agent self --------------------------------------------------------------------------
+
+
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPMovedPermanently("/ui/")
+
+
+async def ui(request: web.Request) -> web.Response:
+    return web.Response(
+        text="<!doctype html><title>shoal registry</title><h1>shoal registry</h1>", content_type="text/html"
+    )
+
+
+async def status_leader(request: web.Request) -> web.Response:
+    c = request.app[REGISTRY].config
+    return _json(f"{c.address}:{c.server_port}")
+
+
+async def status_peers(request: web.Request) -> web.Response:
+    c = request.app[REGISTRY].config
+    return _json([f"{c.address}:{c.server_port}"])
+
+
+async def agent_self(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    c = reg.config
+    leader = f"{c.address}:{c.server_port}"
+    member = {
+        "Name": c.node,
+        "Addr": c.address,
+        "Port": 8301,
+        "Tags": {"role": "consul", "dc": c.datacenter, "build": CONSUL_VERSION, "vsn": "2"},
+        "Status": 1,
+        "ProtocolMin": 1,
+        "ProtocolMax": 5,
+        "ProtocolCur": 2,
+        "DelegateMin": 2,
+        "DelegateMax": 5,
+        "DelegateCur": 4,
+    }
+    return _json(
+        {
+            "Config": {
+                "Datacenter": c.datacenter,
+                "PrimaryDatacenter": c.datacenter,
+                "NodeName": c.node,
+                "NodeID": reg.node_id,
+                "Revision": "shoal",
+                "Server": True,
+                "Version": CONSUL_VERSION,
+                "BuildDate": "",
+                "Shoal": __version__,
+            },
+            "DebugConfig": {
+                "DNSDomain": c.domain,
+                "DNSPort": c.dns_port,
+                "HTTPPort": c.http_port,
+                "EnableScriptChecks": c.enable_script_checks,
+            },
+            "Coord": {"Vec": [0.0] * 8, "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
+            "Member": member,
+            "Stats": {
+                "consul": {
+                    "leader": "true",
+                    "leader_addr": leader,
+                    "server": "true",
+                    "known_datacenters": "1",
+                },
+                "agent": {"checks": "0", "services": "0"},
+                "runtime": {"os": platform.system().lower(), "arch": platform.machine()},
+            },
+            "Meta": {"consul-network-segment": ""},
+            "xDS": {"SupportedProxies": {}, "Port": -1, "Ports": {}},
+        }
+    )
+
+
+async def agent_members(request: web.Request) -> web.Response:
+    c = request.app[REGISTRY].config
+    return _json(
+        [
+            {
+                "Name": c.node,
+                "Addr": c.address,
+                "Port": 8301,
+                "Tags": {"role": "consul", "dc": c.datacenter},
+                "Status": 1,
+            }
+        ]
+    )
+
+
+# --- KV -----------------------------------------------------------------------------------------------
+
+
+def _key(request: web.Request) -> str:
+    return request.match_info["key"]
+
+
+async def kv_get(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    key = _key(request)
+    recurse, keys = _flag(request, "recurse"), _flag(request, "keys")
+    if keys:
+        sep = request.query.get("separator", request.query.get("seperator", ""))
+
+        async def read_keys() -> list[str]:
+            out: list[str] = []
+            for e in await reg.kv_range(key):
+                k = e.key
+                if sep:
+                    cut = k.find(sep, len(key))
+                    if cut >= 0:
+                        k = k[: cut + len(sep)]
+                if not out or out[-1] != k:
+                    out.append(k)
+            return out
+
+        index, listed = await _blocking(request, [KV + key], read_keys)
+        if not listed and key:
+            return web.Response(status=404, headers={"X-Consul-Index": str(index)})
+        return _json(listed, index)
+    if recurse:
+        index, entries = await _blocking(request, [KV + key], lambda: reg.kv_range(key))
+    else:
+
+        async def one() -> list[m.KVEntry]:
+            e = await reg.kv_get(key)
+            return [e] if e else []
+
+        index, entries = await _blocking(request, [KV + key], one)
+        entries = [e for e in entries if e.key == key]
+    if not entries:
+        return web.Response(status=404, headers={"X-Consul-Index": str(index)})
+    if _flag(request, "raw"):
+        return web.Response(
+            body=entries[0].value,
+            headers={"X-Consul-Index": str(index)},
+            content_type="application/octet-stream",
+        )
+    return _json([e.to_consul() for e in entries], index)
+
+
+async def kv_put(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    key = _key(request)
+    given = [f for f in ("cas", "acquire", "release") if f in request.query]
+    if len(given) > 1:
+        raise BadRequest(f"Conflicting flags: {'&'.join(given)}")
+    flags = _int_param(request, "flags", "flags") or 0
+    cas = _int_param(request, "cas", "cas index")
+    if request.content_length and request.content_length > m.MAX_VALUE:
+        from shoal.registry.core import TooLarge
+
+        raise TooLarge(
+            f"Request body({request.content_length} bytes) too large, max size: {m.MAX_VALUE} bytes."
+        )
+    value = await request.read()
+    if "acquire" in request.query:
+        ok = await reg.kv_acquire(key, value, request.query["acquire"], flags)
+    elif "release" in request.query:
+        ok = await reg.kv_release(key, value, request.query["release"], flags)
+    else:
+        ok = await reg.kv_put(key, value, flags, cas)
+    return _json(ok)
+
+
+async def kv_delete(request: web.Request) -> web.Response:
+    cas = _int_param(request, "cas", "cas index")
+    return _json(await request.app[REGISTRY].kv_delete(_key(request), _flag(request, "recurse"), cas))
+
+
+# --- sessions -----------------------------------------------------------------------------------------
+
+
+async def session_create(request: web.Request) -> web.Response:
+    sid = await request.app[REGISTRY].session_create(await _body(request), _dc(request))
+    return _json({"ID": sid})
+
+
+async def session_destroy(request: web.Request) -> web.Response:
+    return _json(await request.app[REGISTRY].session_destroy(request.match_info["id"], _dc(request)))
+
+
+async def session_renew(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    s = await reg.session_renew(request.match_info["id"], _dc(request))
+    return _json([s.to_consul()], await reg.index())
+
+
+async def session_info(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    sid = request.match_info["id"]
+
+    async def read() -> list[dict]:
+        s = await reg.session(sid)
+        return [s.to_consul()] if s else []
+
+    index, data = await _blocking(request, [SESSIONS + sid], read)
+    return _json(data, index)
+
+
+async def session_list(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    node = request.match_info.get("node")
+    index, data = await _blocking(request, [SESSIONS], lambda: reg.sessions(node))
+    return _json([s.to_consul() for s in data], index)
+
+
+# --- agent services and checks ------------------------------------------------------------------------
+
+
+async def agent_services(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    svcs = await reg.services(reg.config.node)
+    return _json({s.id: s.to_agent(reg.config.datacenter) for s in svcs})
+
+
+async def agent_service(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    sid = request.match_info["id"]
+    index, svc = await _blocking(request, [f"{SERVICES}{reg.config.node}/{sid}"], lambda: reg.service(sid))
+    if svc is None:
+        raise NotFound(f"unknown service ID: {sid}")
+    return _json(svc.to_agent(reg.config.datacenter), index)
+
+
+async def agent_service_register(request: web.Request) -> web.Response:
+    await request.app[REGISTRY].register_service(await _body(request))
+    return web.Response(status=200)
+
+
+async def agent_service_deregister(request: web.Request) -> web.Response:
+    await request.app[REGISTRY].deregister_service(request.match_info["id"])
+    return web.Response(status=200)
+
+
+async def agent_checks(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    checks = [c for c in await reg.all_checks(reg.config.node) if c.id != "serfHealth"]
+    return _json({c.id: c.to_consul() for c in checks})
+
+
+async def agent_check_register(request: web.Request) -> web.Response:
+    await request.app[REGISTRY].register_check(await _body(request))
+    return web.Response(status=200)
+
+
+async def agent_check_deregister(request: web.Request) -> web.Response:
+    await request.app[REGISTRY].deregister_check(request.match_info["id"])
+    return web.Response(status=200)
+
+
+_STATE = {"pass": m.PASSING, "warn": m.WARNING, "fail": m.CRITICAL}
+
+
+async def agent_check_mark(request: web.Request) -> web.Response:
+    status = _STATE[request.match_info["state"]]
+    await request.app[REGISTRY].update_check(request.match_info["id"], status, request.query.get("note", ""))
+    return web.Response(status=200)
+
+
+async def agent_check_update(request: web.Request) -> web.Response:
+    body = await _body(request)
+    status = (body.get("status") or "").lower()
+    await request.app[REGISTRY].update_check(request.match_info["id"], status, body.get("output") or "")
+    return web.Response(status=200)
+
+
+# --- catalog and health -------------------------------------------------------------------------------
+
+_CATALOG = [NODES, SERVICES]
+_HEALTH = [NODES, SERVICES, CHECKS]
+
+
+async def catalog_datacenters(request: web.Request) -> web.Response:
+    return _json([request.app[REGISTRY].config.datacenter])
+
+
+async def catalog_services(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    reg._check_dc(_dc(request))
+    index, data = await _blocking(request, _CATALOG, reg.catalog_services)
+    return _json(data, index)
+
+
+async def catalog_service(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    reg._check_dc(_dc(request))
+    name, tag = request.match_info["name"], request.query.get("tag")
+    index, data = await _blocking(request, _CATALOG, lambda: reg.catalog_service(name, tag))
+    return _json(data, index)
+
+
+async def catalog_nodes(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    reg._check_dc(_dc(request))
+    index, data = await _blocking(request, [NODES], reg.nodes)
+    return _json([n.to_consul() for n in data], index)
+
+
+async def catalog_node(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    name = request.match_info["node"]
+
+    async def read() -> dict | None:
+        node = next((n for n in await reg.nodes() if n.name == name), None)
+        if node is None:
+            return None
+        svcs = await reg.services(name)
+        return {"Node": node.to_consul(), "Services": {s.id: s.to_health() for s in svcs}}
+
+    index, data = await _blocking(request, _CATALOG, read)
+    return _json(data, index)
+
+
+async def health_service(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    reg._check_dc(_dc(request))
+    name, tag, passing = request.match_info["name"], request.query.get("tag"), _flag(request, "passing")
+    index, data = await _blocking(request, _HEALTH, lambda: reg.health_service(name, tag, passing))
+    return _json(data, index)
+
+
+async def health_state(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    state = request.match_info["state"]
+    if state not in ("any", *m.STATUSES):
+        raise BadRequest(f"Invalid state {state!r}: must be any, passing, warning or critical")
+
+    async def read() -> list[dict]:
+        return [c.to_consul() for c in await reg.all_checks() if state in ("any", c.status)]
+
+    index, data = await _blocking(request, [CHECKS], read)
+    return _json(data, index)
+
+
+async def health_checks(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    name = request.match_info["name"]
+
+    async def read() -> list[dict]:
+        return [c.to_consul() for c in await reg.all_checks() if c.service_name == name]
+
+    index, data = await _blocking(request, [CHECKS], read)
+    return _json(data, index)
+
+
+async def health_node(request: web.Request) -> web.Response:
+    reg = request.app[REGISTRY]
+    node = request.match_info["node"]
+
+    async def read() -> list[dict]:
+        return [c.to_consul() for c in await reg.all_checks(node)]
+
+    index, data = await _blocking(request, [CHECKS + node + "/"], read)
+    return _json(data, index)
+
+
+def make_app(registry: Registry) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=m.MAX_VALUE + 1024)
+    app[REGISTRY] = registry
+    r = app.router
+    r.add_get("/", root)
+    r.add_get("/ui/", ui)
+    r.add_get("/v1/status/leader", status_leader)
+    r.add_get("/v1/status/peers", status_peers)
+    r.add_get("/v1/agent/self", agent_self)
+    r.add_get("/v1/agent/members", agent_members)
+    r.add_get("/v1/kv/{key:.*}", kv_get)
+    r.add_put("/v1/kv/{key:.*}", kv_put)
+    r.add_delete("/v1/kv/{key:.*}", kv_delete)
+    r.add_put("/v1/session/create", session_create)
+    r.add_put("/v1/session/destroy/{id}", session_destroy)
+    r.add_put("/v1/session/renew/{id}", session_renew)
+    r.add_get("/v1/session/info/{id}", session_info)
+    r.add_get("/v1/session/list", session_list)
+    r.add_get("/v1/session/node/{node}", session_list)
+    r.add_get("/v1/agent/services", agent_services)
+    r.add_get("/v1/agent/service/{id}", agent_service)
+    r.add_put("/v1/agent/service/register", agent_service_register)
+    r.add_put("/v1/agent/service/deregister/{id}", agent_service_deregister)
+    r.add_get("/v1/agent/checks", agent_checks)
+    r.add_put("/v1/agent/check/register", agent_check_register)
+    r.add_put("/v1/agent/check/deregister/{id}", agent_check_deregister)
+    r.add_put("/v1/agent/check/{state:pass|warn|fail}/{id}", agent_check_mark)
+    r.add_put("/v1/agent/check/update/{id}", agent_check_update)
+    r.add_get("/v1/catalog/datacenters", catalog_datacenters)
+    r.add_get("/v1/catalog/services", catalog_services)
+    r.add_get("/v1/catalog/service/{name}", catalog_service)
+    r.add_get("/v1/catalog/nodes", catalog_nodes)
+    r.add_get("/v1/catalog/node/{node}", catalog_node)
+    r.add_get("/v1/health/service/{name}", health_service)
+    r.add_get("/v1/health/state/{state}", health_state)
+    r.add_get("/v1/health/checks/{name}", health_checks)
+    r.add_get("/v1/health/node/{node}", health_node)
+    return app

@@ -1,0 +1,309 @@
+"""The registry's records, as Consul shapes them, and how they are kept in the Store.
+
+Store layout (one key per record, so every change has its own index and blocking reads can wait on
+exactly the prefixes they show):
+
+    kv/<key>                  a KV entry: flags, lock index, session, value (binary header + value)
+    sessions/<id>             a session (JSON), on a store lease when it has a TTL
+    nodes/<node>              a node (JSON)
+    services/<node>/<id>      a service instance (JSON)
+    checks/<node>/<check-id>  a health check and its current status (JSON)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import struct
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from shoal.errors import BadRequest
+
+KV, SESSIONS, NODES, SERVICES, CHECKS = "kv/", "sessions/", "nodes/", "services/", "checks/"
+PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
+STATUSES = (PASSING, WARNING, CRITICAL)
+MAX_VALUE = 512 * 1024  # Consul's kv_max_value_size
+
+
+# --- KV entries -------------------------------------------------------------------------------------
+
+_HDR = struct.Struct(">QQH")
+
+
+@dataclass(frozen=True, slots=True)
+class KVEntry:
+    key: str
+    value: bytes
+    flags: int = 0
+    lock_index: int = 0
+    session: str = ""
+    create_index: int = 0
+    modify_index: int = 0
+
+    def encode(self) -> bytes:
+        s = self.session.encode()
+        return _HDR.pack(self.flags, self.lock_index, len(s)) + s + self.value
+
+    @staticmethod
+    def decode(key: str, raw: bytes, create_index: int, modify_index: int) -> KVEntry:
+        flags, lock_index, n = _HDR.unpack_from(raw)
+        off = _HDR.size
+        return KVEntry(
+            key, raw[off + n :], flags, lock_index, raw[off : off + n].decode(), create_index, modify_index
+        )
+
+    def to_consul(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "LockIndex": self.lock_index,
+            "Key": self.key,
+            "Flags": self.flags,
+            "Value": base64.b64encode(self.value).decode() if self.value else None,
+            "CreateIndex": self.create_index,
+            "ModifyIndex": self.modify_index,
+        }
+        if self.session:
+            d["Session"] = self.session
+        return d
+
+
+# --- durations --------------------------------------------------------------------------------------
+
+_DUR = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any, what: str, *, number_unit: float = 1e-9) -> float:
+    """Go-style durations ("10s", "1m30s", "100ms") or numbers (nanoseconds, as Go's JSON has them)."""
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, bool):
+        raise BadRequest(f"Invalid {what}: {value!r} is not a duration")
+    if isinstance(value, int | float):
+        return float(value) * number_unit
+    s = str(value).strip()
+    if s in ("0",):
+        return 0.0
+    pos, total = 0, 0.0
+    for m in _DUR.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or pos == 0:
+        raise BadRequest(f'Invalid {what}: time: invalid duration "{s}"')
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds == int(seconds):
+        s = int(seconds)
+        h, rem = divmod(s, 3600)
+        m, sec = divmod(rem, 60)
+        return (f"{h}h" if h else "") + (f"{m}m" if m or h else "") + f"{sec}s"
+    return f"{seconds:g}s"
+
+
+# --- sessions, nodes, services, checks (JSON records) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str
+    name: str
+    node: str
+    lock_delay: float
+    behavior: str
+    ttl: float
+    node_checks: tuple[str, ...]
+    lease: int = 0
+    create_index: int = 0
+    modify_index: int = 0
+
+    def to_consul(self) -> dict[str, Any]:
+        return {
+            "ID": self.id,
+            "Name": self.name,
+            "Node": self.node,
+            "LockDelay": int(self.lock_delay * 1e9),
+            "Behavior": self.behavior,
+            "TTL": format_duration(self.ttl) if self.ttl else "",
+            "NodeChecks": list(self.node_checks),
+            "ServiceChecks": None,
+            "Namespace": "default",
+            "CreateIndex": self.create_index,
+            "ModifyIndex": self.modify_index,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    address: str
+    datacenter: str
+    id: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+    tagged_addresses: dict[str, str] = field(default_factory=dict)
+    create_index: int = 0
+    modify_index: int = 0
+
+    def to_consul(self) -> dict[str, Any]:
+        return {
+            "ID": self.id,
+            "Node": self.name,
+            "Address": self.address,
+            "Datacenter": self.datacenter,
+            "TaggedAddresses": self.tagged_addresses or {"lan": self.address, "wan": self.address},
+            "Meta": self.meta,
+            "CreateIndex": self.create_index,
+            "ModifyIndex": self.modify_index,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    node: str
+    id: str
+    name: str
+    tags: tuple[str, ...] = ()
+    address: str = ""
+    port: int = 0
+    meta: dict[str, str] = field(default_factory=dict)
+    weights: dict[str, int] = field(default_factory=lambda: {"Passing": 1, "Warning": 1})
+    enable_tag_override: bool = False
+    create_index: int = 0
+    modify_index: int = 0
+
+    def to_agent(self, datacenter: str) -> dict[str, Any]:
+        return {
+            "ID": self.id,
+            "Service": self.name,
+            "Tags": list(self.tags),
+            "Meta": self.meta,
+            "Port": self.port,
+            "Address": self.address,
+            "Weights": self.weights,
+            "EnableTagOverride": self.enable_tag_override,
+            "Datacenter": datacenter,
+        }
+
+    def to_health(self) -> dict[str, Any]:
+        return {
+            "ID": self.id,
+            "Service": self.name,
+            "Tags": list(self.tags),
+            "Address": self.address,
+            "Meta": self.meta,
+            "Port": self.port,
+            "Weights": self.weights,
+            "EnableTagOverride": self.enable_tag_override,
+            "CreateIndex": self.create_index,
+            "ModifyIndex": self.modify_index,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckDef:
+    """How a check runs; empty for TTL-less checks set from outside (e.g. serfHealth)."""
+
+    ttl: float = 0.0
+    http: str = ""
+    method: str = "GET"
+    tcp: str = ""
+    args: tuple[str, ...] = ()
+    interval: float = 0.0
+    timeout: float = 10.0
+    deregister_after: float = 0.0
+
+    @property
+    def type(self) -> str:
+        if self.ttl:
+            return "ttl"
+        if self.http:
+            return "http"
+        if self.tcp:
+            return "tcp"
+        if self.args:
+            return "script"
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    node: str
+    id: str
+    name: str
+    status: str
+    service_id: str = ""
+    service_name: str = ""
+    service_tags: tuple[str, ...] = ()
+    notes: str = ""
+    output: str = ""
+    definition: CheckDef = field(default_factory=CheckDef)
+    create_index: int = 0
+    modify_index: int = 0
+
+    def to_consul(self) -> dict[str, Any]:
+        return {
+            "Node": self.node,
+            "CheckID": self.id,
+            "Name": self.name,
+            "Status": self.status,
+            "Notes": self.notes,
+            "Output": self.output,
+            "ServiceID": self.service_id,
+            "ServiceName": self.service_name,
+            "ServiceTags": list(self.service_tags),
+            "Type": self.definition.type,
+            "Interval": format_duration(self.definition.interval) if self.definition.interval else "",
+            "Timeout": format_duration(self.definition.timeout)
+            if self.definition.type in ("http", "tcp", "script")
+            else "",
+            "ExposedPort": 0,
+            "Definition": {},
+            "Namespace": "default",
+            "CreateIndex": self.create_index,
+            "ModifyIndex": self.modify_index,
+        }
+
+
+def dump(record: Any) -> bytes:
+    d = asdict(record)
+    for k in ("create_index", "modify_index"):
+        d.pop(k, None)
+    return json.dumps(d, separators=(",", ":")).encode()
+
+
+def _tuples(d: dict[str, Any], *names: str) -> dict[str, Any]:
+    for n in names:
+        if n in d and isinstance(d[n], list):
+            d[n] = tuple(d[n])
+    return d
+
+
+def load_session(raw: bytes, ci: int, mi: int) -> Session:
+    d = _tuples(json.loads(raw), "node_checks")
+    return Session(**d, create_index=ci, modify_index=mi)
+
+
+def load_node(raw: bytes, ci: int, mi: int) -> Node:
+    return Node(**json.loads(raw), create_index=ci, modify_index=mi)
+
+
+def load_service(raw: bytes, ci: int, mi: int) -> Service:
+    return Service(**_tuples(json.loads(raw), "tags"), create_index=ci, modify_index=mi)
+
+
+def load_check(raw: bytes, ci: int, mi: int) -> Check:
+    d = _tuples(json.loads(raw), "service_tags")
+    d["definition"] = CheckDef(**_tuples(d["definition"], "args"))
+    return Check(**d, create_index=ci, modify_index=mi)
+
+
+def with_status(check: Check, status: str, output: str) -> Check:
+    return replace(check, status=status, output=output)

@@ -1,0 +1,71 @@
+"""Running the registry: store, Consul HTTP API and DNS in one asyncio process.
+
+`shoal registry` runs it alone; `shoal manager` (next) embeds the same `RegistryServer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from shoal.registry.core import Config, Registry
+from shoal.registry.dns import DNSServer
+from shoal.registry.http import make_app
+from shoal.registry.store import Store, open_store
+
+log = logging.getLogger("shoal.registry")
+
+
+@dataclass
+class RegistryServer:
+    store: Store
+    registry: Registry
+    runner: web.AppRunner
+    dns: DNSServer
+
+    @classmethod
+    async def start(cls, config: Config, store_url: str, http_host: str, dns_host: str) -> RegistryServer:
+        store = await open_store(store_url)
+        registry = Registry(store, config)
+        await registry.start()
+        runner = web.AppRunner(make_app(registry), access_log=None, handler_cancellation=True)
+        await runner.setup()
+        await web.TCPSite(runner, http_host, config.http_port, backlog=4096).start()
+        dns = DNSServer(registry)
+        if config.dns_port:
+            await dns.start(dns_host, config.dns_port)
+        log.info(
+            "registry: http on %s:%d, dns on %s:%d, store %s",
+            http_host,
+            config.http_port,
+            dns_host,
+            config.dns_port,
+            store_url,
+        )
+        return cls(store, registry, runner, dns)
+
+    async def close(self) -> None:
+        await self.dns.close()
+        await self.runner.cleanup()
+        await self.registry.close()
+        await self.store.close()
+
+
+async def serve_forever(config: Config, store_url: str, http_host: str, dns_host: str, ready=None) -> None:
+    server = await RegistryServer.start(config, store_url, http_host, dns_host)
+    if ready:
+        ready()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
