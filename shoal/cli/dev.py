@@ -91,8 +91,12 @@ def status(name: str, root: str) -> None:
             str(r.images),
             r.pool,
         )
-    Console(width=160).print(table)
-    if not all(r.healthy for r in rows):
+    console = Console(width=160)
+    console.print(table)
+    services = cluster.service_status(name, Path(root))
+    for svc, pid, ok, where in services:
+        console.print(f"{svc}: {'[green]healthy[/]' if ok else '[red]down[/]'} {where} pid {pid}")
+    if not all(r.healthy for r in rows) or not all(ok for _, _, ok, _ in services):
         raise SystemExit(1)
 
 

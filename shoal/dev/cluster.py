@@ -15,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import requests
+
 from shoal.dev import engine, host, images, preflight, state
-from shoal.dev.layout import ClusterLayout, ClusterSpec, NodeLayout, plan_layout
+from shoal.dev.layout import REGISTRY_DNS_PORT, ClusterLayout, ClusterSpec, NodeLayout, plan_layout
 from shoal.dev.node import cluster_services, node_processes, start
 from shoal.errors import Conflict, HostNotReady, ShoalError
 
@@ -85,12 +87,16 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
                 pool.map(lambda n: engine.load_images(n.engine_socket, archive, n.name), layout.nodes)
             )
         t_load = time.monotonic()
-        for node in layout.nodes:
-            for svc in node_processes(layout, node)[1:]:
-                pids[node.name][svc.name] = start(svc)
-        for svc in cluster_services(layout):
-            pids.setdefault("", {})[svc.name] = start(svc)
-        st = replace(st, pids=pids, phase="up")
+        services = [(n.name, svc) for n in layout.nodes for svc in node_processes(layout, n)[1:]]
+        services += [("", svc) for svc in cluster_services(layout)]
+        for owner, svc in services:
+            pids.setdefault(owner, {})[svc.name] = start(svc)
+        st = replace(st, pids=pids)
+        state.write(layout.state_file, st)
+        for owner, svc in services:
+            if svc.ready_url:
+                engine.wait_http(svc.ready_url, pids[owner][svc.name], svc.log, svc.name)
+        st = replace(st, phase="up")
         state.write(layout.state_file, st)
     except BaseException:
         out("up failed; removing what was made")
@@ -158,6 +164,7 @@ def _reach(layout: ClusterLayout) -> str:
         f"  {n.name:<8} {n.address:<15} DOCKER_HOST={n.engine_url}  (or unix://{n.engine_socket})"
         for n in layout.nodes
     ]
+    lines.append(f"  registry {layout.registry_url} (Consul API), DNS {layout.gateway}:{REGISTRY_DNS_PORT}")
     name = "" if layout.name == "shoal" else f" --name {layout.name}"
     return "\n".join([*lines, f'point the docker CLI at the cluster: eval "$(shoal dev env{name})"'])
 
@@ -348,9 +355,28 @@ def _node_status(node: NodeLayout, st: state.State) -> NodeStatus:
     )
 
 
+def service_status(name: str, root: Path) -> list[tuple[str, int, bool, str]]:
+    """Cluster-wide services: (name, pid, healthy, where)."""
+    layout, st = load(name, root)
+    out = []
+    for svc in cluster_services(layout):
+        pid = st.pids.get("", {}).get(svc.name, -1)
+        ok = _ours(pid, layout.root)
+        if ok and svc.ready_url:
+            try:
+                ok = requests.get(svc.ready_url, timeout=2).status_code == 200
+            except requests.RequestException:
+                ok = False
+        out.append((svc.name, pid, ok, svc.ready_url.split("/v1/")[0]))
+    return out
+
+
 def env_lines(name: str, root: Path) -> list[str]:
     layout, _ = load(name, root)
-    lines = [f"export DOCKER_HOST={layout.nodes[0].engine_url}"]
+    lines = [
+        f"export DOCKER_HOST={layout.nodes[0].engine_url}",
+        f"export CONSUL_HTTP_ADDR={layout.registry_url.removeprefix('http://')}",
+    ]
     if name != "shoal":
         lines.append(f"export SHOAL_DEV_NAME={name}")
     lines += [f"export SHOAL_NODE_{n.name.upper()}={n.engine_url}" for n in layout.nodes]

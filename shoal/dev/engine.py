@@ -40,6 +40,21 @@ def wait_ready(socket: Path, pid: int, log: Path, node: str, timeout: float = 60
     raise ShoalError(f"{node}: dockerd did not answer on {socket} within {timeout:.0f}s (log: {log})")
 
 
+def wait_http(url: str, pid: int, log: Path, name: str, timeout: float = 30.0) -> None:
+    """Polls `url` until it answers 200; fails at once if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if not host.pid_alive(pid):
+            raise ShoalError(f"{name} exited while starting: {' | '.join(log_tail(log))} (full log: {log})")
+        time.sleep(0.05)
+    raise ShoalError(f"{name} did not answer {url} within {timeout:.0f}s (log: {log})")
+
+
 def load_images(socket: Path, archive: bytes, node: str) -> list[str]:
     """`docker load` of the archive; returns the tags loaded."""
     c = client(f"unix://{socket}", timeout=120.0)

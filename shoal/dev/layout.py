@@ -17,6 +17,8 @@ DEFAULT_NAME = "shoal"
 DEFAULT_SUBNET = "10.99.0.0/24"
 DEFAULT_ROOT = Path("/var/lib/shoal/dev")
 ENGINE_PORT = 2375
+REGISTRY_HTTP_PORT = 8500  # the Consul API, on the host bridge's address
+REGISTRY_DNS_PORT = 8600
 # Node i gets host address FIRST_NODE_HOST + i in the subnet; .1 is the host bridge.
 FIRST_NODE_HOST = 10
 IFNAMSIZ = 15  # Linux interface names are at most 15 bytes
@@ -120,6 +122,10 @@ class ClusterLayout:
     def forward_comment(self) -> str:
         """Tags our iptables rule so `down` removes exactly it."""
         return f"shoal-dev:{self.name}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{self.gateway}:{REGISTRY_HTTP_PORT}"
 
     @property
     def netns_prefix(self) -> str:

@@ -9,11 +9,12 @@ these lists name, `down` stops every pid it recorded, so a new service needs no 
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoal.dev.layout import ENGINE_PORT, ClusterLayout, NodeLayout
+from shoal.dev.layout import ENGINE_PORT, REGISTRY_DNS_PORT, REGISTRY_HTTP_PORT, ClusterLayout, NodeLayout
 
 # The node's engine gets its own UTS namespace (so `docker info` names the node) and a private
 # mount namespace in which this node's plugin directory sits on /run/docker/plugins, so the node's
@@ -34,6 +35,7 @@ class ProcessSpec:
     name: str
     argv: tuple[str, ...]
     log: Path
+    ready_url: str = ""  # answers 200 once the process is ready; `up` waits for it
 
 
 def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
@@ -66,8 +68,17 @@ def node_services(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]
 
 
 def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
-    """Cluster-wide services (the shoal manager joins here)."""
-    return []
+    """Cluster-wide services, on the host bridge's address so every node reaches them: the registry
+    (the Consul API and DNS, SQLite in the cluster's directory); the shoal manager joins here."""
+    registry = (
+        sys.executable, "-m", "shoal", "registry",
+        "--store", f"sqlite://{cluster.root / 'registry.db'}",
+        "--http", f"{cluster.gateway}:{REGISTRY_HTTP_PORT}",
+        "--dns", f"{cluster.gateway}:{REGISTRY_DNS_PORT}",
+        "--node", "manager", "--advertise", cluster.gateway,
+    )  # fmt: skip
+    log = cluster.root / "log" / "registry.log"
+    return [ProcessSpec("registry", registry, log, ready_url=f"{cluster.registry_url}/v1/status/leader")]
 
 
 def node_processes(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]:

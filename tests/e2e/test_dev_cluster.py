@@ -143,3 +143,22 @@ def test_up_with_another_shape_is_refused_and_changes_nothing(dev_cluster):
     assert other.returncode == 1
     assert "already up with 3 nodes" in other.stderr and "shoal dev down" in other.stderr
     assert dev_cluster.docker("node3", "info", "--format", "{{.Name}}").stdout.strip() == "node3"
+
+
+def test_the_cluster_registry_answers_the_host_and_containers_on_every_node(dev_cluster):
+    import consul
+
+    gateway = dev_cluster.address("node1").rsplit(".", 1)[0] + ".1"
+    c = consul.Consul(host=gateway, port=8500)
+    c.kv.put("e2e/greeting", "hello-cluster")
+    for node in dev_cluster.nodes:
+        out = dev_cluster.docker(
+            node, "run", "--rm", "busybox", "wget", "-qO-", f"http://{gateway}:8500/v1/kv/e2e/greeting?raw"
+        ).stdout
+        assert out == "hello-cluster"
+    dig = subprocess.run(
+        ["dig", f"@{gateway}", "-p", "8600", "manager.node.shoal", "+short"], capture_output=True, text=True
+    ).stdout
+    assert dig.strip() == gateway
+    status = shoal("dev", "status", "--name", dev_cluster.name, "--root", str(dev_cluster.root)).stdout
+    assert f"registry: healthy http://{gateway}:8500" in status
