@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import statistics
 import sys
 import tempfile
 import time
@@ -22,9 +21,9 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shoal.registry.etcd_server import free_port  # noqa: E402
-from tests.etcd import single_etcd  # noqa: E402
-from tests.registry.conftest import start_registry, stop_registry  # noqa: E402
+from shoal.registry.etcd_server import free_port
+from tests.etcd import single_etcd
+from tests.registry.conftest import start_registry, stop_registry
 
 CLIENTS = 16
 
@@ -141,7 +140,10 @@ def main() -> None:
     time.sleep(1.0)
     base = asyncio.run(bench(f"http://127.0.0.1:{port}", seconds, full=False))
     noop.terminate()
-    print(f"baseline (no-op aiohttp server, {CLIENTS} clients): PUT {base['put']:.0f}/s  GET {base['get']:.0f}/s")
+    print(
+        f"baseline (no-op aiohttp server, {CLIENTS} clients): "
+        f"PUT {base['put']:.0f}/s  GET {base['get']:.0f}/s"
+    )
 
     with single_etcd() as ep:
         for name, store in (("sqlite", f"sqlite://{tempfile.mkdtemp()}/bench.db"), ("etcd", f"etcd://{ep}")):
@@ -150,12 +152,18 @@ def main() -> None:
                 r = asyncio.run(bench(reg.url, seconds, full=True))
             finally:
                 stop_registry(reg)
-            print(f"{name:<6} PUT {r['put']:.0f}/s ({r['put'] / base['put']:.2f}x baseline)  "
-                  f"GET {r['get']:.0f}/s ({r['get'] / base['get']:.2f}x baseline)")
-            print(f"{name:<6} blocking wake-up after a PUT: p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms "
-                  "(goal p99 <= 50 ms)")
-            print(f"{name:<6} 1000 blocking queries held open: {int(r['held_ok'])} answered 200 after one PUT "
-                  f"in {r['held_wake'] * 1000:.0f} ms, {int(r['held_early'])} returned early")
+            print(
+                f"{name:<6} PUT {r['put']:.0f}/s ({r['put'] / base['put']:.2f}x baseline)  "
+                f"GET {r['get']:.0f}/s ({r['get'] / base['get']:.2f}x baseline)"
+            )
+            print(
+                f"{name:<6} blocking wake-up after a PUT: p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms "
+                "(goal p99 <= 50 ms)"
+            )
+            print(
+                f"{name:<6} 1000 blocking queries held open: {int(r['held_ok'])} answered 200 after one PUT "
+                f"in {r['held_wake'] * 1000:.0f} ms, {int(r['held_early'])} returned early"
+            )
 
 
 if __name__ == "__main__":
