@@ -38,6 +38,7 @@ e2e: venv
 
 bench: venv
 	$(PY) benchmarks/dev_up.py
+	$(PY) benchmarks/registry_kv.py
 
 down:
 	@$(SHOAL) dev down
