@@ -31,17 +31,18 @@ MAX_OUTPUT = 4096
 class CheckRunner:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._ttl_timers: dict[str, asyncio.TimerHandle] = {}
-        self._probes: dict[str, asyncio.Task[None]] = {}
-        self._critical_since: dict[str, tuple[float, Check]] = {}
+        # keyed by (node, check id): remote nodes' TTL checks are timed here too
+        self._ttl_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._probes: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._critical_since: dict[tuple[str, str], tuple[float, Check]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[object]] = set()
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        for c in await self.registry.all_checks(self.registry.config.node):
-            if c.definition.type:
+        for c in await self.registry.all_checks():
+            if c.definition.ttl or (c.definition.type and c.node == self.registry.config.node):
                 self.schedule(c)
             self.status_changed(c)
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
@@ -57,31 +58,32 @@ class CheckRunner:
             await self._session.close()
 
     def schedule(self, c: Check) -> None:
-        self.unschedule(c.id)
+        self.unschedule(c.id, c.node)
         d = c.definition
         if d.ttl:
             self._arm_ttl(c)
         elif d.interval:
-            self._probes[c.id] = asyncio.get_running_loop().create_task(self._probe_loop(c))
+            self._probes[(c.node, c.id)] = asyncio.get_running_loop().create_task(self._probe_loop(c))
 
-    def unschedule(self, check_id: str) -> None:
-        if h := self._ttl_timers.pop(check_id, None):
+    def unschedule(self, check_id: str, node: str) -> None:
+        key = (node, check_id)
+        if h := self._ttl_timers.pop(key, None):
             h.cancel()
-        if t := self._probes.pop(check_id, None):
+        if t := self._probes.pop(key, None):
             t.cancel()
-        self._critical_since.pop(check_id, None)
+        self._critical_since.pop(key, None)
 
     def ttl_touched(self, c: Check) -> None:
         self._arm_ttl(c)
 
     def _arm_ttl(self, c: Check) -> None:
-        if h := self._ttl_timers.pop(c.id, None):
+        if h := self._ttl_timers.pop((c.node, c.id), None):
             h.cancel()
         loop = asyncio.get_running_loop()
-        self._ttl_timers[c.id] = loop.call_later(c.definition.ttl, self._ttl_expired, c)
+        self._ttl_timers[(c.node, c.id)] = loop.call_later(c.definition.ttl, self._ttl_expired, c)
 
     def _ttl_expired(self, c: Check) -> None:
-        self._ttl_timers.pop(c.id, None)
+        self._ttl_timers.pop((c.node, c.id), None)
         self._spawn(self.registry.set_check_status(c, m.CRITICAL, "TTL expired"))
 
     def _spawn(self, coro) -> None:
@@ -91,21 +93,21 @@ class CheckRunner:
 
     def status_changed(self, c: Check) -> None:
         if c.status == m.CRITICAL and c.definition.deregister_after and c.service_id:
-            self._critical_since.setdefault(c.id, (time.monotonic(), c))
+            self._critical_since.setdefault((c.node, c.id), (time.monotonic(), c))
         else:
-            self._critical_since.pop(c.id, None)
+            self._critical_since.pop((c.node, c.id), None)
 
     async def _reap(self) -> None:
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
-            for cid, (since, c) in list(self._critical_since.items()):
+            for key, (since, c) in list(self._critical_since.items()):
                 if now - since >= c.definition.deregister_after:
-                    self._critical_since.pop(cid, None)
+                    self._critical_since.pop(key, None)
                     log.info(
                         "deregistering service %s: check %s critical for %.0fs",
                         c.service_id,
-                        cid,
+                        c.id,
                         now - since,
                     )
                     with contextlib.suppress(Exception):

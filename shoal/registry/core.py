@@ -422,10 +422,10 @@ class Registry:
         if self.checks:
             self.checks.schedule(c)
 
-    async def _remove_check(self, check_id: str) -> None:
+    async def _remove_check(self, check_id: str, node: str | None = None) -> None:
         if self.checks:
-            self.checks.unschedule(check_id)
-        await self.store.delete(f"{CHECKS}{self.config.node}/{check_id}")
+            self.checks.unschedule(check_id, node or self.config.node)
+        await self.store.delete(f"{CHECKS}{node or self.config.node}/{check_id}")
 
     async def deregister_check(self, check_id: str) -> None:
         if await self.check(check_id) is None or check_id == SERF_HEALTH:
@@ -471,6 +471,99 @@ class Registry:
         if self.checks:
             self.checks.status_changed(new)
         return new
+
+    # --- catalog registration (remote nodes: shoal agents) ---------------------------------------------
+
+    async def catalog_register(self, body: dict[str, Any]) -> None:
+        """Consul's /v1/catalog/register. shoal extension: a check given a TTL here is timed by the
+        registry like an agent TTL check, and registering it again as passing renews it; that is how
+        the node agents (which have no Consul agent of their own) keep their node's check alive."""
+        node = body.get("node")
+        address = body.get("address")
+        if not node or not isinstance(node, str):
+            raise BadRequest("Must provide node")
+        if not address or not isinstance(address, str):
+            raise BadRequest("Must provide address")
+        self._check_dc(body.get("datacenter"))
+        meta = body.get("nodemeta") or {}
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise BadRequest("Invalid NodeMeta: must map strings to strings")
+        n = Node(
+            node,
+            address,
+            self.config.datacenter,
+            id=body.get("id") or str(uuid.uuid5(uuid.NAMESPACE_DNS, node)),
+            meta=meta,
+            tagged_addresses=body.get("taggedaddresses") or {},
+        )
+        svc = None
+        if body.get("service"):
+            s = body["service"]
+            if not isinstance(s, dict) or not s.get("service"):
+                raise BadRequest("Invalid Service: must have a Service name")
+            svc = Service(
+                node=node,
+                id=s.get("id") or s["service"],
+                name=s["service"],
+                tags=tuple(s.get("tags") or ()),
+                address=s.get("address") or "",
+                port=int(s.get("port") or 0),
+                meta=s.get("meta") or {},
+            )
+        defs = ([body["check"]] if body.get("check") else []) + list(body.get("checks") or [])
+        checks = []
+        for d in defs:
+            if not isinstance(d, dict) or not (d.get("checkid") or d.get("name")):
+                raise BadRequest("Invalid Check: must have a CheckID or Name")
+            status = (d.get("status") or m.CRITICAL).lower()
+            if status not in m.STATUSES:
+                raise BadRequest(f"Invalid check status {status!r}: must be passing, warning or critical")
+            ttl = m.parse_duration(d.get("ttl") or (d.get("definition") or {}).get("ttl"), "TTL")
+            sid = d.get("serviceid") or ""
+            checks.append(
+                Check(
+                    node=node,
+                    id=d.get("checkid") or d["name"],
+                    name=d.get("name") or d["checkid"],
+                    status=status,
+                    service_id=sid,
+                    service_name=svc.name if svc and sid == svc.id else "",
+                    service_tags=svc.tags if svc and sid == svc.id else (),
+                    notes=d.get("notes") or "",
+                    output=d.get("output") or "",
+                    definition=CheckDef(ttl=ttl),
+                )
+            )
+        old = await self.store.get(NODES + node)
+        if old is None or m.load_node(old.value, 0, 0) != replace(n, create_index=0, modify_index=0):
+            await self.store.put(NODES + node, m.dump(n))
+        if svc is not None:
+            await self.store.put(f"{SERVICES}{node}/{svc.id}", m.dump(svc))
+        for c in checks:
+            cur = await self.check(c.id, node)
+            if cur is None or replace(cur, create_index=0, modify_index=0) != c:
+                await self._write_check(c)
+            if self.checks and c.definition.ttl:
+                self.checks.ttl_touched(c)
+            if self.checks:
+                self.checks.status_changed(c)
+
+    async def catalog_deregister(self, body: dict[str, Any]) -> None:
+        node = body.get("node")
+        if not node:
+            raise BadRequest("Must provide node")
+        if body.get("serviceid"):
+            await self.store.delete(f"{SERVICES}{node}/{body['serviceid']}")
+            for c in await self.all_checks(node):
+                if c.service_id == body["serviceid"]:
+                    await self._remove_check(c.id, node)
+        elif body.get("checkid"):
+            await self._remove_check(body["checkid"], node)
+        else:
+            for c in await self.all_checks(node):
+                await self._remove_check(c.id, node)
+            await self.store.delete_prefix(f"{SERVICES}{node}/")
+            await self.store.delete(NODES + node)
 
     # --- views ----------------------------------------------------------------------------------------
 

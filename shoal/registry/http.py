@@ -462,6 +462,23 @@ async def health_node(request: web.Request) -> web.Response:
     return _json(data, index)
 
 
+async def catalog_register(request: web.Request) -> web.Response:
+    body = await _body(request)
+    # py-consul sends node_meta as ?node-meta=KEY:VALUE on register; take it as NodeMeta
+    for pair in request.query.getall("node-meta", []):
+        k, sep, v = pair.partition(":")
+        if not sep:
+            raise BadRequest(f"Invalid node-meta {pair!r}: must be KEY:VALUE")
+        body.setdefault("nodemeta", {})[k] = v
+    await request.app[REGISTRY].catalog_register(body)
+    return _json(True)
+
+
+async def catalog_deregister(request: web.Request) -> web.Response:
+    await request.app[REGISTRY].catalog_deregister(await _body(request))
+    return _json(True)
+
+
 def make_app(registry: Registry) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=m.MAX_VALUE + 1024)
     app[REGISTRY] = registry
@@ -494,6 +511,8 @@ def make_app(registry: Registry) -> web.Application:
     r.add_get("/v1/catalog/services", catalog_services)
     r.add_get("/v1/catalog/service/{name}", catalog_service)
     r.add_get("/v1/catalog/nodes", catalog_nodes)
+    r.add_put("/v1/catalog/register", catalog_register)
+    r.add_put("/v1/catalog/deregister", catalog_deregister)
     r.add_get("/v1/catalog/node/{node}", catalog_node)
     r.add_get("/v1/health/service/{name}", health_service)
     r.add_get("/v1/health/state/{state}", health_state)

@@ -362,3 +362,42 @@ def test_bad_input_gets_consul_status_codes_and_stores_nothing(registry):
     assert orphan.status_code == 404 and "nosuch" in orphan.text
     assert "c" not in c.agent.checks()
     assert c.kv.get(k) == (c.kv.get(k)[0], None)  # nothing was stored under k by any of the above
+
+
+def test_catalog_register_with_a_ttl_check_keeps_a_remote_node_alive_only_while_renewed(registry):
+    c = registry.client()
+    node = f"n{uuid.uuid4().hex[:6]}"
+    name = f"remote{uuid.uuid4().hex[:6]}"
+
+    def register():
+        return c.catalog.register(
+            node,
+            "127.0.0.9",
+            service={"Service": name, "ID": name, "Port": 7000},
+            check={
+                "CheckID": f"{name}-alive",
+                "Name": "alive",
+                "Status": "passing",
+                "ServiceID": name,
+                "Definition": {"TTL": "600ms"},
+            },
+            node_meta={"engine": "tcp://127.0.0.9:2375"},
+        )
+
+    assert register() is True
+    [entry] = c.health.service(name, passing=True)[1]
+    assert entry["Node"]["Node"] == node and entry["Node"]["Meta"] == {"engine": "tcp://127.0.0.9:2375"}
+    assert _dig(registry, f"{name}.service.shoal", "SRV") == [f"1 1 7000 {node}.node.dc1.shoal."]
+    assert _dig(registry, f"{node}.node.shoal", "A") == ["127.0.0.9"]
+    for _ in range(4):  # renewed faster than its TTL: stays passing
+        time.sleep(0.3)
+        register()
+        assert c.health.service(name, passing=True)[1] != []
+    time.sleep(0.8)
+    assert c.health.service(name, passing=True)[1] == []
+    [check] = [ch for ch in c.health.node(node)[1] if ch["CheckID"] == f"{name}-alive"]
+    assert check["Status"] == "critical" and check["Output"] == "TTL expired"
+    register()
+    assert c.health.service(name, passing=True)[1] != []
+    assert c.catalog.deregister(node) is True
+    assert c.health.service(name)[1] == []
