@@ -7,7 +7,9 @@ import sys
 import click
 
 from shoal import __version__
+from shoal.cli.agent import agent
 from shoal.cli.dev import dev
+from shoal.cli.nodes import facts, nodes
 from shoal.cli.registry import registry
 from shoal.errors import ShoalError
 
@@ -20,6 +22,8 @@ def cli() -> None:
 
 cli.add_command(dev)
 cli.add_command(registry)
+for command in (agent, nodes, facts):
+    cli.add_command(command)
 
 
 def main() -> None:

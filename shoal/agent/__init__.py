@@ -1,0 +1,1 @@
+"""The node agent: gathers facts, publishes them to the registry, keeps its node's check alive."""

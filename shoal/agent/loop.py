@@ -1,0 +1,223 @@
+"""The agent's loop: gather every fact source, publish, renew, sleep; back off while the manager is away.
+
+A source that fails is skipped and reported (a warning when the set of failures changes, and the
+fact `shoal_failed_sources`); nothing a source does stops the loop. External facts never override
+core ones: a source that names a core fact is refused whole, as any other bad source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from shoal import __version__
+from shoal.agent import publish
+from shoal.agent.facts import Facts, external, facter, host
+from shoal.agent.facts import docker as docker_facts
+from shoal.agent.facts.external import SourceError
+from shoal.agent.overload import overload, trim
+from shoal.errors import Conflict
+
+log = logging.getLogger("shoal.agent")
+MAX_BACKOFF = 10.0
+FACTER_EVERY = 30.0  # facter costs ~0.4 s of CPU: run it at most this often
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    manager: str
+    node: str
+    engine: str = "unix:///var/run/docker.sock"
+    advertise_engine: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    facts_dir: Path | None = None
+    interval: float = 5.0
+    fact_timeout: float = external.DEFAULT_TIMEOUT
+    use_facter: bool = False
+    state_file: Path | None = None
+    served_drivers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    facts: Facts
+    errors: tuple[SourceError, ...]
+    engine_labels: dict[str, str]
+    gathered_at: float
+    took: float
+
+
+def merge(
+    core: Facts, by_source: dict[str, Facts], facter_facts: Facts, errors: list[SourceError]
+) -> tuple[Facts, list[SourceError]]:
+    """Core facts win; an external source naming a core fact is refused whole; Facter fills gaps (pure)."""
+    facts = dict(core)
+    errors = list(errors)
+    for source, extra in sorted(by_source.items()):
+        clash = sorted(k for k in extra if k in core)
+        if clash:
+            errors.append(SourceError(source, f"names core fact {', '.join(clash)}; source skipped"))
+            continue
+        facts.update(extra)
+    for k, v in facter_facts.items():
+        facts.setdefault(k, v)
+    if errors:
+        facts["shoal_failed_sources"] = ",".join(sorted({e.source for e in errors}))
+    return facts, errors
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self._samples: list[tuple[float, float]] = []
+        self._facter: Facts = {}
+        self._facter_at = 0.0
+        self._last_errors: frozenset[str] = frozenset()
+        self._http: aiohttp.ClientSession | None = None
+        self._engine: aiohttp.ClientSession | None = None
+        self._engine_base = ""
+        self.claim: publish.Claim | None = None
+        self._info: dict[str, Any] = {}
+        self.published = 0
+        self.started_at = time.time()
+
+    async def __aenter__(self) -> Agent:
+        self._http = aiohttp.ClientSession()
+        connector, self._engine_base = docker_facts.engine_url_parts(self.config.engine)
+        self._engine = aiohttp.ClientSession(connector=connector)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for s in (self._http, self._engine):
+            if s:
+                await s.close()
+
+    @property
+    def registry(self) -> publish.Registry:
+        assert self._http is not None
+        return publish.Registry(self.config.manager.rstrip("/"), self._http)
+
+    async def gather(self) -> Snapshot:
+        t0 = time.perf_counter()
+        now = time.time()
+        core = host.gather()
+        self._samples = trim([*self._samples, (now, float(core["load_averages.1m"]))], now)
+        core.update(overload(self._samples, now, int(core["processorcount"])))
+        errors: list[SourceError] = []
+        engine_labels: dict[str, str] = {}
+        assert self._engine is not None
+        try:
+            dfacts, engine_labels = await docker_facts.gather(
+                self._engine, self._engine_base, list(self.config.served_drivers)
+            )
+            core.update(dfacts)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            errors.append(SourceError("docker", f"engine {self.config.engine} unreachable: {e}"))
+        by_source, ext_errors = await external.gather(self.config.facts_dir, self.config.fact_timeout)
+        errors += ext_errors
+        if self.config.use_facter and time.monotonic() - self._facter_at > FACTER_EVERY:
+            try:
+                self._facter = await facter.gather()
+            except ValueError as e:
+                errors.append(SourceError("facter", str(e)))
+            self._facter_at = time.monotonic()
+        facts, errors = merge(core, by_source, self._facter, errors)
+        self._report(errors)
+        return Snapshot(facts, tuple(errors), engine_labels, now, time.perf_counter() - t0)
+
+    def _report(self, errors: list[SourceError]) -> None:
+        now = frozenset(str(e) for e in errors)
+        for e in sorted(now - self._last_errors):
+            log.warning("fact source skipped: %s", e)
+        for e in sorted(self._last_errors - now):
+            log.info("fact source recovered: %s", e.split(":")[0])
+        self._last_errors = now
+
+    def info(self, snap: Snapshot) -> dict[str, Any]:
+        address = str(snap.facts.get("ipaddress", "127.0.0.1"))
+        return {
+            "node": self.config.node,
+            "address": address,
+            "engine": self.config.advertise_engine or f"tcp://{address}:2375",
+            "cpus": snap.facts.get("processorcount", 0),
+            "memory_mb": snap.facts.get("memorysize_mb", 0),
+            "labels": self.config.labels,
+            "engine_labels": snap.engine_labels,
+            "agent": {"version": __version__, "pid": os.getpid(), "started_at": self.started_at},
+        }
+
+    async def publish(self, snap: Snapshot) -> None:
+        reg = self.registry
+        info = self._info = self.info(snap)
+        if self.claim is None:
+            self.claim = await publish.claim(reg, self.config.node, info["address"], self.config.state_file)
+            log.info("claimed node %s (session %s)", self.config.node, self.claim.session_id)
+        elif not await reg.session_renew(self.claim.session_id):
+            log.warning("session %s was lost; claiming the node again", self.claim.session_id)
+            self.claim = None
+            return await self.publish(snap)
+        doc = {
+            "node": self.config.node,
+            "gathered_at": snap.gathered_at,
+            "facts": snap.facts,
+            "failed_sources": [{"source": e.source, "reason": e.reason} for e in snap.errors],
+        }
+        await reg.kv_put(publish.facts_key(self.config.node), json.dumps(doc, sort_keys=True))
+        await reg.kv_put(publish.info_key(self.config.node), json.dumps(info, sort_keys=True))
+        output = f"{len(snap.facts)} facts gathered in {snap.took * 1000:.0f} ms"
+        if snap.errors:
+            output += f"; skipped: {'; '.join(map(str, snap.errors))}"
+        await reg.catalog_register(
+            publish.registration(
+                self.config.node, info["address"], info, self.config.interval, "passing", output
+            )
+        )
+        self.published += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.0
+        while not stop.is_set():
+            t0 = time.monotonic()
+            snap = await self.gather()
+            try:
+                await self.publish(snap)
+                if backoff:
+                    log.info("registry at %s is back; facts published", self.config.manager)
+                backoff = 0.0
+                delay = self.config.interval - (time.monotonic() - t0)
+            except Conflict:
+                raise
+            except publish.ManagerUnreachable as e:
+                backoff = min(MAX_BACKOFF, backoff * 2 if backoff else 0.5)
+                delay = backoff * random.uniform(0.8, 1.2)
+                log.warning("%s; retrying in %.1fs", e, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, delay))
+
+    async def leave(self) -> None:
+        """A clean stop: the node turns critical at once and the node name is free for the next agent."""
+        if self.claim is None:
+            return
+        reg = self.registry
+        with contextlib.suppress(Exception):
+            address = self.claim.identity["address"]
+            await reg.catalog_register(
+                publish.registration(
+                    self.config.node, address, self._info, self.config.interval, "critical", "agent stopped"
+                )
+            )
+        with contextlib.suppress(Exception):
+            await reg.session_destroy(self.claim.session_id)
+        if self.config.state_file:
+            with contextlib.suppress(OSError):
+                self.config.state_file.unlink()

@@ -1,0 +1,101 @@
+"""`shoal agent`: one per node; gathers facts, publishes them, keeps the node's check alive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from pathlib import Path
+
+import click
+
+from shoal.agent.loop import Agent, AgentConfig
+from shoal.errors import BadRequest
+
+
+def _labels(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep or not k:
+            raise BadRequest(f"--label {v!r} is not KEY=VALUE; e.g. --label disk=ssd")
+        out[k] = val
+    return out
+
+
+def manager_url(value: str) -> str:
+    return value if value.startswith(("http://", "https://")) else f"http://{value}"
+
+
+@click.command()
+@click.option(
+    "--manager", required=True, envvar="CONSUL_HTTP_ADDR", help="The registry (Consul API): HOST:PORT or URL."
+)
+@click.option("--node", default=socket.gethostname().split(".")[0], show_default="this host's name")
+@click.option(
+    "--engine", default="unix:///var/run/docker.sock", show_default=True, help="This node's dockerd."
+)
+@click.option(
+    "--advertise-engine", default="", help="How the manager reaches the engine [tcp://IPADDRESS:2375]."
+)
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="An agent label (repeatable).")
+@click.option(
+    "--facts-dir", type=click.Path(path_type=Path), default=Path("/etc/shoal/facts.d"), show_default=True
+)
+@click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between publishes.")
+@click.option(
+    "--fact-timeout", type=float, default=5.0, show_default=True, help="Seconds an executable fact may run."
+)
+@click.option("--facter", "use_facter", is_flag=True, help="Merge `facter --json --show-legacy` in.")
+@click.option(
+    "--state-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the agent keeps its session, to reclaim its node after a crash.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def agent(
+    manager: str,
+    node: str,
+    engine: str,
+    advertise_engine: str,
+    labels: tuple[str, ...],
+    facts_dir: Path,
+    interval: float,
+    fact_timeout: float,
+    use_facter: bool,
+    state_file: Path | None,
+    log_level: str,
+) -> None:
+    """Publish this node's facts to the registry every --interval seconds."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if interval <= 0 or fact_timeout <= 0:
+        raise BadRequest("--interval and --fact-timeout must be positive numbers of seconds")
+    config = AgentConfig(
+        manager=manager_url(manager),
+        node=node,
+        engine=engine,
+        advertise_engine=advertise_engine,
+        labels=_labels(labels),
+        facts_dir=facts_dir,
+        interval=interval,
+        fact_timeout=fact_timeout,
+        use_facter=use_facter,
+        state_file=state_file,
+    )
+    asyncio.run(_main(config))
+
+
+async def _main(config: AgentConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with Agent(config) as a:
+        try:
+            await a.run(stop)
+        finally:
+            await a.leave()
