@@ -15,6 +15,7 @@ SHOAL = [sys.executable, "-m", "shoal"]
 # The test cluster never shares a name or subnet with a developer's own `shoal dev up`.
 CLUSTER_NAME = "st"
 CLUSTER_SUBNET = "10.99.1.0/24"
+AGENT_INTERVAL = 1.0
 ROOT = Path(os.environ.get("SHOAL_TEST_ROOT", "/var/lib/shoal/test"))
 
 
@@ -39,6 +40,23 @@ class DevCluster:
     def address(self, node: str) -> str:
         return self.nodes[node].removeprefix("tcp://").rsplit(":", 1)[0]
 
+    @property
+    def gateway(self) -> str:
+        return self.address("node1").rsplit(".", 1)[0] + ".1"
+
+    @property
+    def registry(self) -> str:
+        """host:port of the cluster's registry (the Consul API)."""
+        return f"{self.gateway}:8500"
+
+    def node_dir(self, node: str) -> Path:
+        return self.root / self.name / node
+
+    def pid(self, node: str, process: str) -> int:
+        import json
+
+        return json.loads((self.root / self.name / "state.json").read_text())["pids"][node][process]
+
     def docker(
         self, node: str, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
@@ -57,7 +75,19 @@ def dev_cluster() -> Iterator[DevCluster]:
     args = ["--name", CLUSTER_NAME, "--root", str(ROOT)]
     shoal("dev", "down", *args)  # a killed earlier run may have left one behind
     try:
-        shoal("dev", "up", "--nodes", "3", "--subnet", CLUSTER_SUBNET, "--label", "node1=disk=ssd", *args)
+        shoal(
+            "dev",
+            "up",
+            "--nodes",
+            "3",
+            "--subnet",
+            CLUSTER_SUBNET,
+            "--label",
+            "node1=disk=ssd",
+            "--agent-interval",
+            str(AGENT_INTERVAL),
+            *args,
+        )
         env = shoal("dev", "env", *args).stdout
         nodes = {}
         for line in env.splitlines():

@@ -17,6 +17,7 @@ packages=(
   redis-tools      # redis-cli, to talk to it from the host
   python3-venv     # the project's virtualenv
   tmux             # driving interactive `docker run -it` in tests
+  facter           # the agent's facts are checked against Facter's own
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -46,7 +46,11 @@ def manager_url(value: str) -> str:
 )
 @click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between publishes.")
 @click.option(
-    "--fact-timeout", type=float, default=5.0, show_default=True, help="Seconds an executable fact may run."
+    "--fact-timeout",
+    type=float,
+    default=None,
+    show_default="5 or the interval if shorter",
+    help="Seconds an executable fact may run.",
 )
 @click.option("--facter", "use_facter", is_flag=True, help="Merge `facter --json --show-legacy` in.")
 @click.option(
@@ -64,15 +68,23 @@ def agent(
     labels: tuple[str, ...],
     facts_dir: Path,
     interval: float,
-    fact_timeout: float,
+    fact_timeout: float | None,
     use_facter: bool,
     state_file: Path | None,
     log_level: str,
 ) -> None:
     """Publish this node's facts to the registry every --interval seconds."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if fact_timeout is None:
+        fact_timeout = min(5.0, interval)
     if interval <= 0 or fact_timeout <= 0:
         raise BadRequest("--interval and --fact-timeout must be positive numbers of seconds")
+    if fact_timeout > interval:
+        # the node's check lives 3 intervals; a fact script hanging longer than one would starve it
+        raise BadRequest(
+            f"--fact-timeout {fact_timeout:g} is longer than --interval {interval:g}; "
+            "a hanging fact script would delay publishing: make it at most the interval"
+        )
     config = AgentConfig(
         manager=manager_url(manager),
         node=node,

@@ -42,6 +42,13 @@ def dev() -> None:
     help="The nodes' network; the host bridge takes its first address.",
 )
 @click.option(
+    "--agent-interval",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Seconds between each node agent's fact publishes.",
+)
+@click.option(
     "--label",
     "labels",
     multiple=True,
@@ -50,10 +57,15 @@ def dev() -> None:
 )
 @_name
 @_root
-def up(nodes: int, subnet: str, labels: tuple[str, ...], name: str, root: str) -> None:
+def up(nodes: int, subnet: str, agent_interval: float, labels: tuple[str, ...], name: str, root: str) -> None:
     """Bring the cluster up (a no-op if it already is)."""
     spec = ClusterSpec(
-        name=name, nodes=nodes, subnet=subnet, root=Path(root), labels=parse_node_labels(labels)
+        name=name,
+        nodes=nodes,
+        subnet=subnet,
+        root=Path(root),
+        labels=parse_node_labels(labels),
+        agent_interval=agent_interval,
     )
     t = cluster.up(spec, out=click.echo)
     if t.total:

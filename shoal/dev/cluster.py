@@ -35,6 +35,7 @@ class Timings:
     pools: float = 0.0
     engines: float = 0.0
     load: float = 0.0
+    services: float = 0.0
     total: float = 0.0
 
 
@@ -87,15 +88,30 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
                 pool.map(lambda n: engine.load_images(n.engine_socket, archive, n.name), layout.nodes)
             )
         t_load = time.monotonic()
-        services = [(n.name, svc) for n in layout.nodes for svc in node_processes(layout, n)[1:]]
-        services += [("", svc) for svc in cluster_services(layout)]
-        for owner, svc in services:
-            pids.setdefault(owner, {})[svc.name] = start(svc)
-        st = replace(st, pids=pids)
-        state.write(layout.state_file, st)
-        for owner, svc in services:
-            if svc.ready_url:
-                engine.wait_http(svc.ready_url, pids[owner][svc.name], svc.log, svc.name)
+        # cluster-wide services (the registry) first: the nodes' services report to them
+        tiers = [
+            [("", svc) for svc in cluster_services(layout)],
+            [(n.name, svc) for n in layout.nodes for svc in node_processes(layout, n)[1:]],
+        ]
+        for tier in tiers:
+            for owner, svc in tier:
+                join = pids[owner][svc.join] if svc.join else 0
+                pids.setdefault(owner, {})[svc.name] = start(svc, join_pid=join)
+            st = replace(st, pids=pids)
+            state.write(layout.state_file, st)
+            with ThreadPoolExecutor(max_workers=max(1, len(tier))) as pool:
+                list(
+                    pool.map(
+                        lambda o: engine.wait_http(
+                            o[1].ready_url,
+                            pids[o[0]][o[1].name],
+                            o[1].log,
+                            f"{o[0] or 'cluster'} {o[1].name}",
+                        ),
+                        [o for o in tier if o[1].ready_url],
+                    )
+                )
+        t_services = time.monotonic()
         st = replace(st, phase="up")
         state.write(layout.state_file, st)
     except BaseException:
@@ -111,6 +127,7 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
         pools=t_pools - t_net,
         engines=t_engines - t_pools,
         load=t_load - t_engines,
+        services=t_services - t_load,
         total=t_end - t0,
     )
 

@@ -36,6 +36,7 @@ class ClusterSpec:
     root: Path = DEFAULT_ROOT
     # node name -> engine labels ("key=value"), as `dockerd --label` takes them
     labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    agent_interval: float = 5.0
 
     def labels_for(self, node: str) -> tuple[str, ...]:
         return next((lbls for n, lbls in self.labels if n == node), ())
@@ -113,6 +114,7 @@ class ClusterLayout:
     gateway: str
     prefixlen: int
     nodes: tuple[NodeLayout, ...] = field(default_factory=tuple)
+    agent_interval: float = 5.0
 
     @property
     def state_file(self) -> Path:
@@ -179,6 +181,8 @@ def plan_layout(spec: ClusterSpec) -> ClusterLayout:
             f"--name {spec.name!r} must be 1-8 lowercase letters or digits, starting with a letter "
             "(it prefixes interface names, which Linux limits to 15 bytes)"
         )
+    if not 0 < spec.agent_interval <= 300:
+        raise BadRequest(f"--agent-interval {spec.agent_interval:g} must be between 0 and 300 seconds")
     if spec.nodes < 1:
         raise BadRequest(f"--nodes {spec.nodes}: a cluster needs at least 1 node; try --nodes 3")
     net = parse_subnet(spec.subnet)
@@ -228,4 +232,5 @@ def plan_layout(spec: ClusterSpec) -> ClusterLayout:
         gateway=gateway,
         prefixlen=net.prefixlen,
         nodes=tuple(nodes),
+        agent_interval=spec.agent_interval,
     )

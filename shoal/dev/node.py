@@ -36,6 +36,7 @@ class ProcessSpec:
     argv: tuple[str, ...]
     log: Path
     ready_url: str = ""  # answers 200 once the process is ready; `up` waits for it
+    join: str = ""  # the name of a process of the same node whose namespaces (net, uts, mount) it enters
 
 
 def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
@@ -63,8 +64,18 @@ def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
 
 
 def node_services(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]:
-    """The services a node runs beside its engine (the shoal agent joins here)."""
-    return []
+    """The services a node runs beside its engine: the shoal agent, inside the engine's namespaces so
+    its facts (hostname, address, plugin directory) are the node's."""
+    agent = (
+        sys.executable, "-m", "shoal", "agent",
+        "--manager", cluster.registry_url, "--node", node.name,
+        "--engine", f"unix://{node.engine_socket}", "--advertise-engine", node.engine_url,
+        "--facts-dir", str(node.facts_dir), "--interval", f"{cluster.agent_interval:g}",
+        "--fact-timeout", f"{min(5.0, cluster.agent_interval):g}",
+        "--state-file", str(node.dir / "agent.json"),
+    )  # fmt: skip
+    ready = f"{cluster.registry_url}/v1/kv/shoal/nodes/{node.name}/facts"
+    return [ProcessSpec("agent", agent, node.log_dir / "agent.log", ready_url=ready, join="engine")]
 
 
 def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
@@ -85,12 +96,16 @@ def node_processes(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec
     return [engine_process(cluster, node), *node_services(cluster, node)]
 
 
-def start(spec: ProcessSpec, env: dict[str, str] | None = None) -> int:
-    """Starts `spec` in its own session (so a terminal's Ctrl-C does not reach it); returns its pid."""
+def start(spec: ProcessSpec, env: dict[str, str] | None = None, join_pid: int = 0) -> int:
+    """Starts `spec` in its own session (so a terminal's Ctrl-C does not reach it); returns its pid.
+    With `join_pid`, it runs inside that process's network, UTS and mount namespaces."""
     spec.log.parent.mkdir(parents=True, exist_ok=True)
+    argv = list(spec.argv)
+    if join_pid:
+        argv = ["nsenter", f"--target={join_pid}", "--net", "--uts", "--mount", "--", *argv]
     with open(spec.log, "ab") as log:
         proc = subprocess.Popen(
-            list(spec.argv),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import shoal
+from tests.conftest import AGENT_INTERVAL, shoal
 
 pytestmark = pytest.mark.e2e
 
@@ -117,6 +117,8 @@ def test_up_again_is_a_no_op(dev_cluster):
         "10.99.1.0/24",
         "--label",
         "node1=disk=ssd",
+        "--agent-interval",
+        str(AGENT_INTERVAL),
         "--name",
         dev_cluster.name,
         "--root",

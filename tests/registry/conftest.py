@@ -34,8 +34,8 @@ class RegistryProc:
         return f"http://127.0.0.1:{self.http_port}"
 
 
-def start_registry(store: str, *extra: str) -> RegistryProc:
-    http_port, dns_port = free_port(), free_port()
+def start_registry(store: str, *extra: str, http_port: int = 0) -> RegistryProc:
+    http_port, dns_port = http_port or free_port(), free_port()
     log = Path(tempfile.mkdtemp()) / "registry.log"
     argv = [
         sys.executable,

@@ -1,0 +1,307 @@
+"""The node agents of the 3-node dev cluster, seen through py-consul, `shoal nodes/facts` and Facter."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import consul
+import pytest
+
+from shoal.dev import host
+from shoal.dev.layout import ClusterSpec, plan_layout
+from shoal.dev.node import node_services, start
+from tests.conftest import AGENT_INTERVAL, CLUSTER_SUBNET, shoal
+from tests.registry.conftest import start_registry, stop_registry
+
+pytestmark = pytest.mark.e2e
+
+
+def _client(dev_cluster) -> consul.Consul:
+    h, p = dev_cluster.registry.split(":")
+    return consul.Consul(host=h, port=int(p))
+
+
+def _facts(dev_cluster, node: str) -> dict:
+    _, entry = _client(dev_cluster).kv.get(f"shoal/nodes/{node}/facts")
+    assert entry is not None, f"no facts for {node}"
+    return json.loads(entry["Value"])
+
+
+def _wait_facts(dev_cluster, node: str, pred, timeout: float) -> tuple[dict, float]:
+    """Blocks on the node's facts key (a Consul blocking query) until `pred(doc)`; returns (doc, seconds)."""
+    c = _client(dev_cluster)
+    t0 = time.monotonic()
+    index = None
+    while True:
+        index, entry = c.kv.get(f"shoal/nodes/{node}/facts", index=index, wait="1s")
+        doc = json.loads(entry["Value"])
+        if pred(doc):
+            return doc, time.monotonic() - t0
+        assert time.monotonic() - t0 < timeout, f"{node}: condition not met within {timeout}s; last: {doc}"
+
+
+def _health(dev_cluster, node: str) -> str:
+    checks = _client(dev_cluster).health.node(node)[1]
+    return next(c["Status"] for c in checks if c["CheckID"] == "shoal-agent")
+
+
+def _layout(dev_cluster):
+    return plan_layout(
+        ClusterSpec(
+            name=dev_cluster.name,
+            nodes=3,
+            subnet=CLUSTER_SUBNET,
+            root=dev_cluster.root,
+            agent_interval=AGENT_INTERVAL,
+        )
+    )
+
+
+def _start_agent(dev_cluster, node: str) -> int:
+    """Starts the node's agent again exactly as `dev up` does (inside the engine's namespaces)."""
+    layout = _layout(dev_cluster)
+    [spec] = node_services(layout, layout.node(node))
+    return start(spec, join_pid=dev_cluster.pid(node, "engine"))
+
+
+def test_every_node_publishes_its_facts_readable_with_py_consul(dev_cluster):
+    for node in ("node1", "node2", "node3"):
+        doc = _facts(dev_cluster, node)
+        f = doc["facts"]
+        assert doc["node"] == node and time.time() - doc["gathered_at"] < 5 * AGENT_INTERVAL
+        assert f["hostname"] == node and f["ipaddress"] == dev_cluster.address(node)
+        assert f["docker_version"].startswith("20.10") and f["docker_storage_driver"] == "overlay2"
+        for name in ("system_overload_1min", "system_overload_5min", "system_overload_10min"):
+            assert isinstance(f[name], int) and f[name] >= 0
+        info = json.loads(_client(dev_cluster).kv.get(f"shoal/nodes/{node}/info")[1]["Value"])
+        assert info["engine"] == dev_cluster.nodes[node] and info["cpus"] == os.cpu_count()
+        assert _health(dev_cluster, node) == "passing"
+    assert _facts(dev_cluster, "node1")["facts"]["docker_labels.disk"] == "ssd"
+
+
+def test_fact_values_match_what_the_machine_says(dev_cluster):
+    f = _facts(dev_cluster, "node2")["facts"]
+    assert f["processorcount"] == int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)
+    assert f["hardwaremodel"] == platform.machine()
+    mem_total_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    assert f["memorysize_mb"] == pytest.approx(mem_total_kb / 1024)
+    assert (
+        f["selinux_enforced"] is False
+    )  # no SELinux here: false, not absent, so `selinux_enforced=false` works
+    assert f["virtual"] and isinstance(f["is_virtual"], bool)
+
+
+VOLATILE = {
+    "memoryfree_mb": 64,
+    "load_averages.1m": 1.0,
+    "load_averages.5m": 1.0,
+    "load_averages.15m": 1.0,
+    "uptime_seconds": 30,
+}
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: value}
+
+
+def test_every_fact_both_produce_agrees_with_facter_on_the_same_node(dev_cluster):
+    out = subprocess.run(
+        [
+            "nsenter",
+            f"--target={dev_cluster.pid('node3', 'engine')}",
+            "--net",
+            "--uts",
+            "--mount",
+            "facter",
+            "--json",
+            "--show-legacy",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    facter = _flatten(json.loads(out.stdout))  # facter may exit 1 with valid JSON (e.g. /proc/1/environ)
+    ours = _facts(dev_cluster, "node3")["facts"]
+    shared = sorted(set(facter) & set(ours))
+    assert len(shared) >= 25, shared
+    wrong = {}
+    for k in shared:
+        if k in VOLATILE:
+            if abs(float(ours[k]) - float(facter[k])) > VOLATILE[k]:
+                wrong[k] = (ours[k], facter[k])
+        elif k == "memoryfree":
+            continue  # a rounded string of a moving number
+        elif str(ours[k]) != str(facter[k]):
+            wrong[k] = (ours[k], facter[k])
+    assert wrong == {}, f"differ from facter (ours, facter): {wrong}"
+
+
+def test_a_custom_fact_in_facts_d_appears_within_one_interval(dev_cluster):
+    fact = dev_cluster.node_dir("node1") / "facts.d" / "rack.txt"
+    try:
+        written = time.time()
+        fact.write_text("rack=r42\n")
+        doc, _ = _wait_facts(dev_cluster, "node1", lambda d: d["facts"].get("rack") == "r42", 5)
+        assert doc["gathered_at"] - written <= AGENT_INTERVAL + 0.2
+        assert time.time() - written <= AGENT_INTERVAL + 0.5
+    finally:
+        fact.unlink(missing_ok=True)
+    _wait_facts(dev_cluster, "node1", lambda d: "rack" not in d["facts"], 5)
+
+
+def test_bad_fact_sources_are_skipped_and_reported_while_the_agent_goes_on(dev_cluster):
+    d = dev_cluster.node_dir("node2") / "facts.d"
+    bad = {
+        "hang.sh": ("#!/bin/sh\nsleep 100\n", 0o755),
+        "garbage.sh": ("#!/bin/sh\necho 'this is not a fact'\n", 0o755),
+        "fails.sh": ("#!/bin/sh\necho 'x=1'\nexit 3\n", 0o755),
+        "broken.json": ('{"a": 1,', 0o644),
+        "broken.yaml": ("a: [1, 2\n", 0o644),
+        "clash.txt": ("processorcount=999\n", 0o644),
+    }
+    good = {
+        "good.json": ('{"zone": {"name": "eu-1"}}', 0o644),
+        "good.sh": ("#!/bin/sh\necho tier=gold\n", 0o755),
+    }
+    try:
+        for name, (text, mode) in {**bad, **good}.items():
+            (d / name).write_text(text)
+            (d / name).chmod(mode)
+        doc, _ = _wait_facts(dev_cluster, "node2", lambda doc: len(doc["failed_sources"]) == len(bad), 10)
+        f = doc["facts"]
+        assert f["zone.name"] == "eu-1" and f["tier"] == "gold"
+        assert f["processorcount"] == os.cpu_count()  # the clash did not override the core fact
+        assert set(f["shoal_failed_sources"].split(",")) == set(bad)
+        reasons = {e["source"]: e["reason"] for e in doc["failed_sources"]}
+        assert "timed out" in reasons["hang.sh"] and "killed" in reasons["hang.sh"]
+        assert "not key=value" in reasons["garbage.sh"]
+        assert "exited with 3" in reasons["fails.sh"]
+        assert "invalid JSON" in reasons["broken.json"] and "invalid YAML" in reasons["broken.yaml"]
+        assert "core fact processorcount" in reasons["clash.txt"]
+        time.sleep(2 * AGENT_INTERVAL)
+        assert _health(dev_cluster, "node2") == "passing"  # a hanging script never starves the node's check
+        log = (dev_cluster.node_dir("node2") / "log" / "agent.log").read_text()
+        assert "WARNING shoal.agent fact source skipped: hang.sh: timed out" in log
+        # each run is killed at its timeout: at most the current one is alive, none pile up
+        hung = [p for p in host.netns_pids(f"{dev_cluster.name}-node2") if "sleep 100" in host.cmdline(p)]
+        assert len(hung) <= 1, hung
+    finally:
+        for name in {**bad, **good}:
+            (d / name).unlink(missing_ok=True)
+    _wait_facts(dev_cluster, "node2", lambda doc: doc["failed_sources"] == [], 5)
+
+
+def test_a_stopped_agent_turns_its_node_critical_and_a_restarted_one_passing(dev_cluster):
+    pid = dev_cluster.pid("node3", "agent")
+    os.kill(pid, signal.SIGKILL)  # a crash: nothing tells the registry
+    killed = time.monotonic()
+    while _health(dev_cluster, "node3") != "critical":
+        assert time.monotonic() - killed < 3 * AGENT_INTERVAL + 1.0, "node not critical within its TTL"
+        time.sleep(0.1)
+    nodes = shoal("nodes", "--registry", dev_cluster.registry).stdout
+    assert "critical" in next(line for line in nodes.splitlines() if "node3" in line)
+    new = _start_agent(dev_cluster, "node3")  # reclaims its own session from its state file
+    try:
+        started = time.monotonic()
+        while _health(dev_cluster, "node3") != "passing":
+            assert time.monotonic() - started < 10
+            time.sleep(0.1)
+        nodes = shoal("nodes", "--registry", dev_cluster.registry).stdout
+        assert "passing" in next(line for line in nodes.splitlines() if "node3" in line)
+        os.kill(new, signal.SIGTERM)  # a clean stop: critical at once
+        host.wait_gone({new}, 10)
+        assert _health(dev_cluster, "node3") == "critical"
+    finally:
+        again = _start_agent(dev_cluster, "node3")
+        state = dev_cluster.root / dev_cluster.name / "state.json"
+        doc = json.loads(state.read_text())
+        doc["pids"]["node3"]["agent"] = again  # keep `dev down` and later tests pointing at the live one
+        state.write_text(json.dumps(doc))
+    started = time.monotonic()
+    while _health(dev_cluster, "node3") != "passing":
+        assert time.monotonic() - started < 10
+        time.sleep(0.1)
+
+
+def test_a_second_agent_claiming_the_same_node_is_refused(dev_cluster):
+    argv = [
+        sys.executable,
+        "-m",
+        "shoal",
+        "agent",
+        "--manager",
+        dev_cluster.registry,
+        "--node",
+        "node1",
+        "--engine",
+        dev_cluster.nodes["node1"],
+        "--interval",
+        "1",
+        "--facts-dir",
+        "/nonexistent",
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "shoal: node name 'node1' is already claimed by the agent on node1 (10.99.1.11, pid"
+    )
+    assert "stop that agent first, or start this one with another --node" in last
+    assert _health(dev_cluster, "node1") == "passing"
+
+
+def test_an_agent_retries_while_the_manager_is_away_and_publishes_when_it_is_back(dev_cluster, tmp_path):
+    from shoal.registry.etcd_server import free_port
+
+    port = free_port()
+    log = tmp_path / "agent.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "shoal",
+        "agent",
+        "--manager",
+        f"127.0.0.1:{port}",
+        "--node",
+        "lonely",
+        "--engine",
+        dev_cluster.nodes["node2"],
+        "--interval",
+        "0.5",
+        "--facts-dir",
+        str(tmp_path),
+    ]
+    agent = subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    reg = None
+    try:
+        time.sleep(2.0)
+        assert agent.poll() is None, log.read_text()
+        assert "unreachable" in log.read_text() and "retrying in" in log.read_text()
+        reg = start_registry(f"sqlite://{tmp_path}/r.db", http_port=port)
+        c = consul.Consul(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + 15
+        while c.kv.get("shoal/nodes/lonely/facts")[1] is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert "is back; facts published" in log.read_text()
+    finally:
+        agent.terminate()
+        agent.wait(10)
+        if reg:
+            stop_registry(reg)
