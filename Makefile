@@ -39,6 +39,7 @@ e2e: venv
 bench: venv
 	$(PY) benchmarks/dev_up.py
 	$(PY) benchmarks/registry_kv.py
+	$(PY) benchmarks/agent_facts.py
 
 down:
 	@$(SHOAL) dev down
