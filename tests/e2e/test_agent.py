@@ -103,7 +103,7 @@ def test_fact_values_match_what_the_machine_says(dev_cluster):
 
 
 VOLATILE = {
-    "memoryfree_mb": 64,
+    "memoryfree_mb": 512,
     "load_averages.1m": 1.0,
     "load_averages.5m": 1.0,
     "load_averages.15m": 1.0,

@@ -19,8 +19,8 @@ from aetcd import rpc
 from shoal.registry.store.base import ChangeFeed, Entry, StoreUnavailable
 
 NAMESPACE = b"/shoal/"
-CALL_TIMEOUT = 5.0
-RETRY_FOR = 3.0  # a member that just went away: retry while the channel moves to another
+CALL_TIMEOUT = 2.0  # one attempt
+RETRY_FOR = 8.0  # all attempts: a lost member or a leader election is over well within this
 
 
 def _end(prefix: bytes) -> bytes:
@@ -63,19 +63,31 @@ class EtcdStore:
         )
 
     async def _call(self, method, request):
-        """One RPC with a deadline, retried briefly while a lost member's connection is replaced."""
-        deadline = asyncio.get_running_loop().time() + RETRY_FOR
+        """One RPC, each attempt with a short deadline, retried while a lost member's connections are
+        replaced or a new leader is elected; past RETRY_FOR the cluster has no quorum and we say so.
+        (A retried write that had in fact been applied is applied again: puts are idempotent; a CAS
+        then reports failure although its value stands.)"""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RETRY_FOR
         while True:
             try:
-                return await method(request, timeout=CALL_TIMEOUT)
+                return await method(request, timeout=min(CALL_TIMEOUT, max(0.1, deadline - loop.time())))
             except grpc.aio.AioRpcError as e:
                 code = e.code()
-                if code == grpc.StatusCode.UNAVAILABLE and asyncio.get_running_loop().time() < deadline:
+                details = (e.details() or "").lower()
+                # etcd's own words when it cannot reach quorum in time, or is electing a leader
+                transient = any(
+                    w in details for w in ("deadline exceeded", "timed out", "no leader", "leader changed")
+                )
+                retryable = (
+                    code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or transient
+                )
+                if retryable and loop.time() < deadline - 0.1:
                     await asyncio.sleep(0.05)
                     continue
-                if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                if retryable:
                     raise StoreUnavailable(
-                        f"etcd did not answer within {CALL_TIMEOUT:.0f}s ({e.details() or code.name}); "
+                        f"etcd did not answer within {RETRY_FOR:.0f}s ({e.details() or code.name}); "
                         f"most of its members ({', '.join(self.endpoints)}) may be down, so it has no "
                         "quorum: bring them back"
                     ) from e
