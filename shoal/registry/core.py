@@ -310,7 +310,7 @@ class Registry:
         return m.load_check(e.value, e.create_index, e.modify_index) if e else None
 
     async def _write_check(self, c: Check, force: bool = False) -> None:
-        await self.store.put(f"{CHECKS}{c.node}/{c.id}", m.dump(c))
+        await self.store.put(c.key(), m.dump(c))
 
     async def register_service(self, body: dict[str, Any]) -> Service:
         name = body.get("name")

@@ -427,39 +427,30 @@ async def health_service(request: web.Request) -> web.Response:
     return _json(data, index)
 
 
-async def health_state(request: web.Request) -> web.Response:
+async def _checks_view(request: web.Request, prefix: str, keep: Callable[[m.Check], bool]) -> web.Response:
     reg = request.app[REGISTRY]
+
+    async def read() -> list[dict]:
+        return [c.to_consul() for c in await reg.all_checks() if c.key().startswith(prefix) and keep(c)]
+
+    index, data = await _blocking(request, [prefix], read)
+    return _json(data, index)
+
+
+async def health_state(request: web.Request) -> web.Response:
     state = request.match_info["state"]
     if state not in ("any", *m.STATUSES):
         raise BadRequest(f"Invalid state {state!r}: must be any, passing, warning or critical")
-
-    async def read() -> list[dict]:
-        return [c.to_consul() for c in await reg.all_checks() if state in ("any", c.status)]
-
-    index, data = await _blocking(request, [CHECKS], read)
-    return _json(data, index)
+    return await _checks_view(request, CHECKS, lambda c: state in ("any", c.status))
 
 
 async def health_checks(request: web.Request) -> web.Response:
-    reg = request.app[REGISTRY]
     name = request.match_info["name"]
-
-    async def read() -> list[dict]:
-        return [c.to_consul() for c in await reg.all_checks() if c.service_name == name]
-
-    index, data = await _blocking(request, [CHECKS], read)
-    return _json(data, index)
+    return await _checks_view(request, CHECKS, lambda c: c.service_name == name)
 
 
 async def health_node(request: web.Request) -> web.Response:
-    reg = request.app[REGISTRY]
-    node = request.match_info["node"]
-
-    async def read() -> list[dict]:
-        return [c.to_consul() for c in await reg.all_checks(node)]
-
-    index, data = await _blocking(request, [CHECKS + node + "/"], read)
-    return _json(data, index)
+    return await _checks_view(request, f"{CHECKS}{request.match_info['node']}/", lambda c: True)
 
 
 async def catalog_register(request: web.Request) -> web.Response:

@@ -248,6 +248,10 @@ class Check:
     create_index: int = 0
     modify_index: int = 0
 
+    def key(self) -> str:
+        """Where the check lives in the store."""
+        return f"{CHECKS}{self.node}/{self.id}"
+
     def to_consul(self) -> dict[str, Any]:
         return {
             "Node": self.node,
