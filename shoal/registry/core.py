@@ -80,7 +80,7 @@ class Registry:
         serf = Check(
             node.name, SERF_HEALTH, "Serf Health Status", m.PASSING, output="Agent alive and reachable"
         )
-        await self._write_check(serf, force=True)
+        await self._write_check(serf)
         self._known = {s.id: s for s in await self.sessions()}
         await self._release_orphans()
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch_sessions()))
@@ -309,7 +309,7 @@ class Registry:
         e = await self.store.get(f"{CHECKS}{node or self.config.node}/{check_id}")
         return m.load_check(e.value, e.create_index, e.modify_index) if e else None
 
-    async def _write_check(self, c: Check, force: bool = False) -> None:
+    async def _write_check(self, c: Check) -> None:
         await self.store.put(c.key(), m.dump(c))
 
     async def register_service(self, body: dict[str, Any]) -> Service:
