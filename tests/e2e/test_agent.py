@@ -305,3 +305,56 @@ def test_an_agent_retries_while_the_manager_is_away_and_publishes_when_it_is_bac
         agent.wait(10)
         if reg:
             stop_registry(reg)
+
+
+def test_shoal_facts_prints_a_nodes_facts_and_all_nodes_side_by_side(dev_cluster):
+    one = shoal("facts", "node2", "--registry", dev_cluster.registry).stdout
+    assert any(
+        line.split("│")[1:3] == [" hostname ", " node2 "] for line in one.splitlines() if "│" in line
+    ), one
+    both = shoal("facts", "--registry", dev_cluster.registry).stdout
+    row = next(line for line in both.splitlines() if " ipaddress " in line)
+    assert all(dev_cluster.address(n) in row for n in ("node1", "node2", "node3"))
+    missing = shoal("facts", "ghost", "--registry", dev_cluster.registry, check=False)
+    assert missing.returncode == 1 and "no facts for node 'ghost'" in missing.stderr
+
+
+def test_facter_flag_merges_facters_own_facts(dev_cluster, tmp_path):
+    argv = [
+        sys.executable,
+        "-m",
+        "shoal",
+        "agent",
+        "--manager",
+        dev_cluster.registry,
+        "--node",
+        "withfacter",
+        "--engine",
+        dev_cluster.nodes["node1"],
+        "--interval",
+        "1",
+        "--facts-dir",
+        str(tmp_path),
+        "--facter",
+    ]
+    agent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        doc, _ = _wait_facts_when_present(dev_cluster, "withfacter", 20)
+        f = doc["facts"]
+        assert f["facterversion"].startswith("4.")  # only Facter has this one
+        assert f["os.distro.codename"] == f["lsbdistcodename"]  # structured facts flattened with dots
+        assert f["processorcount"] == os.cpu_count()  # shoal's own facts stand
+    finally:
+        agent.terminate()
+        agent.wait(10)
+        _client(dev_cluster).catalog.deregister("withfacter")
+        _client(dev_cluster).kv.delete("shoal/nodes/withfacter", recurse=True)
+
+
+def _wait_facts_when_present(dev_cluster, node: str, timeout: float) -> tuple[dict, float]:
+    c = _client(dev_cluster)
+    t0 = time.monotonic()
+    while (entry := c.kv.get(f"shoal/nodes/{node}/facts")[1]) is None:
+        assert time.monotonic() - t0 < timeout, f"{node} never published"
+        time.sleep(0.1)
+    return json.loads(entry["Value"]), time.monotonic() - t0
