@@ -46,8 +46,7 @@ class Expr:
 
     def matches(self, candidate: str) -> bool:
         """Does one candidate string match the value (glob or regex)? The operator is applied by `holds`."""
-        assert self._matcher is not None
-        return self._matcher.search(candidate) is not None
+        return _cached_match(self._matcher, candidate)
 
     def holds(self, candidates: tuple[str, ...] | list[str]) -> bool:
         """== / != over the candidate strings of one node (empty: the node lacks the key)."""

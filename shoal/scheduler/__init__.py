@@ -1,0 +1,1 @@
+"""Placement: expressions, filters, strategies over plain node data. No I/O here."""
