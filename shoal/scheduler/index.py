@@ -109,6 +109,9 @@ class ClusterIndex:
     def upsert(self, node: NodeState) -> int:
         """Adds or replaces one node; returns its position."""
         j = self.pos.get(node.name)
+        keys = {"node": candidates(node, "node")}
+        for key in {*node.facts, *node.labels}:
+            keys[key] = candidates(node, key)
         if j is None:
             j = len(self.nodes)
             if j >= self._cap:
@@ -116,13 +119,20 @@ class ClusterIndex:
             self.nodes.append(node)
             self._keys_of.append({})
             self.pos[node.name] = j
+            old_keys: dict[str, tuple[str, ...]] = {}
         else:
-            self._forget(j)
+            old_keys = self._keys_of[j]
+            self._forget_objects(j)
             self.nodes[j] = node
-        keys = {"node": candidates(node, "node")}
-        for key in {*node.facts, *node.labels}:
-            keys[key] = candidates(node, key)
+        # only keys whose values changed are touched, so placing a container (which changes no fact)
+        # keeps every cached expression mask valid
+        for key in old_keys.keys() - keys.keys():
+            self._unindex(j, key, old_keys[key])
         for key, cands in keys.items():
+            if old_keys.get(key) == cands:
+                continue
+            if key in old_keys:
+                self._unindex(j, key, old_keys[key])
             for c in cands:
                 self._values[key][c].add(j)
             self._version[key] += 1
@@ -148,18 +158,20 @@ class ClusterIndex:
             self.driver_nodes[d].add(j)
         return j
 
-    def _forget(self, j: int) -> None:
+    def _unindex(self, j: int, key: str, cands: tuple[str, ...]) -> None:
+        for c in cands:
+            s = self._values[key].get(c)
+            if s is not None:
+                s.discard(j)
+                if not s:
+                    del self._values[key][c]
+        self._version[key] += 1
+        if key in self._num:
+            self._num[key][j] = np.nan
+
+    def _forget_objects(self, j: int) -> None:
+        """Drops node j's containers, ports and drivers from the indexes (its keys are diffed instead)."""
         old = self.nodes[j]
-        for key, cands in self._keys_of[j].items():
-            for c in cands:
-                s = self._values[key].get(c)
-                if s is not None:
-                    s.discard(j)
-                    if not s:
-                        del self._values[key][c]
-            self._version[key] += 1
-            if key in self._num:
-                self._num[key][j] = np.nan
         for c in old.containers:
             self.container_node.pop(c.name, None)
             self.container_node.pop(c.id, None)

@@ -18,6 +18,9 @@ from shoal.scheduler.strategy import Strategy, spread
 
 MAX_REASONS = 20
 TOP_SCORES = 5
+# on clusters larger than this a successful placement keeps per-filter counts, not per-node reasons
+EXPLAIN_ALWAYS_UP_TO = 100
+_DEFAULT_FILTERS = default_filters()
 
 
 def place(
@@ -30,7 +33,7 @@ def place(
     filters: Sequence[Filter] | None = None,
     fact_ttl: float = FACT_TTL,
 ) -> Placement:
-    filters = default_filters() if filters is None else filters
+    filters = _DEFAULT_FILTERS if filters is None else filters
     exprs = tuple(f"{e.kind}:{e}" for e in spec.expressions)
     ctx = Context(now=now, fact_ttl=fact_ttl, soft=True)
     mask, steps, fail_at = _filter(spec, ix, filters, ctx)
@@ -40,9 +43,16 @@ def place(
         ctx = Context(now=now, fact_ttl=fact_ttl, soft=False)
         mask, steps, fail_at = _filter(spec, ix, filters, ctx)
     rejected_idx = np.flatnonzero(~mask)
-    reasons = tuple(
-        Reason(filters[fail_at[j]].name, ix.nodes[j].name, filters[fail_at[j]].explain(ix, int(j), spec, ctx))
-        for j in rejected_idx[:MAX_REASONS]
+    explain = len(ix) <= EXPLAIN_ALWAYS_UP_TO or not mask.any()
+    reasons = (
+        ()
+        if not explain
+        else tuple(
+            Reason(
+                filters[fail_at[j]].name, ix.nodes[j].name, filters[fail_at[j]].explain(ix, int(j), spec, ctx)
+            )
+            for j in rejected_idx[:MAX_REASONS]
+        )
     )
     if not mask.any():
         return Placement(
