@@ -7,6 +7,8 @@ and Consul's own Go client all do). Docker's and the volume plugin's forms join 
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
@@ -27,6 +29,26 @@ def consul_status(err: ShoalError) -> int:
         if isinstance(err, cls):
             return status
     return 500
+
+
+def docker_status(err: ShoalError) -> int:
+    from shoal.cluster.state import Ambiguous, EngineError
+
+    if isinstance(err, EngineError):
+        return err.status
+    if isinstance(err, Ambiguous):
+        return 400
+    return consul_status(err) if not isinstance(err, Conflict) else 409
+
+
+def docker_reply(err: ShoalError) -> web.Response:
+    """Docker's error form: the status code, and a JSON body whose `message` the CLI prints."""
+    # exactly "application/json": the docker CLI prints the body raw for anything else
+    return web.Response(
+        status=docker_status(err),
+        body=json.dumps({"message": err.message}).encode(),
+        content_type="application/json",
+    )
 
 
 def consul_reply(err: ShoalError, index: int | None = None) -> web.Response:

@@ -9,6 +9,7 @@ import click
 from shoal import __version__
 from shoal.cli.agent import agent
 from shoal.cli.dev import dev
+from shoal.cli.manager import manager
 from shoal.cli.nodes import facts, nodes
 from shoal.cli.registry import registry
 from shoal.errors import ShoalError
@@ -22,7 +23,7 @@ def cli() -> None:
 
 cli.add_command(dev)
 cli.add_command(registry)
-for command in (agent, nodes, facts):
+for command in (agent, nodes, facts, manager):
     cli.add_command(command)
 
 

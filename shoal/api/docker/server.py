@@ -1,0 +1,50 @@
+"""Running `shoal manager`: the cluster cache, the Docker API on TCP (and a unix socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from shoal.api.docker.app import Manager, make_app
+from shoal.cluster.state import Cluster
+
+log = logging.getLogger("shoal.manager")
+
+
+async def serve(
+    registry: str, host: str, port: int, unix: str | None, strategy: str, fact_ttl: float, ready=None
+) -> None:
+    cluster = Cluster(registry)
+    await cluster.start()
+    manager = Manager(cluster, strategy=strategy, fact_ttl=fact_ttl)
+    runner = web.AppRunner(make_app(manager), access_log=None, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=1024).start()
+    if unix:
+        Path(unix).unlink(missing_ok=True)
+        await web.UnixSite(runner, unix).start()
+    log.info(
+        "manager: docker API on tcp://%s:%d%s, %d nodes, strategy %s",
+        host,
+        port,
+        f" and unix://{unix}" if unix else "",
+        len(cluster.index),
+        strategy,
+    )
+    if ready:
+        ready()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await cluster.close()

@@ -1,0 +1,106 @@
+"""A Docker container-create request, read once into a ContainerSpec for the scheduler (pure).
+
+Expressions come from `-e constraint:/affinity:` (taken out of Env) and from the labels
+`com.docker.swarm.constraints` / `com.docker.swarm.affinities` (JSON lists: how docker-compose passes
+them); as classic Swarm did, the request sent to the engine carries them in those labels only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shoal.errors import BadRequest
+from shoal.scheduler.expr import Expr, parse, parse_env
+from shoal.scheduler.model import ContainerSpec
+
+CONSTRAINTS_LABEL = "com.docker.swarm.constraints"
+AFFINITIES_LABEL = "com.docker.swarm.affinities"
+
+
+def _label_exprs(labels: dict[str, str], label: str, kind: str) -> list[Expr]:
+    raw = labels.get(label)
+    if not raw:
+        return []
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        raise BadRequest(
+            f'label {label} must be a JSON list of expressions, e.g. ["node==node1"]; ' f"got {raw!r}"
+        ) from None
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise BadRequest(f"label {label} must be a JSON list of strings; got {raw!r}")
+    return [parse(kind, i) for i in items]
+
+
+def _container_refs(host: dict[str, Any]) -> list[str]:
+    """Containers this one must share a node with: links, --volumes-from, --net/--pid/--ipc container:."""
+    refs = []
+    for link in host.get("Links") or []:
+        refs.append(link.split(":", 1)[0].lstrip("/"))
+    for vf in host.get("VolumesFrom") or []:
+        refs.append(vf.split(":", 1)[0])
+    for mode in (host.get("NetworkMode"), host.get("PidMode"), host.get("IpcMode")):
+        if isinstance(mode, str) and mode.startswith("container:"):
+            refs.append(mode.split(":", 1)[1])
+    return list(dict.fromkeys(refs))
+
+
+def _ports(host: dict[str, Any]) -> list[tuple[int, str]]:
+    out = []
+    for key, bindings in (host.get("PortBindings") or {}).items():
+        port, _, proto = key.partition("/")
+        for b in bindings or []:
+            hp = (b or {}).get("HostPort") or ""
+            if hp:
+                lo, _, hi = hp.partition("-")
+                for p in range(int(lo), int(hi or lo) + 1):
+                    out.append((p, proto or "tcp"))
+    return out
+
+
+def named_volumes(body: dict[str, Any]) -> list[str]:
+    host = body.get("HostConfig") or {}
+    names = []
+    for b in host.get("Binds") or []:
+        src = b.split(":", 1)[0]
+        if src and not src.startswith("/") and ":" in b:
+            names.append(src)
+    for mnt in host.get("Mounts") or []:
+        if mnt.get("Type") == "volume" and mnt.get("Source"):
+            names.append(mnt["Source"])
+    return names
+
+
+def container_spec(body: dict[str, Any], name: str) -> tuple[ContainerSpec, dict[str, Any]]:
+    """The scheduler's view of the request, and the request as the engine should get it."""
+    if not isinstance(body, dict):
+        raise BadRequest("the container config must be a JSON object")
+    image = body.get("Image") or ""
+    if not image:
+        raise BadRequest("No image was specified: give an image name")
+    env, constraints, affinities = parse_env(body.get("Env"))
+    labels = dict(body.get("Labels") or {})
+    constraints += _label_exprs(labels, CONSTRAINTS_LABEL, "constraint")
+    affinities += _label_exprs(labels, AFFINITIES_LABEL, "affinity")
+    host = body.get("HostConfig") or {}
+    cpus = (host.get("NanoCpus") or 0) / 1e9 or (host.get("CpuShares") or 0) / 1024
+    spec = ContainerSpec(
+        name=name,
+        image=image,
+        constraints=tuple(constraints),
+        affinities=tuple(affinities),
+        ports=tuple(_ports(host)),
+        memory=int(host.get("Memory") or 0),
+        cpus=float(cpus),
+        depends_on=tuple(_container_refs(host)),
+        volume_driver=host.get("VolumeDriver") or "",
+    )
+    out = dict(body)
+    out["Env"] = env
+    if constraints:
+        labels[CONSTRAINTS_LABEL] = json.dumps([str(e) for e in constraints])
+    if affinities:
+        labels[AFFINITIES_LABEL] = json.dumps([str(e) for e in affinities])
+    out["Labels"] = labels
+    return spec, out

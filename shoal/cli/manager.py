@@ -1,0 +1,51 @@
+"""`shoal manager`: the Docker Engine API for the whole cluster, placing each container on live facts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import click
+
+from shoal.api.docker.server import serve
+from shoal.cli.agent import manager_url
+from shoal.cli.registry import _hostport
+from shoal.scheduler.strategy import STRATEGIES
+
+
+@click.command()
+@click.option(
+    "--registry",
+    default="127.0.0.1:8500",
+    show_default=True,
+    envvar="CONSUL_HTTP_ADDR",
+    help="The registry (Consul API) the agents publish to: HOST:PORT or URL.",
+)
+@click.option("--listen", default="127.0.0.1:2375", show_default=True, help="Docker API address (TCP).")
+@click.option("--unix", "unix_socket", default=None, help="Also serve the Docker API on this unix socket.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="spread", show_default=True)
+@click.option(
+    "--fact-ttl",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds after which a node's facts count as absent (the node is left out).",
+)
+@click.option("--log-level", default="info", show_default=True)
+def manager(
+    registry: str, listen: str, unix_socket: str | None, strategy: str, fact_ttl: float, log_level: str
+) -> None:
+    """Serve the Docker Engine API over every node of the cluster."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    host, port = _hostport(listen, 2375)
+    asyncio.run(
+        serve(
+            manager_url(registry),
+            host,
+            port,
+            unix_socket,
+            strategy,
+            fact_ttl,
+            ready=lambda: click.echo(f"manager ready: tcp://{host}:{port}"),
+        )
+    )

@@ -1,0 +1,288 @@
+"""The manager's cache of the cluster: nodes (from the registry, watched), and each engine's containers,
+images and /info (listed at start, after every change the manager makes, and on a periodic resync).
+
+The engines are the truth about containers and the registry the truth about nodes; this cache can be
+thrown away at any time (a manager restart rebuilds it). It feeds the scheduler's ClusterIndex only
+through `shoal.cluster.nodes.node_state`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from shoal.cluster.nodes import node_state
+from shoal.errors import NotFound, ShoalError
+from shoal.scheduler.index import ClusterIndex
+from shoal.scheduler.model import ContainerRef
+
+log = logging.getLogger("shoal.cluster")
+PREFIX = "shoal/nodes/"
+RESYNC = 5.0
+
+
+class Ambiguous(ShoalError):
+    """A reference (id prefix) that matches more than one object."""
+
+
+@dataclass
+class Engine:
+    node: str
+    url: str  # tcp://host:port
+    session: aiohttp.ClientSession
+    info: dict[str, Any] = field(default_factory=dict)
+    containers: list[dict[str, Any]] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)
+    reachable: bool = False
+
+    @property
+    def base(self) -> str:
+        return self.url.replace("tcp://", "http://", 1)
+
+    async def json(self, method: str, path: str, **kw: Any) -> Any:
+        async with self.session.request(method, f"{self.base}/v1.41{path}", **kw) as r:
+            body = await r.read()
+            if r.status >= 400:
+                raise EngineError(r.status, body, self.node)
+            return json.loads(body) if body else None
+
+
+class EngineError(ShoalError):
+    def __init__(self, status: int, body: bytes, node: str) -> None:
+        try:
+            msg = json.loads(body).get("message", "")
+        except (ValueError, AttributeError):
+            msg = body.decode(errors="replace")
+        super().__init__(msg or f"engine on {node} answered {status}")
+        self.status = status
+        self.node = node
+
+
+class Cluster:
+    def __init__(self, registry: str) -> None:
+        self.registry = registry.rstrip("/")
+        self.index = ClusterIndex()
+        self.engines: dict[str, Engine] = {}
+        self._facts: dict[str, dict[str, Any]] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+        self._health: dict[str, str] = {}
+        self.reservations: dict[str, tuple[float, int]] = {}  # container id -> (cpus, memory)
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+        await self._load_nodes()
+        await self._load_health()
+        await self.resync()
+        loop = asyncio.get_running_loop()
+        self._tasks += [
+            loop.create_task(self._watch_nodes()),
+            loop.create_task(self._watch_health()),
+            loop.create_task(self._resync_loop()),
+        ]
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._session:
+            await self._session.close()
+
+    # --- registry ---------------------------------------------------------------------------------
+
+    async def _get(self, path: str) -> tuple[int, Any]:
+        assert self._session is not None
+        async with self._session.get(f"{self.registry}{path}", timeout=aiohttp.ClientTimeout(total=700)) as r:
+            index = int(r.headers.get("X-Consul-Index", "0"))
+            if r.status == 404:
+                return index, None
+            r.raise_for_status()
+            return index, await r.json()
+
+    async def _load_nodes(self, index: int = 0) -> int:
+        q = f"?recurse&index={index}&wait=60s" if index else "?recurse"
+        new_index, entries = await self._get(f"/v1/kv/{PREFIX}{q}")
+        facts, info = {}, {}
+        for e in entries or []:
+            node, _, kind = e["Key"].removeprefix(PREFIX).partition("/")
+            if e.get("Value") and kind in ("facts", "info"):
+                (facts if kind == "facts" else info)[node] = json.loads(base64.b64decode(e["Value"]))
+        self._facts, self._info = facts, info
+        for node, doc in info.items():
+            if node not in self.engines and doc.get("engine"):
+                assert self._session is not None
+                self.engines[node] = Engine(node, doc["engine"], self._session)
+        self._reindex()
+        return new_index
+
+    async def _load_health(self, index: int = 0) -> int:
+        q = f"?index={index}&wait=60s" if index else ""
+        new_index, entries = await self._get(f"/v1/health/checks/shoal-agent{q}")
+        self._health = {c["Node"]: c["Status"] for c in entries or []}
+        self._reindex()
+        return new_index
+
+    async def _watch(self, load) -> None:
+        index = 0
+        while True:
+            try:
+                index = await load(index or 1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("registry watch failed (%s); retrying", e)
+                await asyncio.sleep(1.0)
+
+    async def _watch_nodes(self) -> None:
+        await self._watch(self._load_nodes)
+
+    async def _watch_health(self) -> None:
+        await self._watch(self._load_health)
+
+    # --- engines ----------------------------------------------------------------------------------
+
+    async def _sync_engine(self, e: Engine) -> None:
+        try:
+            e.info, e.containers, e.images = await asyncio.gather(
+                e.json("GET", "/info"), e.json("GET", "/containers/json?all=1"), e.json("GET", "/images/json")
+            )
+            e.reachable = True
+        except (aiohttp.ClientError, TimeoutError, OSError, EngineError) as err:
+            e.reachable = False
+            log.warning("engine %s (%s) unreachable: %s", e.node, e.url, err)
+            return
+        unknown = [c["Id"] for c in e.containers if c["Id"] not in self.reservations]
+        for cid in unknown:
+            with contextlib.suppress(Exception):
+                host = (await e.json("GET", f"/containers/{cid}/json")).get("HostConfig") or {}
+                cpus = (host.get("NanoCpus") or 0) / 1e9 or (host.get("CpuShares") or 0) / 1024
+                self.reservations[cid] = (float(cpus), int(host.get("Memory") or 0))
+
+    async def resync(self, node: str | None = None) -> None:
+        engines = [self.engines[node]] if node else list(self.engines.values())
+        await asyncio.gather(*(self._sync_engine(e) for e in engines))
+        self._reindex()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC)
+            with contextlib.suppress(Exception):
+                await self.resync()
+
+    def _reindex(self) -> None:
+        for node, facts_doc in self._facts.items():
+            info_doc = self._info.get(node, {})
+            e = self.engines.get(node)
+            containers, images, cpus, mem = [], set(), 0.0, 0
+            if e is not None:
+                for c in e.containers:
+                    ports = tuple(
+                        (p["PublicPort"], p.get("Type", "tcp"))
+                        for p in c.get("Ports") or []
+                        if p.get("PublicPort")
+                    )
+                    running = c.get("State") == "running"
+                    containers.append(
+                        ContainerRef(
+                            c["Id"],
+                            c["Names"][0].lstrip("/") if c.get("Names") else "",
+                            c.get("Image", ""),
+                            c.get("Labels") or {},
+                            ports,
+                            running,
+                        )
+                    )
+                    if running:
+                        rc, rm = self.reservations.get(c["Id"], (0.0, 0))
+                        cpus, mem = cpus + rc, mem + rm
+                for i in e.images:
+                    images.add(i["Id"])
+                    images.update(t for t in i.get("RepoTags") or [] if t != "<none>:<none>")
+            health = self._health.get(node, "unknown")
+            if e is not None and not e.reachable:
+                health = "critical"
+            self.index.upsert(
+                node_state(
+                    facts_doc,
+                    info_doc,
+                    health,
+                    containers,
+                    e.info if e else None,
+                    frozenset(images),
+                    cpus,
+                    mem,
+                )
+            )
+        self.changed.set()
+
+    # --- lookups ----------------------------------------------------------------------------------
+
+    def locate(self, ref: str) -> tuple[Engine, dict[str, Any]]:
+        """A container by full id, unique id prefix, name, or node/name, on any node."""
+        node_part, _, name_part = ref.partition("/") if "/" in ref.lstrip("/") else ("", "", ref)
+        ref = name_part.lstrip("/") if node_part else ref.lstrip("/")
+        exact, prefix = [], []
+        for e in self.engines.values():
+            if node_part and e.node != node_part:
+                continue
+            for c in e.containers:
+                names = [n.lstrip("/") for n in c.get("Names") or []]
+                if c["Id"] == ref or ref in names:
+                    exact.append((e, c))
+                elif c["Id"].startswith(ref):
+                    prefix.append((e, c))
+        if exact:
+            return exact[0]
+        if len(prefix) == 1:
+            return prefix[0]
+        if prefix:
+            raise Ambiguous(f"multiple containers match {ref!r}: use more of the id")
+        raise NotFound(f"No such container: {ref}")
+
+    async def find(self, ref: str) -> tuple[Engine, dict[str, Any]]:
+        try:
+            return self.locate(ref)
+        except NotFound:
+            await self.resync()
+            return self.locate(ref)
+
+    def name_in_use(self, name: str) -> dict[str, Any] | None:
+        for e in self.engines.values():
+            for c in e.containers:
+                if f"/{name}" in (c.get("Names") or []):
+                    return c
+        return None
+
+    def nodes_with_image(self, image: str) -> list[str]:
+        ref = image if ":" in image.rsplit("/", 1)[-1] or image.startswith("sha256:") else f"{image}:latest"
+        out = []
+        for e in self.engines.values():
+            for i in e.images:
+                if (
+                    ref in (i.get("RepoTags") or [])
+                    or i["Id"] == ref
+                    or i["Id"].removeprefix("sha256:").startswith(image.removeprefix("sha256:"))
+                ):
+                    out.append(e.node)
+                    break
+        return out
+
+    def engine(self, node: str) -> Engine:
+        try:
+            return self.engines[node]
+        except KeyError:
+            raise NotFound(f"no node named {node!r}") from None
+
+    def now(self) -> float:
+        return time.time()
