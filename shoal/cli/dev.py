@@ -42,6 +42,13 @@ def dev() -> None:
     help="The nodes' network; the host bridge takes its first address.",
 )
 @click.option(
+    "--strategy",
+    type=click.Choice(["spread", "binpack", "random"]),
+    default="spread",
+    show_default=True,
+    help="The manager's placement strategy.",
+)
+@click.option(
     "--agent-interval",
     default=5.0,
     show_default=True,
@@ -57,7 +64,15 @@ def dev() -> None:
 )
 @_name
 @_root
-def up(nodes: int, subnet: str, agent_interval: float, labels: tuple[str, ...], name: str, root: str) -> None:
+def up(
+    nodes: int,
+    subnet: str,
+    strategy: str,
+    agent_interval: float,
+    labels: tuple[str, ...],
+    name: str,
+    root: str,
+) -> None:
     """Bring the cluster up (a no-op if it already is)."""
     spec = ClusterSpec(
         name=name,
@@ -66,6 +81,7 @@ def up(nodes: int, subnet: str, agent_interval: float, labels: tuple[str, ...], 
         root=Path(root),
         labels=parse_node_labels(labels),
         agent_interval=agent_interval,
+        strategy=strategy,
     )
     t = cluster.up(spec, out=click.echo)
     if t.total:

@@ -88,11 +88,10 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
                 pool.map(lambda n: engine.load_images(n.engine_socket, archive, n.name), layout.nodes)
             )
         t_load = time.monotonic()
-        # cluster-wide services (the registry) first: the nodes' services report to them
-        tiers = [
-            [("", svc) for svc in cluster_services(layout)],
-            [(n.name, svc) for n in layout.nodes for svc in node_processes(layout, n)[1:]],
-        ]
+        # by tier: the registry, then the agents (they report to it), then the manager (it reads them)
+        services = [("", svc) for svc in cluster_services(layout)]
+        services += [(n.name, svc) for n in layout.nodes for svc in node_processes(layout, n)[1:]]
+        tiers = [[s for s in services if s[1].tier == t] for t in sorted({s[1].tier for s in services})]
         for tier in tiers:
             for owner, svc in tier:
                 join = pids[owner][svc.join] if svc.join else 0
@@ -182,6 +181,9 @@ def _reach(layout: ClusterLayout) -> str:
         for n in layout.nodes
     ]
     lines.append(f"  registry {layout.registry_url} (Consul API), DNS {layout.gateway}:{REGISTRY_DNS_PORT}")
+    lines.append(
+        f"  manager  {layout.manager_url.replace('http://', 'tcp://')} (Docker API for the whole cluster)"
+    )
     name = "" if layout.name == "shoal" else f" --name {layout.name}"
     return "\n".join([*lines, f'point the docker CLI at the cluster: eval "$(shoal dev env{name})"'])
 
@@ -391,7 +393,7 @@ def service_status(name: str, root: Path) -> list[tuple[str, int, bool, str]]:
 def env_lines(name: str, root: Path) -> list[str]:
     layout, _ = load(name, root)
     lines = [
-        f"export DOCKER_HOST={layout.nodes[0].engine_url}",
+        f"export DOCKER_HOST={layout.manager_url.replace('http://', 'tcp://')}",
         f"export CONSUL_HTTP_ADDR={layout.registry_url.removeprefix('http://')}",
     ]
     if name != "shoal":

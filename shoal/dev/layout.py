@@ -19,6 +19,7 @@ DEFAULT_ROOT = Path("/var/lib/shoal/dev")
 ENGINE_PORT = 2375
 REGISTRY_HTTP_PORT = 8500  # the Consul API, on the host bridge's address
 REGISTRY_DNS_PORT = 8600
+MANAGER_PORT = 2375  # the Docker API for the whole cluster, on the host bridge's address
 # Node i gets host address FIRST_NODE_HOST + i in the subnet; .1 is the host bridge.
 FIRST_NODE_HOST = 10
 IFNAMSIZ = 15  # Linux interface names are at most 15 bytes
@@ -37,6 +38,7 @@ class ClusterSpec:
     # node name -> engine labels ("key=value"), as `dockerd --label` takes them
     labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
     agent_interval: float = 5.0
+    strategy: str = "spread"
 
     def labels_for(self, node: str) -> tuple[str, ...]:
         return next((lbls for n, lbls in self.labels if n == node), ())
@@ -115,6 +117,7 @@ class ClusterLayout:
     prefixlen: int
     nodes: tuple[NodeLayout, ...] = field(default_factory=tuple)
     agent_interval: float = 5.0
+    strategy: str = "spread"
 
     @property
     def state_file(self) -> Path:
@@ -124,6 +127,10 @@ class ClusterLayout:
     def forward_comment(self) -> str:
         """Tags our iptables rule so `down` removes exactly it."""
         return f"shoal-dev:{self.name}"
+
+    @property
+    def manager_url(self) -> str:
+        return f"http://{self.gateway}:{MANAGER_PORT}"
 
     @property
     def registry_url(self) -> str:
@@ -233,4 +240,5 @@ def plan_layout(spec: ClusterSpec) -> ClusterLayout:
         prefixlen=net.prefixlen,
         nodes=tuple(nodes),
         agent_interval=spec.agent_interval,
+        strategy=spec.strategy,
     )

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoal.dev.layout import ENGINE_PORT, REGISTRY_DNS_PORT, REGISTRY_HTTP_PORT, ClusterLayout, NodeLayout
+from shoal.dev.layout import (
+    ENGINE_PORT,
+    MANAGER_PORT,
+    REGISTRY_DNS_PORT,
+    REGISTRY_HTTP_PORT,
+    ClusterLayout,
+    NodeLayout,
+)
 
 # The node's engine gets its own UTS namespace (so `docker info` names the node) and a private
 # mount namespace in which this node's plugin directory sits on /run/docker/plugins, so the node's
@@ -37,6 +44,7 @@ class ProcessSpec:
     log: Path
     ready_url: str = ""  # answers 200 once the process is ready; `up` waits for it
     join: str = ""  # the name of a process of the same node whose namespaces (net, uts, mount) it enters
+    tier: int = 0  # start order: the registry (0), then the nodes' agents (1), then the manager (2)
 
 
 def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
@@ -75,7 +83,7 @@ def node_services(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]
         "--state-file", str(node.dir / "agent.json"),
     )  # fmt: skip
     ready = f"{cluster.registry_url}/v1/kv/shoal/nodes/{node.name}/facts"
-    return [ProcessSpec("agent", agent, node.log_dir / "agent.log", ready_url=ready, join="engine")]
+    return [ProcessSpec("agent", agent, node.log_dir / "agent.log", ready_url=ready, join="engine", tier=1)]
 
 
 def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
@@ -88,8 +96,22 @@ def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
         "--dns", f"{cluster.gateway}:{REGISTRY_DNS_PORT}",
         "--node", "manager", "--advertise", cluster.gateway,
     )  # fmt: skip
-    log = cluster.root / "log" / "registry.log"
-    return [ProcessSpec("registry", registry, log, ready_url=f"{cluster.registry_url}/v1/status/leader")]
+    manager = (
+        sys.executable, "-m", "shoal", "manager",
+        "--registry", cluster.registry_url,
+        "--listen", f"{cluster.gateway}:{MANAGER_PORT}",
+        "--unix", str(cluster.root / "manager.sock"),
+        "--strategy", cluster.strategy,
+    )  # fmt: skip
+    logs = cluster.root / "log"
+    return [
+        ProcessSpec(
+            "registry", registry, logs / "registry.log", ready_url=f"{cluster.registry_url}/v1/status/leader"
+        ),
+        ProcessSpec(
+            "manager", manager, logs / "manager.log", ready_url=f"{cluster.manager_url}/_ping", tier=2
+        ),
+    ]
 
 
 def node_processes(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]:

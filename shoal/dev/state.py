@@ -39,6 +39,7 @@ class State:
             root=Path(s["root"]),
             labels=tuple((n, tuple(lbls)) for n, lbls in s.get("labels", ())),
             agent_interval=float(s.get("agent_interval", 5.0)),
+            strategy=s.get("strategy", "spread"),
         )
         return State(
             spec=spec,

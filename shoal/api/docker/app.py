@@ -598,6 +598,48 @@ async def image_pull(request: web.Request) -> web.Response:
     )
 
 
+async def events(request: web.Request) -> web.StreamResponse:
+    """Every engine's event stream merged into one, each event saying its node (as classic Swarm did)."""
+    c = _mgr(request).cluster
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def one(e: Engine) -> None:
+        node = c.index.nodes[c.index.pos[e.node]] if e.node in c.index.pos else None
+        tag = {
+            "Name": e.node,
+            "Id": node.id if node else e.node,
+            "Addr": e.url.removeprefix("tcp://"),
+            "Ip": node.address if node else "",
+        }
+        try:
+            async with e.session.get(
+                f"{e.base}/v{API_VERSION}/events",
+                params=request.query,
+                timeout=aiohttp.ClientTimeout(total=None),
+            ) as up:
+                async for line in up.content:
+                    if line.strip():
+                        ev = json.loads(line)
+                        ev["node"] = tag
+                        await queue.put(json.dumps(ev).encode() + b"\n")
+        except (aiohttp.ClientError, OSError, ValueError):
+            pass
+
+    tasks = [asyncio.get_running_loop().create_task(one(e)) for e in c.engines.values()]
+    done = asyncio.get_running_loop().create_task(asyncio.wait(tasks))
+    done.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        while (item := await queue.get()) is not None:
+            await resp.write(item)
+    finally:
+        for t in tasks:
+            t.cancel()
+    await resp.write_eof()
+    return resp
+
+
 async def not_found(request: web.Request) -> web.Response:
     return _json(
         {
@@ -621,6 +663,7 @@ def make_app(manager: Manager) -> web.Application:
     add("HEAD", "/_ping", ping)
     add("GET", "/version", version)
     add("GET", "/info", info)
+    add("GET", "/events", events)
     add("GET", "/containers/json", containers_list)
     add("POST", "/containers/create", containers_create)
     add("GET", "/containers/{id}/{action}", container_action)
