@@ -45,6 +45,31 @@ class DevCluster:
         return self.address("node1").rsplit(".", 1)[0] + ".1"
 
     @property
+    def manager(self) -> str:
+        """DOCKER_HOST for the whole cluster."""
+        return f"tcp://{self.gateway}:2375"
+
+    def cli(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 60,
+        input: str | None = None,
+        host: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """The real docker CLI against the manager (or `host`)."""
+        proc = subprocess.run(
+            ["docker", "-H", host or self.manager, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {proc.stderr}")
+        return proc
+
+    @property
     def registry(self) -> str:
         """host:port of the cluster's registry (the Consul API)."""
         return f"{self.gateway}:8500"

@@ -89,6 +89,7 @@ class Cluster:
             loop.create_task(self._watch_nodes()),
             loop.create_task(self._watch_health()),
             loop.create_task(self._resync_loop()),
+            loop.create_task(self._follow_events()),
         ]
 
     async def close(self) -> None:
@@ -173,6 +174,30 @@ class Cluster:
         engines = [self.engines[node]] if node else list(self.engines.values())
         await asyncio.gather(*(self._sync_engine(e) for e in engines))
         self._reindex()
+
+    async def _follow_events(self) -> None:
+        """Each engine's event stream marks it for a resync, so objects made behind the manager's back
+        (a tag, a container started on the node itself) are seen at once, not at the next periodic resync."""
+        followed: dict[str, asyncio.Task[None]] = {}
+        while True:
+            for node, e in list(self.engines.items()):
+                if node not in followed or followed[node].done():
+                    followed[node] = asyncio.get_running_loop().create_task(self._follow(e))
+            await asyncio.sleep(RESYNC)
+
+    async def _follow(self, e: Engine) -> None:
+        pending: asyncio.Task[None] | None = None
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            async with e.session.get(
+                f"{e.base}/v1.41/events", timeout=aiohttp.ClientTimeout(total=None)
+            ) as r:
+                async for _ in r.content:
+                    if pending is None or pending.done():
+                        pending = asyncio.get_running_loop().create_task(self._debounced(e.node))
+
+    async def _debounced(self, node: str) -> None:
+        await asyncio.sleep(0.05)  # one resync for a burst of events (create, attach, start...)
+        await self.resync(node)
 
     async def _resync_loop(self) -> None:
         while True:

@@ -100,11 +100,12 @@ def test_status_shows_every_node_healthy(dev_cluster):
 
 def test_env_points_docker_at_the_cluster(dev_cluster):
     out = shoal("dev", "env", "--name", dev_cluster.name, "--root", str(dev_cluster.root)).stdout
-    assert f"export DOCKER_HOST={dev_cluster.nodes['node1']}" in out
+    assert f"export DOCKER_HOST=tcp://{dev_cluster.gateway}:2375" in out  # the manager
     assert f"export SHOAL_NODE_NODE3={dev_cluster.nodes['node3']}" in out
-    script = f'{out}\ndocker version --format "{{{{.Server.Version}}}}"'
-    version = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
-    assert version.stdout.strip().startswith("20.10")
+    fmt = '--format "{{.Server.Version}}"'
+    script = f"{out}\ndocker version {fmt}\ndocker -H $SHOAL_NODE_NODE2 version {fmt}"
+    version = subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout.split()
+    assert version[0].startswith("shoal/") and version[1].startswith("20.10")
 
 
 def test_up_again_is_a_no_op(dev_cluster):

@@ -25,7 +25,7 @@ from shoal.api.errors import docker_reply
 from shoal.cluster.state import Cluster, Engine
 from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
 from shoal.scheduler.expr import parse
-from shoal.scheduler.model import ContainerRef
+from shoal.scheduler.model import ContainerRef, ContainerSpec, Placement
 from shoal.scheduler.place import place
 from shoal.scheduler.strategy import by_name
 
@@ -329,9 +329,10 @@ async def containers_create(request: web.Request) -> web.Response:
             tag = spec.image if ":" in spec.image.rsplit("/", 1)[-1] else f"{spec.image}:latest"
             spec = replace(spec, affinities=(*spec.affinities, parse("affinity", f"image=={tag}")))
         volumes = named_volumes(body)
-        p = place(
-            spec, c.index, c.now(), strategy=m.strategy, strategy_name=m.strategy_name, fact_ttl=m.fact_ttl
-        )
+        p = _place(m, spec)
+        if p.node is None:  # the cache may lag what was just done on a node directly: look again, once
+            await c.resync()
+            p = _place(m, spec)
         record = {
             "request": {
                 "name": name,
@@ -383,6 +384,13 @@ async def containers_create(request: web.Request) -> web.Response:
         )
         asyncio.get_running_loop().create_task(c.resync(p.node))
     return _json(created, 201)
+
+
+def _place(m: Manager, spec: ContainerSpec) -> Placement:
+    c = m.cluster
+    return place(
+        spec, c.index, c.now(), strategy=m.strategy, strategy_name=m.strategy_name, fact_ttl=m.fact_ttl
+    )
 
 
 async def _store_decision(m: Manager, cid: str, record: dict[str, Any]) -> None:
@@ -623,6 +631,16 @@ async def events(request: web.Request) -> web.StreamResponse:
                     if line.strip():
                         ev = json.loads(line)
                         ev["node"] = tag
+                        # as classic Swarm: in Actor.Attributes too, the part the docker CLI prints
+                        attrs = ev.setdefault("Actor", {}).setdefault("Attributes", {})
+                        attrs.update(
+                            {
+                                "node.name": tag["Name"],
+                                "node.id": tag["Id"],
+                                "node.addr": tag["Addr"],
+                                "node.ip": tag["Ip"],
+                            }
+                        )
                         await queue.put(json.dumps(ev).encode() + b"\n")
         except (aiohttp.ClientError, OSError, ValueError):
             pass
