@@ -143,12 +143,22 @@ class Agent:
             log.info("fact source recovered: %s", e.split(":")[0])
         self._last_errors = now
 
+    def advertised_engine(self, address: str) -> str:
+        """Where the manager should reach this node's engine: as told, else the TCP address the agent
+        itself uses (unless it is loopback), else port 2375 on the node's address."""
+        if self.config.advertise_engine:
+            return self.config.advertise_engine
+        engine = self.config.engine
+        if engine.startswith("tcp://") and not engine.startswith(("tcp://127.", "tcp://localhost")):
+            return engine
+        return f"tcp://{address}:2375"
+
     def info(self, snap: Snapshot) -> dict[str, Any]:
         address = str(snap.facts.get("ipaddress", "127.0.0.1"))
         return {
             "node": self.config.node,
             "address": address,
-            "engine": self.config.advertise_engine or f"tcp://{address}:2375",
+            "engine": self.advertised_engine(address),
             "cpus": snap.facts.get("processorcount", 0),
             "memory_mb": snap.facts.get("memorysize_mb", 0),
             "labels": self.config.labels,

@@ -22,6 +22,8 @@ def node_state(
     images: frozenset[str] = frozenset(),
     reserved_cpus: float = 0.0,
     reserved_memory: int = 0,
+    volumes: frozenset[str] = frozenset(),
+    networks: frozenset[str] = frozenset(),
 ) -> NodeState:
     facts = dict(facts_doc.get("facts", {}))
     labels: dict[str, str] = {}
@@ -53,4 +55,6 @@ def node_state(
         containers=tuple(containers),
         images=images,
         volume_drivers=frozenset(drivers),
+        volumes=volumes,
+        networks=networks,
     )

@@ -41,6 +41,8 @@ class Engine:
     info: dict[str, Any] = field(default_factory=dict)
     containers: list[dict[str, Any]] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    networks: list[dict[str, Any]] = field(default_factory=list)
     reachable: bool = False
 
     @property
@@ -120,18 +122,20 @@ class Cluster:
             if e.get("Value") and kind in ("facts", "info"):
                 (facts if kind == "facts" else info)[node] = json.loads(base64.b64decode(e["Value"]))
         self._facts, self._info = facts, info
+        for gone in self.engines.keys() - facts.keys():  # a node whose records were deleted leaves
+            del self.engines[gone]
         for node, doc in info.items():
             if node not in self.engines and doc.get("engine"):
                 assert self._session is not None
                 self.engines[node] = Engine(node, doc["engine"], self._session)
-        self._reindex()
+        self.reindex()
         return new_index
 
     async def _load_health(self, index: int = 0) -> int:
         q = f"?index={index}&wait=60s" if index else ""
         new_index, entries = await self._get(f"/v1/health/checks/shoal-agent{q}")
         self._health = {c["Node"]: c["Status"] for c in entries or []}
-        self._reindex()
+        self.reindex()
         return new_index
 
     async def _watch(self, load) -> None:
@@ -155,9 +159,14 @@ class Cluster:
 
     async def _sync_engine(self, e: Engine) -> None:
         try:
-            e.info, e.containers, e.images = await asyncio.gather(
-                e.json("GET", "/info"), e.json("GET", "/containers/json?all=1"), e.json("GET", "/images/json")
+            e.info, e.containers, e.images, vols, e.networks = await asyncio.gather(
+                e.json("GET", "/info"),
+                e.json("GET", "/containers/json?all=1"),
+                e.json("GET", "/images/json"),
+                e.json("GET", "/volumes"),
+                e.json("GET", "/networks"),
             )
+            e.volumes = vols.get("Volumes") or []
             e.reachable = True
         except (aiohttp.ClientError, TimeoutError, OSError, EngineError) as err:
             e.reachable = False
@@ -173,7 +182,7 @@ class Cluster:
     async def resync(self, node: str | None = None) -> None:
         engines = [self.engines[node]] if node else list(self.engines.values())
         await asyncio.gather(*(self._sync_engine(e) for e in engines))
-        self._reindex()
+        self.reindex()
 
     async def _follow_events(self) -> None:
         """Each engine's event stream marks it for a resync, so objects made behind the manager's back
@@ -205,7 +214,9 @@ class Cluster:
             with contextlib.suppress(Exception):
                 await self.resync()
 
-    def _reindex(self) -> None:
+    def reindex(self) -> None:
+        if set(self.index.pos) - self._facts.keys():  # a node left: rare, so rebuild rather than unindex
+            self.index = ClusterIndex()
         for node, facts_doc in self._facts.items():
             info_doc = self._info.get(node, {})
             e = self.engines.get(node)
@@ -247,6 +258,8 @@ class Cluster:
                     frozenset(images),
                     cpus,
                     mem,
+                    frozenset(v["Name"] for v in e.volumes) if e else frozenset(),
+                    frozenset(n["Name"] for n in e.networks) if e else frozenset(),
                 )
             )
         self.changed.set()

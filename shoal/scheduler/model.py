@@ -41,7 +41,8 @@ class NodeState:
     containers: tuple[ContainerRef, ...] = ()
     images: frozenset[str] = frozenset()  # repo:tag names and ids present
     volume_drivers: frozenset[str] = frozenset({"local"})
-    volumes: frozenset[str] = frozenset()
+    volumes: frozenset[str] = frozenset()  # local named volumes on the engine
+    networks: frozenset[str] = frozenset()  # user-defined networks on the engine, by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class ContainerSpec:
     depends_on: tuple[str, ...] = ()  # containers it must share a node with (links, volumes-from, net)
     volume_driver: str = ""
     volumes: tuple[str, ...] = ()  # named local volumes it mounts
+    networks: tuple[str, ...] = ()  # user-defined networks it joins, by name
 
     @property
     def expressions(self) -> tuple[Expr, ...]:

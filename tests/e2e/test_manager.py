@@ -212,7 +212,7 @@ def test_ps_inspect_logs_exec_stop_rm(dev_cluster, cleanup):
 
 def test_info_shows_the_nodes_and_events_say_their_node(dev_cluster):
     info = dev_cluster.cli("info").stdout
-    assert "Nodes: 3" in info and "Pending" not in info
+    assert "Nodes: 3" in info and "Pending" not in info, info
     for node in ("node1", "node2", "node3"):
         assert f" {node}: {dev_cluster.address(node)}:2375" in info
     assert info.count("└ Status: Healthy") == 3

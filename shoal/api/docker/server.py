@@ -10,7 +10,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shoal.api.docker.app import Manager, make_app
+from shoal.api.docker.app import make_app
+from shoal.api.docker.common import Manager
 from shoal.cluster.state import Cluster
 
 log = logging.getLogger("shoal.manager")

@@ -72,6 +72,17 @@ def named_volumes(body: dict[str, Any]) -> list[str]:
     return names
 
 
+PREDEFINED_NETWORKS = frozenset({"", "default", "bridge", "host", "none"})
+
+
+def user_networks(body: dict[str, Any]) -> list[str]:
+    """The user-defined networks a create joins: its network mode and its endpoints config."""
+    mode = (body.get("HostConfig") or {}).get("NetworkMode") or ""
+    names = [] if mode in PREDEFINED_NETWORKS or ":" in mode else [mode]
+    names += list(((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).keys())
+    return [n for n in dict.fromkeys(names) if n not in PREDEFINED_NETWORKS]
+
+
 def container_spec(body: dict[str, Any], name: str) -> tuple[ContainerSpec, dict[str, Any]]:
     """The scheduler's view of the request, and the request as the engine should get it."""
     if not isinstance(body, dict):
@@ -95,6 +106,8 @@ def container_spec(body: dict[str, Any], name: str) -> tuple[ContainerSpec, dict
         cpus=float(cpus),
         depends_on=tuple(_container_refs(host)),
         volume_driver=host.get("VolumeDriver") or "",
+        volumes=tuple(dict.fromkeys(named_volumes(body))),
+        networks=tuple(user_networks(body)),
     )
     out = dict(body)
     out["Env"] = env

@@ -36,6 +36,7 @@ def default_filters() -> list[Filter]:
     from shoal.scheduler.filters.constraint import ConstraintFilter
     from shoal.scheduler.filters.dependency import DependencyFilter
     from shoal.scheduler.filters.health import HealthFilter
+    from shoal.scheduler.filters.network import NetworkFilter
     from shoal.scheduler.filters.port import PortFilter
     from shoal.scheduler.filters.resources import ResourcesFilter
     from shoal.scheduler.filters.volume import VolumeFilter
@@ -47,5 +48,6 @@ def default_filters() -> list[Filter]:
         DependencyFilter(),
         PortFilter(),
         VolumeFilter(),
+        NetworkFilter(),
         ResourcesFilter(),
     ]

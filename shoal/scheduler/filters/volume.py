@@ -1,4 +1,6 @@
-"""Volumes: the node must serve the requested volume driver, and hold the named local volumes used."""
+"""Volumes: the node must serve the requested volume driver, and a named volume that already exists goes
+with the container: mounting one that lives on node2 puts the container on node2 (its data is there),
+while a name that exists nowhere yet may land anywhere (the engine makes it)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,10 @@ import numpy as np
 from shoal.scheduler.filters import Context
 from shoal.scheduler.index import ClusterIndex
 from shoal.scheduler.model import ContainerSpec
+
+
+def _holders(ix: ClusterIndex, volume: str) -> list[int]:
+    return [j for j, n in enumerate(ix.nodes) if volume in n.volumes]
 
 
 class VolumeFilter:
@@ -18,10 +24,9 @@ class VolumeFilter:
         m = ix.all()
         if spec.volume_driver and spec.volume_driver != "local":
             m &= ix.mask_of(ix.driver_nodes.get(spec.volume_driver, set()))
-        if spec.volumes:
-            m &= np.fromiter(
-                (all(v in n.volumes for v in spec.volumes) for n in ix.nodes), dtype=bool, count=len(ix)
-            )
+        for v in spec.volumes:
+            if holders := _holders(ix, v):
+                m &= ix.mask_of(holders)
         return m
 
     def explain(self, ix: ClusterIndex, j: int, spec: ContainerSpec, ctx: Context) -> str:
@@ -29,5 +34,6 @@ class VolumeFilter:
         if spec.volume_driver and spec.volume_driver not in node.volume_drivers:
             serves = ", ".join(sorted(node.volume_drivers))
             return f"does not serve volume driver {spec.volume_driver} (it serves {serves})"
-        missing = [v for v in spec.volumes if v not in node.volumes]
-        return f"does not hold volume {', '.join(missing)}"
+        missing = [v for v in spec.volumes if v not in node.volumes and _holders(ix, v)]
+        where = ", ".join(ix.nodes[h].name for h in _holders(ix, missing[0])) if missing else ""
+        return f"does not hold volume {', '.join(missing)} (it lives on {where})"

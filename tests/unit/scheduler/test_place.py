@@ -136,6 +136,22 @@ def test_volume_driver_must_be_served():
     assert place(spec(volume_driver="flocker"), ix, NOW).node == "node2"
 
 
+def test_an_existing_volume_pulls_its_container_and_a_new_one_does_not():
+    ix = ClusterIndex([node("node1"), node("node2", volumes=frozenset({"data"})), node("node3")])
+    assert place(spec(volumes=("data",)), ix, NOW).node == "node2"
+    assert place(spec(volumes=("fresh",)), ix, NOW).node in ("node1", "node2", "node3")
+    ix.upsert(node("node2", volumes=frozenset({"data"}), health="critical"))
+    p = place(spec(volumes=("data",)), ix, NOW)
+    assert p.node is None and "does not hold volume data (it lives on node2)" in p.error()
+
+
+def test_user_networks_must_exist_on_the_node():
+    ix = ClusterIndex([node("node1"), node("node2", networks=frozenset({"app_default"}))])
+    assert place(spec(networks=("app_default",)), ix, NOW).node == "node2"
+    p = place(spec(networks=("nowhere",)), ix, NOW)
+    assert p.node is None and "has no network nowhere (docker network create nowhere makes it)" in p.error()
+
+
 def test_memory_reservations_are_counted():
     ix = ClusterIndex([node("node1", reserved_memory=4 * GiB - 100), node("node2")])
     assert place(spec(memory=512 << 20), ix, NOW).node == "node2"

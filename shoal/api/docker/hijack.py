@@ -1,0 +1,94 @@
+"""Docker's hijacked connections (attach, exec start) relayed byte for byte between client and engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from shoal.api.docker.common import API_VERSION
+from shoal.cluster.state import Engine
+
+
+class _Pipe:
+    """Stands in for aiohttp's payload parser right after the 101, to hand over bytes it already read."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.writer.write(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.write_eof()
+
+
+class _Hijacked(asyncio.Protocol):
+    """Takes the client's connection over from aiohttp after the 101: bytes go straight to the engine, and
+    a half-close (the CLI closes its write side when it has no stdin) is passed on, not taken as the end."""
+
+    def __init__(self, writer: asyncio.StreamWriter, done: asyncio.Event) -> None:
+        self.writer = writer
+        self.done = done
+
+    def data_received(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def eof_received(self) -> bool:
+        with contextlib.suppress(Exception):
+            self.writer.write_eof()
+        return True  # keep our side open: the engine's output still has to reach the client
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.done.set()
+
+
+async def hijack(request: web.Request, engine: Engine, path: str) -> web.StreamResponse:
+    """Docker's hijacked connection: relay the engine's 101, then bytes both ways until either side ends."""
+    host, _, port = engine.url.removeprefix("tcp://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = await request.read()
+    query = f"?{request.query_string}" if request.query_string else ""
+    head = [
+        f"{request.method} /v{API_VERSION}{path}{query} HTTP/1.1",
+        f"Host: {host}",
+        "Connection: Upgrade",
+        "Upgrade: tcp",
+        f"Content-Length: {len(body)}",
+    ]
+    if request.headers.get("Content-Type"):
+        head.append(f"Content-Type: {request.headers['Content-Type']}")
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    raw = await reader.readuntil(b"\r\n\r\n")
+    lines = raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    up_headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    if status != 101:
+        length = int(up_headers.get("Content-Length", "0") or 0)
+        data = await reader.readexactly(length) if length else await reader.read()
+        writer.close()
+        return web.Response(status=status, body=data, content_type="application/json")
+    resp = web.StreamResponse(
+        status=101,
+        headers={
+            "Content-Type": up_headers.get("Content-Type", "application/vnd.docker.raw-stream"),
+            "Connection": "Upgrade",
+            "Upgrade": "tcp",
+        },
+    )
+    await resp.prepare(request)
+    transport = request.transport
+    assert transport is not None and request.protocol is not None
+    request.protocol.set_parser(_Pipe(writer))  # what aiohttp read past the headers goes first
+    client_gone = asyncio.Event()
+    transport.set_protocol(_Hijacked(writer, client_gone))
+    try:
+        while not client_gone.is_set() and (chunk := await reader.read(65536)):
+            transport.write(chunk)
+    finally:
+        writer.close()
+        transport.close()
+    return resp

@@ -1,0 +1,75 @@
+"""`shoal why CONTAINER`: the placement decision behind a container, as the manager recorded it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+import requests
+from rich.console import Console
+
+from shoal.errors import NotFound, ShoalError
+
+
+def decision_lines(d: dict[str, Any]) -> list[str]:
+    """A recorded decision as lines a person reads top to bottom (pure: the dashboard shows the same)."""
+    req, p = d.get("request", {}), d.get("placement", {})
+    who = d.get("name") or req.get("name") or (d.get("container") or "")[:12] or "(not created)"
+    lines = [
+        f"{who} → {p.get('node')}" if p.get("node") else f"{who}: no node fits",
+        f"  image {req.get('image')}, strategy {p.get('strategy')}",
+    ]
+    if req.get("expressions"):
+        lines.append("  asks " + ", ".join(req["expressions"]))
+    extras = []
+    if req.get("cpus"):
+        extras.append(f"cpus {req['cpus']:g}")
+    if req.get("memory"):
+        extras.append(f"memory {req['memory'] >> 20}M")
+    for key in ("ports", "volumes", "networks"):
+        if req.get(key):
+            extras.append(f"{key} {', '.join(req[key])}")
+    if extras:
+        lines.append("  reserves/needs " + "; ".join(extras))
+    steps = " → ".join(f"{s['filter']} {s['left']}" for s in p.get("steps", []))
+    lines.append(f"  filters: {p.get('candidates', 0)} nodes → {steps}")
+    for r in p.get("rejected", []):
+        lines.append(f"  ✗ {r['node']}  [{r['filter']}] {r['reason']}")
+    if (more := p.get("rejected_total", 0) - len(p.get("rejected", []))) > 0:
+        lines.append(f"  ✗ ... and {more} more nodes")
+    if p.get("soft_dropped"):
+        lines.append("  soft expressions dropped to find a node: " + ", ".join(p["soft_dropped"]))
+    if p.get("scores"):
+        lines.append("  ranks: " + ", ".join(f"{s['node']} {s['score']:.3g}" for s in p["scores"]))
+    return lines
+
+
+def _http_base(host: str) -> str:
+    if host.startswith("tcp://"):
+        return "http://" + host.removeprefix("tcp://")
+    if host.startswith(("http://", "https://")):
+        return host
+    raise ShoalError(f"DOCKER_HOST {host!r} is not a tcp:// address; point --host at the shoal manager")
+
+
+@click.command()
+@click.argument("container")
+@click.option(
+    "--host",
+    "-H",
+    default=lambda: os.environ.get("DOCKER_HOST", "tcp://127.0.0.1:2375"),
+    help="The shoal manager (default: $DOCKER_HOST).",
+)
+def why(container: str, host: str) -> None:
+    """Why CONTAINER is on its node: each filter's survivors, the reasons for the rest, the ranks."""
+    base = _http_base(host)
+    try:
+        r = requests.get(f"{base}/shoal/v1/decisions/{container}", timeout=10)
+    except requests.RequestException as e:
+        raise ShoalError(f"shoal manager at {host} unreachable ({e.__class__.__name__}); is it up?") from e
+    if r.status_code == 404:
+        raise NotFound(r.json().get("message", f"no decision for {container}"))
+    if r.status_code >= 400:
+        raise ShoalError(r.json().get("message", r.text))
+    Console(highlight=False, soft_wrap=True).print("\n".join(decision_lines(r.json())), markup=False)
