@@ -40,6 +40,8 @@ bench: venv
 	$(PY) benchmarks/dev_up.py
 	$(PY) benchmarks/registry_kv.py
 	$(PY) benchmarks/agent_facts.py
+	$(PY) benchmarks/scheduler.py
+	$(PY) benchmarks/manager.py
 
 down:
 	@$(SHOAL) dev down

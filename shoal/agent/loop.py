@@ -28,6 +28,7 @@ from shoal.agent.facts.external import SourceError
 from shoal.agent.overload import overload, trim
 from shoal.errors import Conflict
 
+FACTS_D_POLL = 0.2  # seconds between looks at facts.d for a changed file
 log = logging.getLogger("shoal.agent")
 MAX_BACKOFF = 10.0
 FACTER_EVERY = 30.0  # facter costs ~0.4 s of CPU: run it at most this often
@@ -198,6 +199,7 @@ class Agent:
         backoff = 0.0
         while not stop.is_set():
             t0 = time.monotonic()
+            seen = self._facts_d_signature()
             snap = await self.gather()
             try:
                 await self.publish(snap)
@@ -211,8 +213,26 @@ class Agent:
                 backoff = min(MAX_BACKOFF, backoff * 2 if backoff else 0.5)
                 delay = backoff * random.uniform(0.8, 1.2)
                 log.warning("%s; retrying in %.1fs", e, delay)
+            await self._sleep(stop, delay, seen if not backoff else None)
+
+    async def _sleep(self, stop: asyncio.Event, delay: float, seen: tuple | None) -> None:
+        """Until the next round, or sooner when a facts.d file changes: a custom fact is the user's own
+        lever on placement, so it should not wait out the interval (stat-ing a few files is cheap)."""
+        deadline = time.monotonic() + max(0.0, delay)
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, delay))
+                await asyncio.wait_for(stop.wait(), min(left, FACTS_D_POLL))
+            if seen is not None and self._facts_d_signature() != seen:
+                return
+
+    def _facts_d_signature(self) -> tuple:
+        d = self.config.facts_dir
+        if d is None:
+            return ()
+        try:
+            return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in d.iterdir()))
+        except OSError:
+            return ()
 
     async def leave(self) -> None:
         """A clean stop: the node turns critical at once and the node name is free for the next agent."""

@@ -27,6 +27,21 @@ from shoal.scheduler.model import ContainerRef
 log = logging.getLogger("shoal.cluster")
 PREFIX = "shoal/nodes/"
 RESYNC = 5.0
+EVENT_DEBOUNCE = 0.02  # one refresh for a burst of events (create, attach, start...)
+KINDS = frozenset({"info", "containers", "images", "volumes", "networks"})
+_LIST = {
+    "info": "/info",
+    "containers": "/containers/json?all=1",
+    "images": "/images/json",
+    "volumes": "/volumes",
+    "networks": "/networks",
+}
+EVENT_KINDS: dict[str, set[str]] = {
+    "container": {"containers"},
+    "image": {"images"},
+    "volume": {"volumes"},
+    "network": {"networks", "containers"},
+}
 
 
 class Ambiguous(ShoalError):
@@ -44,6 +59,10 @@ class Engine:
     volumes: list[dict[str, Any]] = field(default_factory=list)
     networks: list[dict[str, Any]] = field(default_factory=list)
     reachable: bool = False
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # container id -> inspect's State
+    dirty: set[str] = field(default_factory=set)  # kinds of object waiting to be listed again
+    stale: set[str] = field(default_factory=set)  # container ids waiting to be inspected again
+    refreshing: asyncio.Task[None] | None = None
 
     @property
     def base(self) -> str:
@@ -157,35 +176,76 @@ class Cluster:
 
     # --- engines ----------------------------------------------------------------------------------
 
-    async def _sync_engine(self, e: Engine) -> None:
+    async def _sync_engine(self, e: Engine, kinds: frozenset[str] | set[str] = KINDS) -> None:
+        order = [k for k in KINDS if k in kinds]
         try:
-            e.info, e.containers, e.images, vols, e.networks = await asyncio.gather(
-                e.json("GET", "/info"),
-                e.json("GET", "/containers/json?all=1"),
-                e.json("GET", "/images/json"),
-                e.json("GET", "/volumes"),
-                e.json("GET", "/networks"),
-            )
-            e.volumes = vols.get("Volumes") or []
+            got = await asyncio.gather(*(e.json("GET", _LIST[k]) for k in order))
             e.reachable = True
         except (aiohttp.ClientError, TimeoutError, OSError, EngineError) as err:
             e.reachable = False
             log.warning("engine %s (%s) unreachable: %s", e.node, e.url, err)
             return
-        unknown = [c["Id"] for c in e.containers if c["Id"] not in self.reservations]
-        for cid in unknown:
-            with contextlib.suppress(Exception):
-                host = (await e.json("GET", f"/containers/{cid}/json")).get("HostConfig") or {}
-                cpus = (host.get("NanoCpus") or 0) / 1e9 or (host.get("CpuShares") or 0) / 1024
-                self.reservations[cid] = (float(cpus), int(host.get("Memory") or 0))
+        for kind, value in zip(order, got, strict=True):
+            setattr(e, kind, (value.get("Volumes") or []) if kind == "volumes" else value)
+        if "containers" in kinds:
+            await self._inspect_changed(e)
+
+    async def _inspect_changed(self, e: Engine) -> None:
+        """Inspect only the containers that are new, changed state, or had an event: that keeps each one's
+        State (for STATUS) and reservations without inspecting every container on every refresh."""
+        listed = {c["Id"]: c["State"] for c in e.containers}
+        for cid in e.states.keys() - listed.keys():
+            del e.states[cid]
+        todo = [
+            cid
+            for cid, state in listed.items()
+            if cid in e.stale or e.states.get(cid, {}).get("Status") != state or cid not in self.reservations
+        ]
+        e.stale -= set(todo)
+        limit = asyncio.Semaphore(16)
+
+        async def one(cid: str) -> None:
+            async with limit:
+                doc = await e.json("GET", f"/containers/{cid}/json")
+            e.states[cid] = doc.get("State") or {}
+            host = doc.get("HostConfig") or {}
+            cpus = (host.get("NanoCpus") or 0) / 1e9 or (host.get("CpuShares") or 0) / 1024
+            self.reservations[cid] = (float(cpus), int(host.get("Memory") or 0))
+
+        await asyncio.gather(*(one(cid) for cid in todo), return_exceptions=True)
 
     async def resync(self, node: str | None = None) -> None:
+        """Everything about one engine (or all), now."""
         engines = [self.engines[node]] if node else list(self.engines.values())
         await asyncio.gather(*(self._sync_engine(e) for e in engines))
         self.reindex()
 
+    def mark(self, node: str, kinds: set[str], containers: tuple[str, ...] = (), delay: float = 0.0) -> None:
+        """Something changed on `node`: list those kinds again (and re-inspect those containers) soon,
+        once for a burst of changes. `fresh()` waits for it, so a read after a write sees the write."""
+        e = self.engines.get(node)
+        if e is None:
+            return
+        e.dirty |= kinds
+        e.stale |= set(containers)
+        if e.refreshing is None or e.refreshing.done():
+            e.refreshing = asyncio.get_running_loop().create_task(self._refresh(e, delay))
+
+    async def _refresh(self, e: Engine, delay: float) -> None:
+        await asyncio.sleep(delay)
+        while e.dirty:
+            kinds, e.dirty = e.dirty, set()
+            await self._sync_engine(e, kinds)
+            self.reindex()
+
+    async def fresh(self) -> None:
+        """Wait for every refresh under way (each change marked before this call is then in the cache)."""
+        pending = [e.refreshing for e in self.engines.values() if e.refreshing and not e.refreshing.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
     async def _follow_events(self) -> None:
-        """Each engine's event stream marks it for a resync, so objects made behind the manager's back
+        """Each engine's event stream marks what changed, so objects made behind the manager's back
         (a tag, a container started on the node itself) are seen at once, not at the next periodic resync."""
         followed: dict[str, asyncio.Task[None]] = {}
         while True:
@@ -195,18 +255,18 @@ class Cluster:
             await asyncio.sleep(RESYNC)
 
     async def _follow(self, e: Engine) -> None:
-        pending: asyncio.Task[None] | None = None
-        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
             async with e.session.get(
                 f"{e.base}/v1.41/events", timeout=aiohttp.ClientTimeout(total=None)
             ) as r:
-                async for _ in r.content:
-                    if pending is None or pending.done():
-                        pending = asyncio.get_running_loop().create_task(self._debounced(e.node))
-
-    async def _debounced(self, node: str) -> None:
-        await asyncio.sleep(0.05)  # one resync for a burst of events (create, attach, start...)
-        await self.resync(node)
+                async for line in r.content:
+                    if not line.strip():
+                        continue
+                    ev = json.loads(line)
+                    kinds = EVENT_KINDS.get(ev.get("Type", ""), set(KINDS))
+                    actor = (ev.get("Actor") or {}).get("ID", "")
+                    ids = (actor,) if ev.get("Type") == "container" and actor else ()
+                    self.mark(e.node, kinds, ids, delay=EVENT_DEBOUNCE)
 
     async def _resync_loop(self) -> None:
         while True:

@@ -365,3 +365,29 @@ def test_an_image_on_no_node_and_a_name_in_use_are_refused(dev_cluster, cleanup)
     )
     assert again.returncode != 0 and f'The container name "/{name}" is already in use' in again.stderr
     assert dev_cluster.docker("node2", "ps", "-a", "--format", "{{.Names}}").stdout.split().count(name) == 0
+
+
+def test_ps_from_the_cache_reads_as_the_engines_and_sees_changes_made_on_a_node(dev_cluster, cleanup):
+    up, done, new = _name("up"), _name("done"), _name("new")
+    cleanup += [up, done, new]
+    on = ["-e", "constraint:node==node2"]
+    dev_cluster.cli("run", "-d", "--name", up, *on, "busybox", "sleep", "60")
+    dev_cluster.cli("run", "--name", done, *on, "busybox", "sh", "-c", "exit 3", check=False)
+    dev_cluster.cli("create", "--name", new, *on, "busybox")
+
+    def statuses(host: str | None) -> dict[str, str]:
+        out = dev_cluster.cli("ps", "-a", "--format", "{{.Names}}\t{{.Status}}", host=host).stdout
+        return {n.rsplit("/", 1)[-1]: s for n, s in (line.split("\t") for line in out.splitlines())}
+
+    before = statuses(dev_cluster.nodes["node2"])
+    via = statuses(None)
+    after = statuses(dev_cluster.nodes["node2"])
+    for name in (up, done, new):
+        assert via[name] in (before[name], after[name]), (name, via[name], before[name])
+    assert via[done].startswith("Exited (3)") and via[new] == "Created" and via[up].startswith("Up ")
+
+    dev_cluster.docker("node2", "stop", "-t", "0", up)  # behind the manager's back
+    deadline = time.monotonic() + 2
+    while not statuses(None)[up].startswith("Exited (137)"):
+        assert time.monotonic() < deadline, statuses(None)[up]
+        time.sleep(0.05)

@@ -17,6 +17,7 @@ from shoal.api.docker.common import Manager, forward, manager_of, reply_json
 from shoal.api.docker.hijack import hijack
 from shoal.api.docker.spec import container_spec
 from shoal.cluster.state import Engine
+from shoal.cluster.status import status_text
 from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
 from shoal.scheduler.expr import parse
 from shoal.scheduler.model import ContainerRef, ContainerSpec, Placement
@@ -31,20 +32,50 @@ def _with_node(c: dict[str, Any], node: str) -> dict[str, Any]:
     return c
 
 
+_RUNNING = ("running", "paused", "restarting")
+
+
+def _live_only(query: Any) -> bool:
+    """Filters, sizes and before/since are the engines' to answer; a plain list is the cache's."""
+    filters = query.get("filters", "")
+    return (
+        (filters not in ("", "{}"))
+        or query.get("size", "0") in ("1", "true", "True")
+        or bool(query.get("before") or query.get("since"))
+    )
+
+
 async def containers_list(request: web.Request) -> web.Response:
+    """`docker ps`: from the event-fed cache (as classic Swarm did), with STATUS computed now; anything
+    with filters is asked of every engine."""
     c = manager_of(request).cluster
+    q = request.query
+    if _live_only(q):
 
-    async def one(e: Engine) -> list[dict[str, Any]]:
-        try:
-            return [
-                _with_node(x, e.node) for x in await e.json("GET", "/containers/json", params=request.query)
-            ]
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            return []
+        async def one(e: Engine) -> list[dict[str, Any]]:
+            try:
+                return [_with_node(x, e.node) for x in await e.json("GET", "/containers/json", params=q)]
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                return []
 
-    lists = await asyncio.gather(*(one(e) for e in c.engines.values()))
-    out = sorted((x for lst in lists for x in lst), key=lambda x: x.get("Created", 0), reverse=True)
-    limit = request.query.get("limit")
+        lists = await asyncio.gather(*(one(e) for e in c.engines.values()))
+        found = [x for lst in lists for x in lst]
+    else:
+        await c.fresh()
+        now = c.now()
+        every = q.get("all", "0") in ("1", "true", "True")
+        found = []
+        for e in c.engines.values():
+            if not e.reachable:
+                continue
+            for ct in e.containers:
+                if every or ct.get("State") in _RUNNING:
+                    doc = _with_node(ct, e.node)
+                    if (state := e.states.get(ct["Id"])) is not None:
+                        doc["Status"] = status_text(state, now)
+                    found.append(doc)
+    out = sorted(found, key=lambda x: x.get("Created", 0), reverse=True)
+    limit = q.get("limit")
     if limit and limit.lstrip("-").isdigit() and int(limit) > 0:
         out = out[: int(limit)]
     return reply_json(out)
@@ -138,7 +169,7 @@ async def containers_create(request: web.Request) -> web.Response:
         asyncio.get_running_loop().create_task(
             _store_decision(m, cid, {**record, "container": cid, "name": name})
         )
-        asyncio.get_running_loop().create_task(c.resync(p.node))
+        c.mark(p.node, {"containers"}, (cid,))
     return reply_json(created, 201)
 
 
@@ -200,7 +231,7 @@ async def container_action(request: web.Request) -> web.StreamResponse:
         "pause",
         "unpause",
     ):
-        asyncio.get_running_loop().create_task(c.resync(engine.node))
+        c.mark(engine.node, {"containers"}, (ct["Id"],))
     return resp
 
 
