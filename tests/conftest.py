@@ -109,6 +109,8 @@ def dev_cluster() -> Iterator[DevCluster]:
             CLUSTER_SUBNET,
             "--label",
             "node1=disk=ssd",
+            "--agent-label",
+            "node3=zone=b",
             "--agent-interval",
             str(AGENT_INTERVAL),
             *args,

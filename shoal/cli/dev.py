@@ -62,6 +62,13 @@ def dev() -> None:
     metavar="NODE=KEY=VALUE",
     help="An engine label for one node (as dockerd --label), e.g. node1=disk=ssd. Repeatable.",
 )
+@click.option(
+    "--agent-label",
+    "agent_labels",
+    multiple=True,
+    metavar="NODE=KEY=VALUE",
+    help="A label the node's agent publishes (as shoal agent --label), e.g. node3=zone=b. Repeatable.",
+)
 @_name
 @_root
 def up(
@@ -70,6 +77,7 @@ def up(
     strategy: str,
     agent_interval: float,
     labels: tuple[str, ...],
+    agent_labels: tuple[str, ...],
     name: str,
     root: str,
 ) -> None:
@@ -80,6 +88,7 @@ def up(
         subnet=subnet,
         root=Path(root),
         labels=parse_node_labels(labels),
+        agent_labels=parse_node_labels(agent_labels),
         agent_interval=agent_interval,
         strategy=strategy,
     )

@@ -37,11 +37,16 @@ class ClusterSpec:
     root: Path = DEFAULT_ROOT
     # node name -> engine labels ("key=value"), as `dockerd --label` takes them
     labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # node name -> agent labels ("key=value"), as `shoal agent --label` takes them
+    agent_labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
     agent_interval: float = 5.0
     strategy: str = "spread"
 
     def labels_for(self, node: str) -> tuple[str, ...]:
         return next((lbls for n, lbls in self.labels if n == node), ())
+
+    def agent_labels_for(self, node: str) -> tuple[str, ...]:
+        return next((lbls for n, lbls in self.agent_labels if n == node), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,7 @@ class NodeLayout:
     gateway: str
     dir: Path
     labels: tuple[str, ...] = ()
+    agent_labels: tuple[str, ...] = ()
 
     @property
     def engine_url(self) -> str:
@@ -200,7 +206,7 @@ def plan_layout(spec: ClusterSpec) -> ClusterLayout:
             "use fewer nodes or a larger subnet"
         )
     names = {node_name(i) for i in range(1, spec.nodes + 1)}
-    unknown = sorted({n for n, _ in spec.labels} - names)
+    unknown = sorted({n for n, _ in (*spec.labels, *spec.agent_labels)} - names)
     if unknown:
         raise BadRequest(
             f"--label names {', '.join(unknown)}, not a node of this cluster "
@@ -229,6 +235,7 @@ def plan_layout(spec: ClusterSpec) -> ClusterLayout:
                 gateway=gateway,
                 dir=root / name,
                 labels=spec.labels_for(name),
+                agent_labels=spec.agent_labels_for(name),
             )
         )
     return ClusterLayout(

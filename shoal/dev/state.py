@@ -38,6 +38,7 @@ class State:
             subnet=s["subnet"],
             root=Path(s["root"]),
             labels=tuple((n, tuple(lbls)) for n, lbls in s.get("labels", ())),
+            agent_labels=tuple((n, tuple(lbls)) for n, lbls in s.get("agent_labels", ())),
             agent_interval=float(s.get("agent_interval", 5.0)),
             strategy=s.get("strategy", "spread"),
         )

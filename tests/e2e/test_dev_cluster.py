@@ -118,6 +118,8 @@ def test_up_again_is_a_no_op(dev_cluster):
         "10.99.1.0/24",
         "--label",
         "node1=disk=ssd",
+        "--agent-label",
+        "node3=zone=b",
         "--agent-interval",
         str(AGENT_INTERVAL),
         "--name",

@@ -42,7 +42,12 @@ def cleanup(dev_cluster):
 
 def test_constraints_on_a_fact_a_label_and_the_node_name(dev_cluster, cleanup):
     by_fact, by_label, by_node = _name("fact"), _name("label"), _name("node")
-    cleanup += [by_fact, by_label, by_node]
+    by_agent_label = _name("agentlabel")
+    cleanup += [by_fact, by_label, by_node, by_agent_label]
+    dev_cluster.cli(
+        "run", "-d", "--name", by_agent_label, "-e", "constraint:zone==b", "busybox", "sleep", "60"
+    )
+    assert _node_of(dev_cluster, by_agent_label) == "node3"  # `shoal agent --label zone=b` on node3
     dev_cluster.cli(
         "run", "-d", "--name", by_fact, "-e", "constraint:hostname==node2", "busybox", "sleep", "60"
     )
