@@ -22,10 +22,15 @@ import aiohttp
 
 from shoal import __version__
 from shoal.agent import publish
+from shoal.agent.datasets import DataService
 from shoal.agent.facts import Facts, external, facter, host
 from shoal.agent.facts import docker as docker_facts
 from shoal.agent.facts.external import SourceError
 from shoal.agent.overload import overload, trim
+from shoal.data.model import DRIVERS
+from shoal.data.pool import open_pool
+from shoal.data.profiles import load_profiles
+from shoal.data.records import Records
 from shoal.errors import Conflict
 
 FACTS_D_POLL = 0.2  # seconds between looks at facts.d for a changed file
@@ -47,6 +52,11 @@ class AgentConfig:
     use_facter: bool = False
     state_file: Path | None = None
     served_drivers: tuple[str, ...] = ()
+    pool: Path | None = None  # where the node's datasets live; None = no data service
+    pool_kind: str = "auto"
+    mount_prefix: Path = Path("/flocker")
+    plugins_dir: Path = Path("/run/docker/plugins")
+    profiles_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +100,30 @@ class Agent:
         self.claim: publish.Claim | None = None
         self._info: dict[str, Any] = {}
         self.published = 0
+        self.data: DataService | None = None
         self.started_at = time.time()
 
     async def __aenter__(self) -> Agent:
         self._http = aiohttp.ClientSession()
         connector, self._engine_base = docker_facts.engine_url_parts(self.config.engine)
         self._engine = aiohttp.ClientSession(connector=connector)
+        if self.config.pool is not None:
+            profiles, default = load_profiles(self.config.profiles_file)
+            self.data = DataService(
+                self.config.node,
+                open_pool(self.config.pool, self.config.pool_kind),
+                Records(self.config.manager, self._http),
+                profiles,
+                default,
+                self.config.mount_prefix,
+                self.config.plugins_dir,
+            )
+            await self.data.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.data is not None:
+            await self.data.stop()
         for s in (self._http, self._engine):
             if s:
                 await s.close()
@@ -119,7 +144,9 @@ class Agent:
         assert self._engine is not None
         try:
             dfacts, engine_labels = await docker_facts.gather(
-                self._engine, self._engine_base, list(self.config.served_drivers)
+                self._engine,
+                self._engine_base,
+                [*self.config.served_drivers, *(DRIVERS if self.data else ())],
             )
             core.update(dfacts)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
@@ -165,6 +192,18 @@ class Agent:
             "labels": self.config.labels,
             "engine_labels": snap.engine_labels,
             "agent": {"version": __version__, "pid": os.getpid(), "started_at": self.started_at},
+            "pool": self._pool_info(),
+        }
+
+    def _pool_info(self) -> dict[str, Any] | None:
+        if self.data is None:
+            return None
+        pool = self.data.pool
+        return {
+            "kind": pool.kind,
+            "device": pool.device(),
+            "free_bytes": pool.free_bytes(),
+            "root": str(pool.root),
         }
 
     async def publish(self, snap: Snapshot) -> None:

@@ -59,6 +59,21 @@ def manager_url(value: str) -> str:
     default=None,
     help="Where the agent keeps its session, to reclaim its node after a crash.",
 )
+@click.option(
+    "--pool",
+    type=click.Path(path_type=Path),
+    help="Where this node keeps its datasets (serves the volume plugin).",
+)
+@click.option(
+    "--pool-kind", type=click.Choice(["auto", "btrfs", "directory"]), default="auto", show_default=True
+)
+@click.option("--mount-prefix", type=click.Path(path_type=Path), default=Path("/flocker"), show_default=True)
+@click.option(
+    "--plugins-dir", type=click.Path(path_type=Path), default=Path("/run/docker/plugins"), show_default=True
+)
+@click.option(
+    "--profiles", "profiles_file", type=click.Path(path_type=Path), help="Storage profiles file (YAML)."
+)
 @click.option("--log-level", default="info", show_default=True)
 def agent(
     manager: str,
@@ -71,6 +86,11 @@ def agent(
     fact_timeout: float | None,
     use_facter: bool,
     state_file: Path | None,
+    pool: Path | None,
+    pool_kind: str,
+    mount_prefix: Path,
+    plugins_dir: Path,
+    profiles_file: Path | None,
     log_level: str,
 ) -> None:
     """Publish this node's facts to the registry every --interval seconds."""
@@ -96,6 +116,11 @@ def agent(
         fact_timeout=fact_timeout,
         use_facter=use_facter,
         state_file=state_file,
+        pool=pool,
+        pool_kind=pool_kind,
+        mount_prefix=mount_prefix,
+        plugins_dir=plugins_dir,
+        profiles_file=profiles_file,
     )
     asyncio.run(_main(config))
 

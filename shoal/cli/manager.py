@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import click
 
@@ -31,9 +32,16 @@ from shoal.scheduler.strategy import STRATEGIES
     show_default=True,
     help="Seconds after which a node's facts count as absent (the node is left out).",
 )
+@click.option("--profiles", "profiles_file", type=click.Path(path_type=Path), help="Storage profiles (YAML).")
 @click.option("--log-level", default="info", show_default=True)
 def manager(
-    registry: str, listen: str, unix_socket: str | None, strategy: str, fact_ttl: float, log_level: str
+    registry: str,
+    listen: str,
+    unix_socket: str | None,
+    strategy: str,
+    fact_ttl: float,
+    profiles_file: Path | None,
+    log_level: str,
 ) -> None:
     """Serve the Docker Engine API over every node of the cluster."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -46,6 +54,7 @@ def manager(
             unix_socket,
             strategy,
             fact_ttl,
+            profiles_file,
             ready=lambda: click.echo(f"manager ready: tcp://{host}:{port}"),
         )
     )

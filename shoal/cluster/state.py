@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 
 from shoal.cluster.nodes import node_state
+from shoal.data.model import Dataset
+from shoal.data.records import Records
 from shoal.errors import NotFound, ShoalError
 from shoal.scheduler.index import ClusterIndex
 from shoal.scheduler.model import ContainerRef
@@ -96,19 +98,24 @@ class Cluster:
         self._info: dict[str, dict[str, Any]] = {}
         self._health: dict[str, str] = {}
         self.reservations: dict[str, tuple[float, int]] = {}  # container id -> (cpus, memory)
+        self.datasets: list[Dataset] = []  # every dataset record, watched
+        self.records: Records | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.changed = asyncio.Event()
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+        self.records = Records(self.registry, self._session)
         await self._load_nodes()
         await self._load_health()
+        await self._load_datasets()
         await self.resync()
         loop = asyncio.get_running_loop()
         self._tasks += [
             loop.create_task(self._watch_nodes()),
             loop.create_task(self._watch_health()),
+            loop.create_task(self._watch(self._load_datasets)),
             loop.create_task(self._resync_loop()),
             loop.create_task(self._follow_events()),
         ]
@@ -156,6 +163,16 @@ class Cluster:
         self._health = {c["Node"]: c["Status"] for c in entries or []}
         self.reindex()
         return new_index
+
+    async def _load_datasets(self, index: int = 0) -> int:
+        assert self.records is not None
+        self.datasets, new_index = await self.records.all(index, "60s")
+        self.reindex()
+        return new_index
+
+    def pool_of(self, node: str) -> dict[str, Any]:
+        """What the node's agent says of its pool (kind, device, free_bytes), or {}."""
+        return dict(self._info.get(node, {}).get("pool") or {})
 
     async def _watch(self, load) -> None:
         index = 0
@@ -318,7 +335,8 @@ class Cluster:
                     frozenset(images),
                     cpus,
                     mem,
-                    frozenset(v["Name"] for v in e.volumes) if e else frozenset(),
+                    frozenset(v["Name"] for v in (e.volumes if e else []))
+                    | {d.name for d in self.datasets if d.node == node and d.kind == "dataset"},
                     frozenset(n["Name"] for n in e.networks) if e else frozenset(),
                 )
             )

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from shoal.cluster.state import Cluster, Engine
+from shoal.data.model import DEFAULT_PROFILE, DEFAULT_PROFILES, Profile
 from shoal.scheduler.strategy import by_name
 
 API_VERSION, MIN_API_VERSION = "1.41", "1.24"
@@ -33,6 +34,8 @@ class Manager:
         self.decisions: deque[dict[str, Any]] = deque(maxlen=200)
         self.execs: dict[str, str] = {}  # exec id -> node
         self._create_lock = asyncio.Lock()
+        self.profiles: dict[str, Profile] = dict(DEFAULT_PROFILES)
+        self.default_profile = DEFAULT_PROFILE
 
 
 CLUSTER: web.AppKey[Manager] = web.AppKey("manager", Manager)

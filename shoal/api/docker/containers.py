@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from shoal.api.docker.common import Manager, forward, manager_of, reply_json
+from shoal.api.docker.datasets import dataset_requests, decide_all, with_limits
 from shoal.api.docker.hijack import hijack
 from shoal.api.docker.spec import container_spec
 from shoal.cluster.state import Engine
@@ -112,6 +113,14 @@ async def containers_create(request: web.Request) -> web.Response:
                 raise BadRequest(
                     f"network {net} not found (`docker network create {net}` makes it on every node)"
                 )
+        try:  # bad dataset names fail here, before anything is made
+            wanted = dataset_requests(body, c.datasets, m.profiles)
+        except NotFound as e:  # 400: a 404 from create makes the docker CLI try to pull the image
+            raise BadRequest(e.message) from None
+        if wanted:  # a dataset that exists (or a snapshot's source) pulls the container to its node
+            raws = {r.raw for r in wanted}
+            follows = tuple(r.follows for r in wanted if r.follows)
+            spec = replace(spec, volumes=(*(v for v in spec.volumes if v not in raws), *follows))
         if set(holders) != set(c.engines):  # the image is only on some nodes: place among those
             tag = spec.image if ":" in spec.image.rsplit("/", 1)[-1] else f"{spec.image}:latest"
             spec = replace(spec, affinities=(*spec.affinities, parse("affinity", f"image=={tag}")))
@@ -139,7 +148,22 @@ async def containers_create(request: web.Request) -> web.Response:
             raise ShoalError(p.error())
         engine = c.engine(p.node)
         params = {"name": name} if name else {}
-        created = await engine.json("POST", "/containers/create", params=params, json=out)
+        used, new = [], []
+        if wanted:
+            pool = c.pool_of(p.node)
+            used, new = decide_all(wanted, p.node, c.datasets, m.default_profile, pool.get("free_bytes"))
+            assert c.records is not None
+            await c.records.commit(tuple(new))
+            c.datasets = [*c.datasets, *new]
+            out = with_limits(out, used, m.profiles, pool.get("device"))
+            record["request"]["datasets"] = [f"{d.name}@{d.profile} ({d.id[:8]})" for d in used]
+        try:
+            created = await engine.json("POST", "/containers/create", params=params, json=out)
+        except BaseException:
+            for d in reversed(new):  # nothing half-made: the records this create wrote go too
+                assert c.records is not None
+                await c.records.remove(d)
+            raise
         cid = created["Id"]
         c.reservations[cid] = (spec.cpus, spec.memory)
         node = c.index.nodes[c.index.pos[p.node]]

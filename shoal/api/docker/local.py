@@ -15,8 +15,12 @@ from typing import Any
 from aiohttp import web
 
 from shoal.api.docker.common import fan_out, forward, manager_of, reply_json
+from shoal.api.docker.datasets import DatasetRequest, dataset_requests, decide_all
 from shoal.cluster.state import Cluster, Engine, EngineError
+from shoal.data.model import DRIVERS, parse_intent
 from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
+from shoal.scheduler.model import ContainerSpec
+from shoal.scheduler.place import place
 
 LOCAL_NETWORK_DRIVERS = frozenset({"", "bridge", "macvlan", "ipvlan"})
 
@@ -73,6 +77,8 @@ async def volumes_list(request: web.Request) -> web.Response:
 async def volume_create(request: web.Request) -> web.Response:
     c = manager_of(request).cluster
     body = await _body(request)
+    if body.get("Driver") in DRIVERS:
+        return await _dataset_create(request, body)
     engines, name = _split(c, body.get("Name") or "")
     results = await fan_out(engines, lambda e: e.json("POST", "/volumes/create", json={**body, "Name": name}))
     if failed := _failures(results):
@@ -83,6 +89,48 @@ async def volume_create(request: web.Request) -> web.Response:
         raise _first_error(failed, "volume create")
     await c.resync()
     return reply_json(results[0][1], 201)
+
+
+async def _dataset_create(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """A dataset volume is made once, on one node: the one named (node2/NAME), its source's node for a
+    snapshot, where an existing one lives, or else where the scheduler puts a container using the driver."""
+    m = manager_of(request)
+    c = m.cluster
+    engines, raw = _split(c, body.get("Name") or "")
+    try:
+        intent = parse_intent(raw, m.profiles, body.get("DriverOpts") or {})
+        wanted = dataset_requests(
+            {"HostConfig": {"VolumeDriver": body["Driver"], "Binds": [f"{raw}:/x"]}}, c.datasets, m.profiles
+        )
+    except NotFound as e:
+        raise BadRequest(e.message) from None
+    if wanted[0].follows:
+        node = next(d.node for d in c.datasets if d.name == wanted[0].follows)
+    elif len(engines) == 1:
+        node = engines[0].node
+    else:
+        p = place(
+            ContainerSpec(volume_driver=body["Driver"]), c.index, c.now(), strategy=m.strategy,
+            strategy_name=m.strategy_name, fact_ttl=m.fact_ttl,
+        )  # fmt: skip
+        if p.node is None:
+            raise ShoalError(p.error())
+        node = p.node
+    request_ = DatasetRequest(raw, intent, wanted[0].follows)
+    _, new = decide_all([request_], node, c.datasets, m.default_profile, c.pool_of(node).get("free_bytes"))
+    assert c.records is not None
+    await c.records.commit(tuple(new))
+    c.datasets = [*c.datasets, *new]
+    try:
+        made = await c.engine(node).json(
+            "POST", "/volumes/create", json={**body, "Name": raw, "DriverOpts": {}}
+        )
+    except BaseException:
+        for d in reversed(new):
+            await c.records.remove(d)
+        raise
+    c.mark(node, {"volumes"})
+    return reply_json(made, 201)
 
 
 async def volume_inspect(request: web.Request) -> web.Response:

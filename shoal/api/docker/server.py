@@ -13,16 +13,26 @@ from aiohttp import web
 from shoal.api.docker.app import make_app
 from shoal.api.docker.common import Manager
 from shoal.cluster.state import Cluster
+from shoal.data.profiles import load_profiles
 
 log = logging.getLogger("shoal.manager")
 
 
 async def serve(
-    registry: str, host: str, port: int, unix: str | None, strategy: str, fact_ttl: float, ready=None
+    registry: str,
+    host: str,
+    port: int,
+    unix: str | None,
+    strategy: str,
+    fact_ttl: float,
+    profiles_file: Path | None = None,
+    ready=None,
 ) -> None:
+    profiles, default_profile = load_profiles(profiles_file)
     cluster = Cluster(registry)
     await cluster.start()
     manager = Manager(cluster, strategy=strategy, fact_ttl=fact_ttl)
+    manager.profiles, manager.default_profile = profiles, default_profile
     runner = web.AppRunner(make_app(manager), access_log=None, handler_cancellation=True)
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=1024).start()

@@ -1,0 +1,65 @@
+"""Storage profiles from one file (YAML), or the built-in gold/silver/bronze:
+
+default: bronze
+profiles:
+  gold:   {}                                   # no limits
+  silver: {read_bps: 100M, write_bps: 100M, read_iops: 4000, write_iops: 4000}
+  bronze: {read_bps: 10M, write_bps: 10M, read_iops: 500, write_iops: 500}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shoal.data.model import DEFAULT_PROFILE, DEFAULT_PROFILES, Profile, parse_size
+from shoal.errors import BadRequest
+
+_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops")
+
+
+def profiles_from_doc(doc: Mapping[str, Any]) -> tuple[dict[str, Profile], str]:
+    """Pure: a parsed profiles file to (profiles, default)."""
+    raw = doc.get("profiles")
+    if not isinstance(raw, dict) or not raw:
+        raise BadRequest("the profiles file needs a `profiles:` mapping of name -> limits")
+    out = {}
+    for name, limits in raw.items():
+        limits = limits or {}
+        unknown = sorted(set(limits) - set(_FIELDS))
+        if unknown:
+            raise BadRequest(
+                f"profile {name}: unknown key {', '.join(unknown)} (known: {', '.join(_FIELDS)})"
+            )
+        values = {
+            k: parse_size(str(v)) if k.endswith("bps") else int(v) for k, v in limits.items() if v is not None
+        }
+        out[str(name)] = Profile(str(name), **values)
+    default = str(doc.get("default", DEFAULT_PROFILE if DEFAULT_PROFILE in out else next(iter(out))))
+    if default not in out:
+        raise BadRequest(f"default profile {default!r} is not one of {', '.join(out)}")
+    return out, default
+
+
+def load_profiles(path: Path | None) -> tuple[dict[str, Profile], str]:
+    if path is None:
+        return dict(DEFAULT_PROFILES), DEFAULT_PROFILE
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise BadRequest(f"cannot read profiles file {path}: {e}") from None
+    return profiles_from_doc(doc or {})
+
+
+def blkio(profile: Profile, device: str) -> dict[str, list[dict[str, Any]]]:
+    """A profile's limits as Docker HostConfig entries for the pool's device (pure)."""
+    pairs = [
+        ("BlkioDeviceReadBps", profile.read_bps),
+        ("BlkioDeviceWriteBps", profile.write_bps),
+        ("BlkioDeviceReadIOps", profile.read_iops),
+        ("BlkioDeviceWriteIOps", profile.write_iops),
+    ]
+    return {key: [{"Path": device, "Rate": rate}] for key, rate in pairs if rate}
