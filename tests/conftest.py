@@ -77,6 +77,21 @@ class DevCluster:
     def node_dir(self, node: str) -> Path:
         return self.root / self.name / node
 
+    def layout(self):
+        """The cluster's layout as `dev up` planned it (from its state file, labels and all)."""
+        from shoal.dev.layout import plan_layout
+        from shoal.dev.state import State
+
+        return plan_layout(State.from_json((self.root / self.name / "state.json").read_text()).spec)
+
+    def start_agent(self, node: str) -> int:
+        """Starts the node's agent again exactly as `dev up` does (inside the engine's namespaces)."""
+        from shoal.dev.node import node_services, start
+
+        layout = self.layout()
+        [spec] = node_services(layout, layout.node(node))
+        return start(spec, join_pid=self.pid(node, "engine"))
+
     def pid(self, node: str, process: str) -> int:
         import json
 

@@ -15,9 +15,7 @@ import consul
 import pytest
 
 from shoal.dev import host
-from shoal.dev.layout import ClusterSpec, plan_layout
-from shoal.dev.node import node_services, start
-from tests.conftest import AGENT_INTERVAL, CLUSTER_SUBNET, shoal
+from tests.conftest import AGENT_INTERVAL, shoal
 from tests.registry.conftest import start_registry, stop_registry
 
 pytestmark = pytest.mark.e2e
@@ -52,23 +50,8 @@ def _health(dev_cluster, node: str) -> str:
     return next(c["Status"] for c in checks if c["CheckID"] == "shoal-agent")
 
 
-def _layout(dev_cluster):
-    return plan_layout(
-        ClusterSpec(
-            name=dev_cluster.name,
-            nodes=3,
-            subnet=CLUSTER_SUBNET,
-            root=dev_cluster.root,
-            agent_interval=AGENT_INTERVAL,
-        )
-    )
-
-
 def _start_agent(dev_cluster, node: str) -> int:
-    """Starts the node's agent again exactly as `dev up` does (inside the engine's namespaces)."""
-    layout = _layout(dev_cluster)
-    [spec] = node_services(layout, layout.node(node))
-    return start(spec, join_pid=dev_cluster.pid(node, "engine"))
+    return dev_cluster.start_agent(node)
 
 
 def test_every_node_publishes_its_facts_readable_with_py_consul(dev_cluster):
