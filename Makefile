@@ -42,6 +42,7 @@ bench: venv
 	$(PY) benchmarks/agent_facts.py
 	$(PY) benchmarks/scheduler.py
 	$(PY) benchmarks/manager.py
+	$(PY) benchmarks/datasets.py
 
 down:
 	@$(SHOAL) dev down

@@ -204,3 +204,42 @@ def check_remove(target: Dataset, datasets: Iterable[Dataset], mounted_by: int) 
     if children:
         listed = ", ".join(f"{d.kind} {d.name or d.id[:8]}" for d in children)
         raise Conflict(f"dataset {target.name or target.id} has {listed} made from it; remove those first")
+
+
+def find(datasets: Iterable[Dataset], ref: str) -> Dataset:
+    """A dataset or snapshot by name, full id or unique id prefix."""
+    datasets = list(datasets)
+    named = by_name(datasets, ref)
+    if named is not None:
+        return named
+    hits = [d for d in datasets if d.id.startswith(ref.lower())] if ref else []
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise BadRequest(f"{ref!r} is ambiguous: " + ", ".join(f"{d.name or d.kind} ({d.id})" for d in hits))
+    raise NotFound(
+        f"no dataset or snapshot named {ref!r} or with an id starting so; `shoal volume ls` lists them"
+    )
+
+
+def decide_snapshot(source: Dataset, new_id: str, now: float) -> Dataset:
+    if source.kind != "dataset":
+        raise BadRequest(f"{source.id[:8]} is a snapshot already; snapshot a dataset")
+    return Dataset(new_id, "", source.profile, source.node, source.size, source.id, "snapshot", now, "")
+
+
+def decide_clone(
+    source: Dataset, name: str, datasets: Iterable[Dataset], ids: Iterable[str], now: float
+) -> tuple[Dataset, ...]:
+    """A writable copy named `name`: of a snapshot directly, of a dataset through a new snapshot of it."""
+    parse_intent(name, {})  # the same name rules as a volume name (no profile part allowed here)
+    if by_name(datasets, name) is not None:
+        raise Conflict(f"a dataset named {name} exists already")
+    fresh = iter(ids)
+    made: tuple[Dataset, ...] = ()
+    snap = source
+    if source.kind == "dataset":
+        snap = decide_snapshot(source, next(fresh), now)
+        made = (snap,)
+    clone = Dataset(next(fresh), name, snap.profile, snap.node, snap.size, snap.id, "dataset", now, name)
+    return (*made, clone)

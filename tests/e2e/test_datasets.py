@@ -260,3 +260,39 @@ def test_an_agent_killed_mid_create_finishes_the_work_on_restart(dev_cluster):
         c.kv.delete(f"shoal/dataset-names/{name}")
     _wait(lambda: not (pool / dataset_id).exists(), what="the record went but the subvolume stayed")
     assert not any(p.name.startswith(".new-") for p in pool.iterdir())
+
+
+def _shoal(dev_cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "shoal", "volume", *args, "--registry", dev_cluster.registry],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_shoal_volume_snapshot_clone_ls_rm(dev_cluster, gone):
+    vol = _name("cli")
+    gone["volumes"].append(f"{vol}@silver")
+    run = ["run", "--rm", "-e", "constraint:node==node2", "--volume-driver=shoal", "busybox", "sh", "-c"]
+    dev_cluster.cli(*run[:-3], "-v", f"{vol}@silver:/d", *run[-3:], "echo first > /d/f")
+    snap = _shoal(dev_cluster, "snapshot", vol).stdout.strip()
+    dev_cluster.cli(*run[:-3], "-v", f"{vol}@silver:/d", *run[-3:], "echo second > /d/f")
+    copy = _name("copy")
+    made = _shoal(dev_cluster, "clone", snap[:8], copy)
+    assert made.returncode == 0, made.stderr
+    listed = _shoal(dev_cluster, "ls").stdout
+    assert vol in listed and copy in listed and snap[:8] in listed
+    inspected = json.loads(_shoal(dev_cluster, "inspect", copy).stdout)
+    assert inspected["parent"] == snap and inspected["node"] == "node2" and inspected["profile"] == "silver"
+    _wait(lambda: (dev_cluster.node_dir("node2") / "pool" / "datasets" / inspected["id"]).is_dir())
+    out = dev_cluster.cli(*run[:-3], "-v", f"{copy}:/d", *run[-3:], "cat /d/f").stdout
+    assert out == "first\n"  # the clone holds the data as of the snapshot
+    refused = _shoal(dev_cluster, "rm", vol)
+    assert refused.returncode == 1 and f"has snapshot {snap[:8]} made from it" in refused.stderr
+    for ref in (copy, snap):
+        assert _shoal(dev_cluster, "rm", ref).returncode == 0
+    missing = _shoal(dev_cluster, "inspect", copy)
+    assert missing.returncode == 1 and "no dataset or snapshot named" in missing.stderr

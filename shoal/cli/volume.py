@@ -1,0 +1,125 @@
+"""`shoal volume ls|inspect|snapshot|clone|rm`: the cluster's datasets, from the registry's records.
+Changes are written as records; each node's agent converges its pool to them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import click
+from rich.console import Console
+from rich.table import Table
+
+from shoal.cli.agent import manager_url
+from shoal.data.model import check_remove, decide_clone, decide_snapshot, find
+from shoal.data.records import Records
+
+
+def _with_records(fn: Callable[[Records], Awaitable[Any]], registry: str) -> Any:
+    async def go() -> Any:
+        async with aiohttp.ClientSession() as s:
+            return await fn(Records(manager_url(registry), s))
+
+    return asyncio.run(go())
+
+
+_registry = click.option(
+    "--registry", default="127.0.0.1:8500", show_default=True, envvar="CONSUL_HTTP_ADDR",
+    help="The registry (Consul API): HOST:PORT or URL.",
+)  # fmt: skip
+
+
+@click.group()
+def volume() -> None:
+    """Datasets: list, inspect, snapshot, clone, remove."""
+
+
+@volume.command("ls")
+@_registry
+def ls(registry: str) -> None:
+    """Every dataset and snapshot, with its profile, node and parent."""
+
+    async def go(r: Records) -> tuple[list, dict]:
+        return (await r.all())[0], await r.all_mounts()
+
+    datasets, mounts = _with_records(go, registry)
+    table = Table()
+    for col in ("ID", "NAME", "KIND", "PROFILE", "NODE", "SIZE", "PARENT", "MOUNTS"):
+        table.add_column(col)
+    for d in sorted(datasets, key=lambda d: (d.node, d.created)):
+        size = f"{d.size >> 20}M" if d.size else "-"
+        table.add_row(
+            d.id[:8], d.name, d.kind, d.profile, d.node, size, d.parent[:8], str(mounts.get(d.id, 0))
+        )
+    Console(width=140).print(table)
+
+
+@volume.command()
+@click.argument("ref")
+@_registry
+def inspect(ref: str, registry: str) -> None:
+    """One dataset or snapshot (by name, id or id prefix) as JSON."""
+
+    async def go(r: Records) -> dict:
+        datasets, _ = await r.all()
+        d = find(datasets, ref)
+        return {
+            **d.to_dict(),
+            "mounts": (await r.all_mounts()).get(d.id, 0),
+            "children": [x.id for x in datasets if x.parent == d.id],
+        }
+
+    click.echo(json.dumps(_with_records(go, registry), indent=2))
+
+
+@volume.command()
+@click.argument("ref")
+@_registry
+def snapshot(ref: str, registry: str) -> None:
+    """A read-only snapshot of dataset REF, on its node; prints the snapshot's id."""
+
+    async def go(r: Records) -> str:
+        d = decide_snapshot(find((await r.all())[0], ref), str(uuid.uuid4()), time.time())
+        await r.commit((d,))
+        return d.id
+
+    click.echo(_with_records(go, registry))
+
+
+@volume.command()
+@click.argument("ref")
+@click.argument("name")
+@_registry
+def clone(ref: str, name: str, registry: str) -> None:
+    """A writable dataset NAME from snapshot REF (or from a new snapshot of dataset REF)."""
+
+    async def go(r: Records) -> str:
+        datasets, _ = await r.all()
+        made = decide_clone(
+            find(datasets, ref), name, datasets, [str(uuid.uuid4()) for _ in range(2)], time.time()
+        )
+        await r.commit(made)
+        return made[-1].id
+
+    click.echo(_with_records(go, registry))
+
+
+@volume.command()
+@click.argument("ref")
+@_registry
+def rm(ref: str, registry: str) -> None:
+    """Remove dataset or snapshot REF (refused while mounted or with snapshots/clones made from it)."""
+
+    async def go(r: Records) -> str:
+        datasets, _ = await r.all()
+        d = find(datasets, ref)
+        check_remove(d, datasets, (await r.all_mounts()).get(d.id, 0))
+        await r.remove(d)
+        return d.id
+
+    click.echo(_with_records(go, registry))
