@@ -296,3 +296,24 @@ def test_shoal_volume_snapshot_clone_ls_rm(dev_cluster, gone):
         assert _shoal(dev_cluster, "rm", ref).returncode == 0
     missing = _shoal(dev_cluster, "inspect", copy)
     assert missing.returncode == 1 and "no dataset or snapshot named" in missing.stderr
+
+
+def test_volume_create_with_profile_and_size_options(dev_cluster, gone):
+    vol = _name("opts")
+    gone["volumes"].append(vol)
+    dev_cluster.cli("volume", "create", "-d", "shoal", "--opt", "profile=gold", "--opt", "size=64M", vol)
+    status = json.loads(dev_cluster.cli("volume", "inspect", vol).stdout)[0]["Status"]
+    assert status["profile"] == "gold" and status["size"] == 64 << 20
+    node = status["node"]
+    path = dev_cluster.node_dir(node) / "pool" / "datasets" / status["dataset_id"]
+    _wait(path.is_dir)
+    limit = subprocess.run(
+        ["btrfs", "qgroup", "show", "-re", "--raw", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert str(64 << 20) in limit  # the size is a real qgroup limit on the subvolume
+    on_engine = dev_cluster.docker(node, "volume", "ls", "--format", "{{.Driver}} {{.Name}}").stdout
+    assert f"shoal {vol}" in on_engine.splitlines()  # made once, on its node only
+    others = [n for n in dev_cluster.nodes if n != node]
+    assert all(vol not in dev_cluster.docker(n, "volume", "ls", "-q").stdout.split() for n in others)
+    bad = dev_cluster.cli("volume", "create", "-d", "shoal", "--opt", "speed=fast", _name("x"), check=False)
+    assert bad.returncode != 0 and "unknown volume option speed" in bad.stderr
