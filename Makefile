@@ -21,11 +21,11 @@ $(VENV)/.installed: pyproject.toml
 venv: deps $(VENV)/.installed
 
 demo: venv
-	@bash demo/walkthrough.sh
+	@$(PY) demo/walkthrough.py
 
 lint: venv
-	$(VENV)/bin/ruff check shoal tests benchmarks
-	$(VENV)/bin/ruff format --check shoal tests benchmarks
+	$(VENV)/bin/ruff check shoal tests benchmarks demo
+	$(VENV)/bin/ruff format --check shoal tests benchmarks demo
 
 test: venv lint
 	$(VENV)/bin/pytest -q -rs

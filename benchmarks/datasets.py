@@ -1,8 +1,8 @@
 """Data services figures:
 
 (1) snapshot of a 1 GB dataset: the btrfs pool (copy-on-write subvolume snapshot) against the directory
-    pool (a copy), both through the same Pool.apply and then synced to disk; medians and their ratio (goal: btrfs <= 100 ms and
-    >= 20x faster).
+    pool (a copy), both through the same Pool.apply and then synced to disk; medians and their ratio
+    (goal: btrfs <= 100 ms and >= 20x faster).
 (2) create + mount of a new dataset volume through `docker run` via the manager, against the same run
     without a volume, interleaved (goal: <= 200 ms more).
 

@@ -18,6 +18,8 @@ packages=(
   python3-venv     # the project's virtualenv
   tmux             # driving interactive `docker run -it` in tests
   facter           # the agent's facts are checked against Facter's own
+  curl             # the walkthrough talks to the TODO application
+  chromium         # the dashboard's browser tests (headless, driven by Playwright)
 )
 
 if [ "$(id -u)" != 0 ]; then

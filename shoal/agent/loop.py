@@ -23,7 +23,7 @@ import aiohttp
 from shoal import __version__
 from shoal.agent import publish
 from shoal.agent.datasets import DataService
-from shoal.agent.facts import Facts, external, facter, host
+from shoal.agent.facts import Facts, cgroup, external, facter, host
 from shoal.agent.facts import docker as docker_facts
 from shoal.agent.facts.external import SourceError
 from shoal.agent.overload import overload, trim
@@ -57,6 +57,7 @@ class AgentConfig:
     mount_prefix: Path = Path("/flocker")
     plugins_dir: Path = Path("/run/docker/plugins")
     profiles_file: Path | None = None
+    load_cgroup: str = ""  # measure load as this cgroup's CPU use (dev nodes share the host's loadavg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ class Agent:
         self._info: dict[str, Any] = {}
         self.published = 0
         self.data: DataService | None = None
+        self._cpu_prev: tuple[float, float] | None = None
         self.started_at = time.time()
 
     async def __aenter__(self) -> Agent:
@@ -133,11 +135,24 @@ class Agent:
         assert self._http is not None
         return publish.Registry(self.config.manager.rstrip("/"), self._http)
 
+    def _load_sample(self, now: float, core: Facts) -> float:
+        """The host's 1-minute load average; or, with --load-cgroup, the CPUs the node's cgroup used since
+        the last sample (the same unit: CPUs busy), so each dev node reports its own load."""
+        if not self.config.load_cgroup:
+            core["shoal_load_source"] = "loadavg"
+            return float(core["load_averages.1m"])
+        secs = cgroup.cpu_seconds(self.config.load_cgroup)
+        core["shoal_load_source"] = f"cgroup:{self.config.load_cgroup}"
+        prev, self._cpu_prev = self._cpu_prev, (now, secs or 0.0)
+        if prev is None or secs is None or now <= prev[0]:
+            return 0.0
+        return max(0.0, (secs - prev[1]) / (now - prev[0]))
+
     async def gather(self) -> Snapshot:
         t0 = time.perf_counter()
         now = time.time()
         core = host.gather()
-        self._samples = trim([*self._samples, (now, float(core["load_averages.1m"]))], now)
+        self._samples = trim([*self._samples, (now, self._load_sample(now, core))], now)
         core.update(overload(self._samples, now, int(core["processorcount"])))
         errors: list[SourceError] = []
         engine_labels: dict[str, str] = {}

@@ -74,6 +74,12 @@ def manager_url(value: str) -> str:
 @click.option(
     "--profiles", "profiles_file", type=click.Path(path_type=Path), help="Storage profiles file (YAML)."
 )
+@click.option(
+    "--load-cgroup",
+    default="",
+    metavar="PATH",
+    help="Measure system_overload_* as this cgroup's CPU use (nodes sharing one kernel), not the loadavg.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def agent(
     manager: str,
@@ -91,6 +97,7 @@ def agent(
     mount_prefix: Path,
     plugins_dir: Path,
     profiles_file: Path | None,
+    load_cgroup: str,
     log_level: str,
 ) -> None:
     """Publish this node's facts to the registry every --interval seconds."""
@@ -121,6 +128,7 @@ def agent(
         mount_prefix=mount_prefix,
         plugins_dir=plugins_dir,
         profiles_file=profiles_file,
+        load_cgroup=load_cgroup,
     )
     asyncio.run(_main(config))
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from shoal.agent.publish import PREFIX, SERVICE
 from shoal.cli.agent import manager_url
-from shoal.errors import NotFound, ShoalError
+from shoal.errors import BadRequest, NotFound, ShoalError
 
 _registry = click.option(
     "--registry",
@@ -97,10 +97,22 @@ def nodes(registry: str) -> None:
 
 @click.command()
 @click.argument("node", required=False)
+@click.option("--get", "key", metavar="FACT", help="Print only this fact's value (for scripts).")
 @_registry
-def facts(node: str | None, registry: str) -> None:
+def facts(node: str | None, key: str | None, registry: str) -> None:
     """Every fact of NODE, or of all nodes side by side."""
     base = manager_url(registry)
+    if key:
+        if not node:
+            raise BadRequest("--get needs a NODE: shoal facts node1 --get virtual")
+        got = _get(base, f"/v1/kv/{PREFIX}/{node}/facts?raw")
+        if got is None:
+            raise NotFound(f"no facts for node {node!r}; `shoal nodes` lists the nodes that have an agent")
+        if key not in got["facts"]:
+            raise NotFound(f"node {node} has no fact {key!r}; `shoal facts {node}` lists them")
+        value = got["facts"][key]
+        click.echo(str(value).lower() if isinstance(value, bool) else value)
+        return
     names = [node] if node else [r["node"] for r in node_rows(base)]
     docs = {}
     for n in names:

@@ -202,6 +202,29 @@ def redis_spec(base: ImageSpec) -> ImageSpec:
     return ImageSpec("redis:latest", _with_dirs(entries, {"/data": 0o755}), config=config, base=base)
 
 
+def todolist_spec(base: ImageSpec) -> ImageSpec:
+    """todolist:latest, the demo's web application: busybox httpd running a CGI script that keeps the items in
+    the redis named by DATABASE_IP/DATABASE_PORT (through Debian's redis-cli)."""
+    entries = _binary_with_libs("redis-cli", "/usr/local/bin/redis-cli")
+    script = (Path(__file__).parent / "todolist" / "todo.cgi").read_bytes()
+    entries += [
+        Entry("/www/cgi-bin/todo", "file", data=script, mode=0o755),
+        Entry(
+            "/www/index.html",
+            "file",
+            data=b'<meta http-equiv="refresh" content="0; url=/cgi-bin/todo">\n',
+            mode=0o644,
+        ),
+    ]
+    entries = list({e.path: e for e in entries}.values())
+    config = {
+        "Cmd": ["httpd", "-f", "-v", "-p", "8080", "-h", "/www"],
+        "Env": ["DATABASE=redis", "DATABASE_PORT=6379", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"],
+        "ExposedPorts": {"8080/tcp": {}},
+    }
+    return ImageSpec("todolist:latest", _with_dirs(entries, {"/www": 0o755}), config=config, base=base)
+
+
 def dev_images() -> list[ImageSpec]:
     base = busybox_spec()
-    return [base, redis_spec(base)]
+    return [base, redis_spec(base), todolist_spec(base)]

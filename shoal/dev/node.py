@@ -82,6 +82,7 @@ def node_services(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]
         "--fact-timeout", f"{min(5.0, cluster.agent_interval):g}",
         "--state-file", str(node.dir / "agent.json"),
         "--pool", str(node.pool_dir),
+        "--load-cgroup", node.cgroup_parent(cluster.name),
         *(arg for label in node.agent_labels for arg in ("--label", label)),
     )  # fmt: skip
     ready = f"{cluster.registry_url}/v1/kv/shoal/nodes/{node.name}/facts"

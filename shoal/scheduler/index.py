@@ -37,6 +37,8 @@ def candidates(node: NodeState, key: str) -> tuple[str, ...]:
     if key in node.facts:
         v = node.facts[key]
         out.extend(_BOOL[v] if isinstance(v, bool) else (_fmt(v),))
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10:
+            out.append(f"0{v}")  # also as two digits: the seed's /[0-2][0-5]/ reads a 2-digit percentage
     return tuple(out)
 
 

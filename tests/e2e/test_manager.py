@@ -396,3 +396,45 @@ def test_ps_from_the_cache_reads_as_the_engines_and_sees_changes_made_on_a_node(
     while not statuses(None)[up].startswith("Exited (137)"):
         assert time.monotonic() < deadline, statuses(None)[up]
         time.sleep(0.05)
+
+
+def test_each_dev_node_reports_its_own_load_and_a_busy_node_is_passed_over(dev_cluster, cleanup):
+    """Dev nodes share one kernel (one loadavg); their agents measure their own cgroup's CPU use instead."""
+    burner, light = _name("burner"), _name("light")
+    cleanup += [burner, light]
+
+    def overload(node: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-m", "shoal", "facts", node, "--get", "system_overload_1min",
+             "--registry", dev_cluster.registry],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return int(out.stdout)
+
+    source = subprocess.run(
+        [sys.executable, "-m", "shoal", "facts", "node2", "--get", "shoal_load_source",
+         "--registry", dev_cluster.registry],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert source == f"cgroup:/shoal-{dev_cluster.name}/node2"
+    dev_cluster.cli(
+        "run",
+        "-d",
+        "--name",
+        burner,
+        "-e",
+        "constraint:node==node2",
+        "busybox",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    )
+    deadline = time.monotonic() + 20
+    while overload("node2") < 3:  # one CPU of two, a few seconds into a one-minute window
+        assert time.monotonic() < deadline, "node2's load never rose"
+        time.sleep(0.5)
+    assert overload("node1") < overload("node2") and overload("node3") < overload("node2")
+    dev_cluster.cli(
+        "run", "-d", "--name", light, "-e", "constraint:system_overload_1min<2", "busybox", "sleep", "60"
+    )
+    assert _node_of(dev_cluster, light) != "node2"

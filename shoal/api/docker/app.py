@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from shoal.api.docker import containers, images, local, system
+from shoal.api.docker import containers, dashboard, images, local, system
 from shoal.api.docker.common import API_VERSION, CLUSTER, MIN_API_VERSION, Manager, reply_json
 from shoal.api.errors import docker_reply
 from shoal.errors import ShoalError
@@ -73,6 +73,8 @@ def make_app(manager: Manager) -> web.Application:
     for p in system.SWARM_PATHS:
         add("*", p, system.swarm_only)
         add("*", p + "/{tail:.*}", system.swarm_only)
+    r.add_route("GET", "/dashboard", dashboard.page)
+    r.add_route("GET", "/shoal/v1/overview", dashboard.overview_handler)
     r.add_route("GET", "/shoal/v1/decisions", containers.decisions_list)
     r.add_route("GET", "/shoal/v1/decisions/{ref:.+}", containers.decision)
     r.add_route("*", "/{tail:.*}", system.not_found)

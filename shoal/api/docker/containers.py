@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from shoal.api.docker.common import Manager, forward, manager_of, reply_json
-from shoal.api.docker.datasets import dataset_requests, decide_all, with_limits
+from shoal.api.docker.datasets import dataset_requests, decide_all, intent_binds_to_mounts, with_limits
 from shoal.api.docker.hijack import hijack
 from shoal.api.docker.spec import container_spec
 from shoal.cluster.state import Engine
@@ -90,6 +90,7 @@ async def containers_create(request: web.Request) -> web.Response:
         body = json.loads(await request.read() or b"{}")
     except ValueError as e:
         raise BadRequest(f"the container config is not valid JSON: {e}") from None
+    body = intent_binds_to_mounts(body)
     spec, out = container_spec(body, name)
     async with m._create_lock:  # one decision at a time: each sees the last one's placement
         if name and (other := c.name_in_use(name)) is not None:

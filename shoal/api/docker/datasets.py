@@ -98,3 +98,32 @@ def with_limits(
             rate = min([e["Rate"] for e in mine] + [entries[0]["Rate"]])
             host[key] = [*have, {"Path": device, "Rate": rate}]
     return {**out, "HostConfig": host}
+
+
+def intent_binds_to_mounts(body: dict[str, Any]) -> dict[str, Any]:
+    """`-v myVol@gold:/data` with no volume driver (the seed's first command): a local volume name cannot
+    hold '@', so such a name can only mean a dataset. It becomes a volume mount on the shoal driver, leaving
+    the request's other volumes on the driver they had."""
+    host = dict(body.get("HostConfig") or {})
+    if host.get("VolumeDriver") not in (None, "", "local"):
+        return body
+    keep, mounts = [], list(host.get("Mounts") or [])
+    for b in host.get("Binds") or []:
+        src, _, rest = b.partition(":")
+        if "@" in src and not src.startswith("/") and rest:
+            target, _, mode = rest.partition(":")
+            mounts.append(
+                {
+                    "Type": "volume",
+                    "Source": src,
+                    "Target": target,
+                    "ReadOnly": "ro" in mode.split(","),
+                    "VolumeOptions": {"DriverConfig": {"Name": DRIVERS[0]}},
+                }
+            )
+        else:
+            keep.append(b)
+    if len(mounts) == len(host.get("Mounts") or []):
+        return body
+    host["Binds"], host["Mounts"] = keep, mounts
+    return {**body, "HostConfig": host}

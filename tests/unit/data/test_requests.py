@@ -72,3 +72,19 @@ def test_clone_of_a_dataset_goes_through_a_snapshot():
     with pytest.raises(Conflict):
         decide_clone(SRC, "demoVol", [SRC], ["x", "y"], 0.0)
     assert find([SRC, snap], "s1") == snap and find([SRC], "demoVol") == SRC
+
+
+def test_an_intent_name_without_a_driver_becomes_a_dataset_mount():
+    from shoal.api.docker.datasets import intent_binds_to_mounts
+
+    body = {"HostConfig": {"Binds": ["myVol@gold:/data/", "plain:/p", "/h:/h:ro"]}}
+    out = intent_binds_to_mounts(body)
+    assert out["HostConfig"]["Binds"] == ["plain:/p", "/h:/h:ro"]
+    [m] = out["HostConfig"]["Mounts"]
+    assert (
+        m["Source"] == "myVol@gold"
+        and m["Target"] == "/data/"
+        and m["VolumeOptions"]["DriverConfig"]["Name"] == "shoal"
+    )
+    assert dataset_volumes(out) == ["myVol@gold"]
+    assert intent_binds_to_mounts(_body("x@gold:/d")) == _body("x@gold:/d")  # a driver was given: as asked

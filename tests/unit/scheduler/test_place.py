@@ -255,3 +255,16 @@ def test_place_is_fast_enough_on_ten_thousand_nodes():
         assert place(s, ix, NOW).node is not None
     assert (time.perf_counter() - t) / 50 < 0.05
     assert np.asarray(ix.expr_mask(s.constraints[1])).sum() > 0
+
+
+def test_the_seeds_two_digit_overload_regex_matches_a_quiet_node():
+    ix = ClusterIndex(
+        [
+            node("quiet", facts={"system_overload_10min": 3}),
+            node("busy", facts={"system_overload_10min": 83}),
+            node("twenty", facts={"system_overload_10min": 20}),
+        ]
+    )
+    p = place(spec("system_overload_10min==/[0-2][0-5]/"), ix, NOW)
+    assert p.node in ("quiet", "twenty") and p.rejected_total == 1
+    assert "busy system_overload_10min=83" in str(p.rejected[0])

@@ -1,0 +1,142 @@
+"""The README's walkthrough, run exactly as printed (demo/walkthrough.py reads the README's block), on a
+cluster of its own; then the dashboard it ends with, in a real browser (Debian's chromium, headless)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+ENV = {"SHOAL_DEV_NAME": "acc", "SHOAL_DEV_SUBNET": "10.99.40.0/24", "SHOAL_DEV_ROOT": str(ROOT)}
+GATEWAY = "10.99.40.1"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _shoal(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shoal", *args], capture_output=True, text=True, env={**os.environ, **ENV}
+    )
+
+
+@pytest.fixture(scope="module")
+def walkthrough():
+    _shoal("dev", "down")
+    try:
+        t0 = time.monotonic()
+        run = subprocess.run(
+            [sys.executable, str(REPO / "demo" / "walkthrough.py")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **ENV},
+        )
+        took = time.monotonic() - t0
+        print(f"walkthrough took {took:.1f}s")
+        yield run, ANSI.sub("", run.stdout)
+    finally:
+        _shoal("dev", "down")
+
+
+def _after(out: str, command: str) -> str:
+    """What a command printed: the text between its `$ command` line and the next `$ ` or heading."""
+    start = out.index(f"$ {command}\n") + len(command) + 3
+    rest = out[start:]
+    end = min([i for i in (rest.find("\n$ "), rest.find("\n# ")) if i >= 0] or [len(rest)])
+    return rest[:end].strip()
+
+
+def test_every_step_of_the_walkthrough_succeeds(walkthrough):
+    run, out = walkthrough
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "# 4. The database, the TODO application" in out  # every heading printed, in order
+    nodes = _after(out, "shoal nodes")
+    assert all(f"node{i}" in nodes for i in (1, 2, 3)) and nodes.count("passing") == 3
+
+
+def test_step_1_places_by_the_seeds_constraints(walkthrough):
+    _, out = walkthrough
+    why = _after(out, "shoal why seed-redis")
+    assert re.match(r"seed-redis → node[123]", why)
+    assert "constraint:system_overload_10min==/[0-2][0-5]/" in why and "constraint:virtual==" in why
+    ps = _after(
+        out, "docker ps --format '{{.Names}} on {{.Label \"com.docker.swarm.constraints\"}}: {{.Status}}'"
+    )
+    assert re.search(r"node\d/seed-redis on .*: Up", ps) and re.search(
+        r"node\d/seed-redis-numeric on .*<25.*: Up", ps
+    )
+
+
+def test_steps_2_and_3_compose_with_the_flocker_driver_and_constraints(walkthrough):
+    _, out = walkthrough
+    assert "gold_redis_1" in _after(out, "docker-compose -f demo/compose/gold/docker-compose.yml -p gold ps")
+    why = _after(out, "shoal why picky_redis_1")
+    assert (
+        "constraint:docker_volume_drivers==*flocker*" in why and "constraint:system_overload_1min<50" in why
+    )
+
+
+def test_step_4_the_snapshot_database_holds_the_items_as_of_the_snapshot(walkthrough):
+    _, out = walkthrough
+    mounts = _after(out, "docker inspect --format='{{.Mounts}}' MySQL")
+    assert re.search(r"demoVol@gold /flocker/[0-9a-f-]{36} /data flocker", mounts)
+    placed = _after(out, "docker inspect -f '{{.Name}} is on {{.Node.Name}}' MySQL MySQL-snap").splitlines()
+    assert placed[0].split()[-1] == placed[1].split()[-1]  # the affinity and the snapshot agree
+    lists = out.split('$ curl -s "$TODO?format=text"\n')
+    assert lists[1].split("\n$ ")[0].strip().splitlines() == ["buy milk", "write the report"]
+    assert lists[2].split("\n$ ")[0].strip().splitlines() == [
+        "buy milk",
+        "write the report",
+        "added after the snapshot",
+    ]
+    assert _after(out, 'curl -s "$TODO_SNAP?format=text"').splitlines() == ["buy milk", "write the report"]
+    assert f"dashboard: http://{GATEWAY}:2375/dashboard" in out
+
+
+def test_the_dashboard_shows_nodes_containers_datasets_and_decisions(walkthrough, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(f"http://{GATEWAY}:2375/dashboard")
+            nodes = page.locator(".node")
+            expect(nodes).to_have_count(3)
+            for i in (1, 2, 3):
+                expect(page.locator(f'.node[data-node="node{i}"] .health')).to_have_text("passing")
+            for name in ("todolist", "todolist-snap", "MySQL", "MySQL-snap"):
+                expect(page.locator(f'.node .container[data-container="{name}"]')).to_contain_text("Up ")
+            expect(page.locator('#datasets tr.dataset[data-name="demoVol"]')).to_contain_text("gold")
+            expect(page.locator('#datasets tr.dataset[data-name="demoVol-snap"]')).to_contain_text("dataset")
+            expect(page.locator("#datasets tr.dataset.snapshot")).to_have_count(1)
+            snap = page.locator('#decisions tr.decision[data-container="MySQL-snap"]')
+            expect(snap).to_contain_text("affinity:container==MySQL")
+            expect(snap.locator(".rejected")).to_have_count(
+                2
+            )  # the two nodes without MySQL, each with its reason
+            expect(snap).to_contain_text("has no container MySQL")
+            expect(page.locator("#checks")).to_contain_text("shoal agent publishing facts")
+            # live: a container started now appears without a reload
+            env = {**os.environ, "DOCKER_HOST": f"tcp://{GATEWAY}:2375"}
+            subprocess.run(
+                ["docker", "run", "-d", "--name", "late-arrival", "busybox", "sleep", "60"],
+                env=env,
+                check=True,
+            )
+            expect(page.locator('.container[data-container="late-arrival"]')).to_have_count(1, timeout=5000)
+            shot = tmp_path / "dashboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 50_000  # a rendered page, not a blank one
+            keep = REPO / "tests" / "acceptance" / "last-dashboard.png"
+            keep.write_bytes(shot.read_bytes())
+        finally:
+            browser.close()
