@@ -90,6 +90,9 @@ def test_ctrl_c_during_up_leaves_nothing_behind(scratch):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a Ctrl-C must reach it even when the suite itself runs as a background job (which ignores SIGINT,
+        # and Python then installs no KeyboardInterrupt handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     state_file = ROOT / name / "state.json"
     deadline = time.monotonic() + 30
