@@ -177,3 +177,17 @@ def test_a_node_whose_records_are_deleted_leaves_the_managers_view(dev_cluster):
         assert time.monotonic() < deadline, info_out
         time.sleep(0.1)
     assert "Nodes: 3" in info_out
+
+
+def test_system_df_agrees_with_the_lists(dev_cluster):
+    df = json.loads(dev_cluster.cli("system", "df", "--format", "{{json .}}").stdout.splitlines()[0])
+    assert df["Type"] == "Images"
+    images = set(dev_cluster.cli("images", "-q", "--no-trunc").stdout.split())
+    assert int(df["TotalCount"]) == len(images)  # one image on three nodes is one image
+    lines = [
+        json.loads(x) for x in dev_cluster.cli("system", "df", "--format", "{{json .}}").stdout.splitlines()
+    ]
+    containers = next(x for x in lines if x["Type"] == "Containers")
+    assert int(containers["TotalCount"]) == len(dev_cluster.cli("ps", "-aq").stdout.split())
+    info = dev_cluster.cli("info", "--format", "{{.Containers}} {{.Images}}").stdout.split()
+    assert info == [containers["TotalCount"], df["TotalCount"]]

@@ -45,6 +45,7 @@ def make_app(manager: Manager) -> web.Application:
     add("GET", "/version", system.version)
     add("GET", "/info", system.info)
     add("GET", "/events", system.events)
+    add("GET", "/system/df", system.system_df)
     add("GET", "/containers/json", containers.containers_list)
     add("POST", "/containers/create", containers.containers_create)
     for method in ("GET", "POST", "PUT", "HEAD"):

@@ -235,3 +235,33 @@ async def not_found(request: web.Request) -> web.Response:
         },
         404,
     )
+
+
+async def system_df(request: web.Request) -> web.Response:
+    """`docker system df` over every node: one image id counts once (as in /images/json), containers and
+    volumes are named node/name (as in their lists)."""
+    from shoal.api.docker.common import fan_out
+
+    c = manager_of(request).cluster
+    results = await fan_out(list(c.engines.values()), lambda e: e.json("GET", "/system/df"))
+    images: dict[str, dict] = {}
+    containers, volumes, cache, layers = [], [], [], 0
+    for e, r in results:
+        if isinstance(r, BaseException):
+            continue
+        layers += r.get("LayersSize") or 0
+        for img in r.get("Images") or []:
+            used = max(img.get("Containers", 0), 0)  # containers using it, on every node together
+            if img["Id"] in images:
+                images[img["Id"]]["Containers"] += used
+            else:
+                images[img["Id"]] = {**img, "Containers": used}
+        containers += [
+            {**x, "Names": [f"/{e.node}{n}" for n in x.get("Names") or []]} for x in r.get("Containers") or []
+        ]
+        volumes += [{**v, "Name": f"{e.node}/{v['Name']}"} for v in r.get("Volumes") or []]
+        cache += r.get("BuildCache") or []
+    return reply_json(
+        {"LayersSize": layers, "Images": list(images.values()), "Containers": containers, "Volumes": volumes,
+         "BuildCache": cache}
+    )  # fmt: skip
