@@ -8,8 +8,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from shoal.dev import cluster
+from shoal.dev import cluster, controls
 from shoal.dev.layout import DEFAULT_NAME, DEFAULT_ROOT, DEFAULT_SUBNET, ClusterSpec, parse_node_labels
+from shoal.scheduler.strategy import STRATEGIES
 
 _name = click.option(
     "--name",
@@ -144,3 +145,49 @@ def env(name: str, root: str) -> None:
     """Shell exports for the cluster: eval "$(shoal dev env)"."""
     for line in cluster.env_lines(name, Path(root)):
         click.echo(line)
+
+
+@dev.group()
+def node() -> None:
+    """Stop, kill or start one node's engine and agent while the rest of the cluster stays up."""
+
+
+@node.command("stop")
+@click.argument("node_name", metavar="NODE")
+@_name
+@_root
+def node_stop(node_name: str, name: str, root: str) -> None:
+    """Stop NODE's agent, then its engine (its containers stop as dockerd stops them)."""
+    controls.node_stop(name, Path(root), node_name, out=click.echo)
+
+
+@node.command("kill")
+@click.argument("node_name", metavar="NODE")
+@_name
+@_root
+def node_kill(node_name: str, name: str, root: str) -> None:
+    """Kill every process on NODE at once (engine, agent, containers), as a power cut would."""
+    controls.node_stop(name, Path(root), node_name, kill=True, out=click.echo)
+
+
+@node.command("start")
+@click.argument("node_name", metavar="NODE")
+@_name
+@_root
+def node_start(node_name: str, name: str, root: str) -> None:
+    """Start NODE's engine and agent again."""
+    controls.node_start(name, Path(root), node_name, out=click.echo)
+
+
+@dev.group()
+def manager() -> None:
+    """The cluster's manager."""
+
+
+@manager.command("restart")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="Restart with this strategy.")
+@_name
+@_root
+def manager_restart(strategy: str | None, name: str, root: str) -> None:
+    """Restart the manager (e.g. with --strategy binpack); its cache is rebuilt from engines and registry."""
+    controls.manager_restart(name, Path(root), strategy, out=click.echo)

@@ -181,6 +181,8 @@ def kernel_has_btrfs() -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    if pid <= 0:  # kill(0 or -1, 0) would ask about a whole process group, or every process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

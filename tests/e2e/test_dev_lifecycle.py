@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from shoal.dev import host
 from tests.conftest import ROOT, SHOAL, shoal
 from tests.e2e.leftovers import leftovers
 
@@ -105,3 +106,52 @@ def test_ctrl_c_during_up_leaves_nothing_behind(scratch):
     assert proc.returncode != 0
     assert "aborted" in err or "Interrupt" in err
     assert leftovers(name, ROOT) == []
+
+
+def test_node_stop_kill_start_and_manager_restart(scratch):
+    name, subnet = scratch("ctl", "10.99.8.0/24")
+    shoal("dev", "up", "--nodes", "2", "--subnet", subnet, "--agent-interval", "1", *_args(name))
+    manager = ["docker", "-H", "tcp://10.99.8.1:2375"]
+
+    def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*manager, *args], capture_output=True, text=True, check=check, timeout=60)
+
+    def node2_status() -> str:
+        info = docker("info").stdout
+        return info.split(" node2:", 1)[1].split("└ Status: ", 1)[1].split("\n", 1)[0]
+
+    out = shoal("dev", "node", "stop", "node2", *_args(name)).stdout
+    assert "node2: agent and engine stopped" in out
+    status = shoal("dev", "status", *_args(name), check=False)
+    assert status.returncode == 1 and "down" in status.stdout
+    deadline = time.monotonic() + 10
+    while node2_status() != "Unhealthy":
+        assert time.monotonic() < deadline, docker("info").stdout
+        time.sleep(0.2)
+    refused = docker("run", "--rm", "-e", "constraint:node==node2", "busybox", "true", check=False)
+    assert refused.returncode != 0 and "node2 critical" in refused.stderr
+    assert docker("run", "--rm", "busybox", "echo", "still placed").stdout == "still placed\n"  # on node1
+
+    shoal("dev", "node", "start", "node2", *_args(name))
+    assert shoal("dev", "status", *_args(name)).returncode == 0
+    deadline = time.monotonic() + 10
+    while docker("run", "--rm", "-e", "constraint:node==node2", "busybox", "true", check=False).returncode:
+        assert time.monotonic() < deadline, "node2 never came back for placement"
+        time.sleep(0.3)
+
+    docker("run", "-d", "--name", "survivor", "-e", "constraint:node==node2", "--restart", "always",
+           "busybox", "sleep", "300")  # fmt: skip
+    assert "killed" in shoal("dev", "node", "kill", "node2", *_args(name)).stdout
+    assert not host.netns_pids(f"{name}-node2")  # nothing left running on the node
+    shoal("dev", "node", "start", "node2", *_args(name))
+    deadline = time.monotonic() + 15
+    while "Up " not in docker("ps", "--filter", "name=survivor", "--format", "{{.Status}}").stdout:
+        assert time.monotonic() < deadline, "the restart-always container did not come back"
+        time.sleep(0.3)
+
+    again = shoal("dev", "node", "start", "node2", *_args(name), check=False)
+    assert again.returncode != 0 and "running already" in again.stderr
+    out = shoal("dev", "manager", "restart", "--strategy", "binpack", *_args(name)).stdout
+    assert "strategy binpack" in out and "Strategy: binpack" in docker("info").stdout
+    env = shoal("dev", "env", *_args(name)).stdout
+    assert "export DOCKER_HOST=tcp://10.99.8.1:2375" in env

@@ -1,0 +1,80 @@
+"""The operator's controls on a running dev cluster: stop, kill or start one node (its engine and agent),
+and restart the manager with other flags — so failure behaviour can be tried and tested while the rest of
+the cluster stays up. Each keeps the state file true, so `dev env`, `dev status` and `dev down` stay right."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from shoal.dev import engine, host, state
+from shoal.dev.cluster import Out, load
+from shoal.dev.layout import ClusterLayout, plan_layout
+from shoal.dev.node import cluster_services, engine_process, node_services, start
+from shoal.errors import Conflict
+
+
+def node_stop(name: str, root: Path, node: str, kill: bool = False, out: Out = print) -> None:
+    """stop: the agent, then the engine (which stops its containers as dockerd does); kill: every process on
+    the node at once, containers included, as a power cut would."""
+    layout, st = load(name, root)
+    n = layout.node(node)
+    pids = dict(st.pids.get(node, {}))
+    if kill:
+        gone = host.netns_pids(n.netns) | host.cgroup_procs(n.cgroup_parent(layout.name))
+        gone |= {p for p in pids.values() if host.pid_alive(p) and str(n.dir) in host.cmdline(p)}
+        host.kill(gone)
+        out(f"{node}: killed {len(gone)} processes (engine, agent, containers)")
+    else:
+        services = {p for k, p in pids.items() if k != "engine" and host.pid_alive(p)}
+        host.terminate(services, grace=5.0)
+        stopped = host.terminate({pids["engine"]} if "engine" in pids else set(), grace=30.0)
+        out(f"{node}: agent and engine stopped" if stopped else f"{node}: was not running")
+    state.write(layout.state_file, replace(st, pids={**st.pids, node: {}}))
+
+
+def node_start(name: str, root: Path, node: str, out: Out = print) -> None:
+    layout, st = load(name, root)
+    n = layout.node(node)
+    if host.pid_alive(st.pids.get(node, {}).get("engine", -1)):
+        raise Conflict(f"{node}'s engine is running already; `shoal dev node stop {node}` first")
+    _clear_stale_pidfile(n.pidfile)
+    spec = engine_process(layout, n)
+    pid = start(spec)
+    pids = {"engine": pid}
+    state.write(layout.state_file, replace(st, pids={**st.pids, node: pids}))
+    engine.wait_ready(n.engine_socket, pid, n.log_dir / "dockerd.log", node)
+    for svc in node_services(layout, n):
+        pids[svc.name] = start(svc, join_pid=pid)
+        state.write(layout.state_file, replace(st, pids={**st.pids, node: pids}))
+        if svc.ready_url:
+            engine.wait_http(svc.ready_url, pids[svc.name], svc.log, f"{node} {svc.name}")
+    out(f"{node}: engine (pid {pid}) and agent started")
+
+
+def _clear_stale_pidfile(pidfile: Path) -> None:
+    """A killed dockerd leaves its pidfile, and refuses to start while the pid in it looks alive."""
+    try:
+        old = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    host.wait_gone({old}, 5.0)
+    if not host.pid_alive(old):
+        pidfile.unlink(missing_ok=True)
+
+
+def manager_restart(name: str, root: Path, strategy: str | None = None, out: Out = print) -> ClusterLayout:
+    layout, st = load(name, root)
+    spec = replace(st.spec, strategy=strategy or st.spec.strategy)
+    layout = plan_layout(spec)
+    old = st.pids.get("", {}).get("manager", -1)
+    host.terminate({old} if host.pid_alive(old) else set(), grace=10.0)
+    [svc] = [s for s in cluster_services(layout) if s.name == "manager"]
+    pid = start(svc)
+    st = replace(st, spec=spec, pids={**st.pids, "": {**st.pids.get("", {}), "manager": pid}})
+    state.write(layout.state_file, st)
+    if svc.ready_url:
+        engine.wait_http(svc.ready_url, pid, svc.log, "cluster manager")
+    where = layout.manager_url.replace("http://", "tcp://")
+    out(f"manager restarted (pid {pid}, strategy {spec.strategy}) at {where}")
+    return layout
