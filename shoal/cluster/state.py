@@ -120,6 +120,13 @@ class Cluster:
             loop.create_task(self._follow_events()),
         ]
 
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The manager's client session (registry and engines), once started."""
+        if self._session is None:
+            raise ShoalError("the cluster cache is not started")
+        return self._session
+
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()

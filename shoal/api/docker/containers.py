@@ -207,9 +207,8 @@ def _place(m: Manager, spec: ContainerSpec) -> Placement:
 
 async def _store_decision(m: Manager, cid: str, record: dict[str, Any]) -> None:
     c = m.cluster
-    assert c._session is not None
     with contextlib.suppress(Exception):
-        async with c._session.put(f"{c.registry}/v1/kv/shoal/decisions/{cid}", data=json.dumps(record)) as r:
+        async with c.http.put(f"{c.registry}/v1/kv/shoal/decisions/{cid}", data=json.dumps(record)) as r:
             await r.read()
 
 
@@ -293,8 +292,7 @@ async def decision(request: web.Request) -> web.Response:
     for d in reversed(m.decisions):
         if d.get("container") == cid:
             return reply_json(d)
-    assert c._session is not None
-    async with c._session.get(f"{c.registry}/v1/kv/shoal/decisions/{cid}?raw") as r:
+    async with c.http.get(f"{c.registry}/v1/kv/shoal/decisions/{cid}?raw") as r:
         if r.status == 200:
             return reply_json(json.loads(await r.read()))
     raise NotFound(

@@ -89,9 +89,8 @@ async def overview_handler(request: web.Request) -> web.Response:
     c = m.cluster
     checks: list[dict[str, Any]] = []
     mounts: dict[str, int] = {}
-    assert c._session is not None
     with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-        async with c._session.get(
+        async with c.http.get(
             f"{c.registry}/v1/health/state/any", timeout=aiohttp.ClientTimeout(total=5)
         ) as r:
             checks = json.loads(await r.read()) or []
