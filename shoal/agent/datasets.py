@@ -11,26 +11,20 @@ import logging
 import os
 import subprocess
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from shoal.data.model import DRIVERS, Dataset, Profile, by_name, check_remove, decide, parse_intent
+from shoal.api.errors import PLUGIN_TYPE, plugin_reply
+from shoal.data.model import DRIVERS, Dataset, Profile, check_remove, decide, matching, parse_intent
 from shoal.data.plan import plan
 from shoal.data.pool.base import Pool
-from shoal.data.records import Records
-from shoal.errors import ShoalError
+from shoal.data.records import Records, new_ids
+from shoal.errors import BadRequest, ShoalError
 
 log = logging.getLogger("shoal.agent.datasets")
-PLUGIN_TYPE = "application/vnd.docker.plugins.v1.2+json"
-
-
-def fresh_ids() -> list[str]:
-    return [str(uuid.uuid4()) for _ in range(2)]
 
 
 class DataService:
@@ -54,7 +48,7 @@ class DataService:
         self.known: list[Dataset] = []
         self.mounts: dict[str, list[str]] = {}
         self._lock = asyncio.Lock()
-        self._runners: list[web.AppRunner] = []
+        self._runner: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -65,13 +59,12 @@ class DataService:
         await self.converge()
         self._watch = asyncio.get_running_loop().create_task(self._follow())
         self.plugins_dir.mkdir(parents=True, exist_ok=True)
-        for name in DRIVERS:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        for name in DRIVERS:  # one plugin, answering to each driver name
             sock = self.plugins_dir / f"{name}.sock"
             sock.unlink(missing_ok=True)
-            runner = web.AppRunner(self.app(), access_log=None)
-            await runner.setup()
-            await web.UnixSite(runner, str(sock)).start()
-            self._runners.append(runner)
+            await web.UnixSite(self._runner, str(sock)).start()
         log.info(
             "volume plugin %s on %s; pool %s (%s)",
             "/".join(DRIVERS),
@@ -85,8 +78,8 @@ class DataService:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        for r in self._runners:
-            await r.cleanup()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     def _bind_prefix(self) -> None:
         """Mount paths are <prefix>/<dataset id> (/flocker/<uuid> as the seed shows): the prefix is the pool's
@@ -150,10 +143,10 @@ class DataService:
             try:
                 body = json.loads(await request.read() or b"{}")
                 out = await handler(body if isinstance(body, dict) else {})
-            except ShoalError as e:  # the plugin protocol's error form: Err is what the user sees
-                out = {"Err": e.message}
+            except ShoalError as e:
+                return plugin_reply(e)
             except (ValueError, KeyError) as e:
-                out = {"Err": f"bad plugin request: {e}"}
+                return plugin_reply(BadRequest(f"bad plugin request: {e}"))
             return web.Response(body=json.dumps(out).encode(), content_type=PLUGIN_TYPE)
 
         return h
@@ -164,15 +157,12 @@ class DataService:
     async def capabilities(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"Capabilities": {"Scope": "local"}}
 
-    async def _find(self, raw: str, refresh: bool = True) -> Dataset:
+    async def _find(self, raw: str) -> Dataset:
         intent = parse_intent(raw, self.profiles)
-        if refresh:
-            self.known, _ = await self.records.all()
-        d = by_name(self.known, intent.name)
+        self.known, _ = await self.records.all()
+        d = matching(self.known, intent)
         if d is None:
             raise ShoalError(f"no such volume: {raw}")
-        if intent.profile is not None and intent.profile != d.profile:
-            raise ShoalError(f"dataset {d.name} exists with profile {d.profile}, not {intent.profile}")
         if d.node != self.node:
             raise ShoalError(
                 f"dataset {d.name} ({d.id[:8]}) lives on {d.node}, not {self.node}: run the container "
@@ -184,7 +174,7 @@ class DataService:
         raw = body.get("Name", "")
         intent = parse_intent(raw, self.profiles, body.get("Opts") or {})
         self.known, _ = await self.records.all()
-        decision = decide(intent, self.node, self.known, fresh_ids(), time.time(), raw, self.default_profile)
+        decision = decide(intent, self.node, self.known, new_ids(), time.time(), raw, self.default_profile)
         d = decision.dataset
         if d.node != self.node:
             raise ShoalError(
@@ -256,8 +246,3 @@ class DataService:
         await self.records.remove(d)
         await self.converge()
         return {"Err": ""}
-
-
-async def open_records(registry: str) -> tuple[Records, aiohttp.ClientSession]:
-    session = aiohttp.ClientSession()
-    return Records(registry, session), session

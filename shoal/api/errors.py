@@ -51,6 +51,14 @@ def docker_reply(err: ShoalError) -> web.Response:
     )
 
 
+PLUGIN_TYPE = "application/vnd.docker.plugins.v1.2+json"
+
+
+def plugin_reply(err: ShoalError) -> web.Response:
+    """The volume plugin protocol's form: a 200 whose `Err` dockerd shows the user as the volume error."""
+    return web.Response(body=json.dumps({"Err": err.message}).encode(), content_type=PLUGIN_TYPE)
+
+
 def consul_reply(err: ShoalError, index: int | None = None) -> web.Response:
     headers = {"X-Consul-Index": str(index)} if index else {}
     return web.Response(status=consul_status(err), text=err.message, headers=headers)

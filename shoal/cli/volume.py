@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from rich.table import Table
 
 from shoal.cli.agent import manager_url
 from shoal.data.model import check_remove, decide_clone, decide_snapshot, find
-from shoal.data.records import Records
+from shoal.data.records import Records, new_ids
 
 
 def _with_records(fn: Callable[[Records], Awaitable[Any]], registry: str) -> Any:
@@ -84,7 +83,7 @@ def snapshot(ref: str, registry: str) -> None:
     """A read-only snapshot of dataset REF, on its node; prints the snapshot's id."""
 
     async def go(r: Records) -> str:
-        d = decide_snapshot(find((await r.all())[0], ref), str(uuid.uuid4()), time.time())
+        d = decide_snapshot(find((await r.all())[0], ref), next(new_ids()), time.time())
         await r.commit((d,))
         return d.id
 
@@ -100,9 +99,7 @@ def clone(ref: str, name: str, registry: str) -> None:
 
     async def go(r: Records) -> str:
         datasets, _ = await r.all()
-        made = decide_clone(
-            find(datasets, ref), name, datasets, [str(uuid.uuid4()) for _ in range(2)], time.time()
-        )
+        made = decide_clone(find(datasets, ref), name, datasets, new_ids(), time.time())
         await r.commit(made)
         return made[-1].id
 

@@ -46,6 +46,11 @@ EVENT_KINDS: dict[str, set[str]] = {
 }
 
 
+def tagged(image: str) -> str:
+    """An image reference with its tag, as Docker reads it: `busybox` is `busybox:latest`."""
+    return image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
+
+
 class Ambiguous(ShoalError):
     """A reference (id prefix) that matches more than one object."""
 
@@ -102,7 +107,6 @@ class Cluster:
         self.records: Records | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.changed = asyncio.Event()
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
@@ -113,8 +117,8 @@ class Cluster:
         await self.resync()
         loop = asyncio.get_running_loop()
         self._tasks += [
-            loop.create_task(self._watch_nodes()),
-            loop.create_task(self._watch_health()),
+            loop.create_task(self._watch(self._load_nodes)),
+            loop.create_task(self._watch(self._load_health)),
             loop.create_task(self._watch(self._load_datasets)),
             loop.create_task(self._resync_loop()),
             loop.create_task(self._follow_events()),
@@ -138,8 +142,7 @@ class Cluster:
     # --- registry ---------------------------------------------------------------------------------
 
     async def _get(self, path: str) -> tuple[int, Any]:
-        assert self._session is not None
-        async with self._session.get(f"{self.registry}{path}", timeout=aiohttp.ClientTimeout(total=700)) as r:
+        async with self.http.get(f"{self.registry}{path}", timeout=aiohttp.ClientTimeout(total=700)) as r:
             index = int(r.headers.get("X-Consul-Index", "0"))
             if r.status == 404:
                 return index, None
@@ -159,8 +162,7 @@ class Cluster:
             del self.engines[gone]
         for node, doc in info.items():
             if node not in self.engines and doc.get("engine"):
-                assert self._session is not None
-                self.engines[node] = Engine(node, doc["engine"], self._session)
+                self.engines[node] = Engine(node, doc["engine"], self.http)
         self.reindex()
         return new_index
 
@@ -191,12 +193,6 @@ class Cluster:
             except Exception as e:
                 log.warning("registry watch failed (%s); retrying", e)
                 await asyncio.sleep(1.0)
-
-    async def _watch_nodes(self) -> None:
-        await self._watch(self._load_nodes)
-
-    async def _watch_health(self) -> None:
-        await self._watch(self._load_health)
 
     # --- engines ----------------------------------------------------------------------------------
 
@@ -347,7 +343,6 @@ class Cluster:
                     frozenset(n["Name"] for n in e.networks) if e else frozenset(),
                 )
             )
-        self.changed.set()
 
     # --- lookups ----------------------------------------------------------------------------------
 
@@ -388,7 +383,7 @@ class Cluster:
         return None
 
     def nodes_with_image(self, image: str) -> list[str]:
-        ref = image if ":" in image.rsplit("/", 1)[-1] or image.startswith("sha256:") else f"{image}:latest"
+        ref = image if image.startswith("sha256:") else tagged(image)
         out = []
         for e in self.engines.values():
             for i in e.images:

@@ -13,13 +13,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shoal.errors import BadRequest, Conflict, NotFound
+from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
 
 DRIVERS = ("shoal", "flocker")  # flocker: so the seed's commands and compose files run unchanged
 MAX_NAME_BYTES = 255
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PREFIX = re.compile(r"^[0-9a-f-]+$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)i?[bB]?$")
+MIN_FREE = 16 << 20  # below this a pool counts as full whatever the dataset asks
+
+
+class PoolFull(ShoalError):
+    """Not enough room in the pool for what was asked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +133,26 @@ def by_name(datasets: Iterable[Dataset], name: str) -> Dataset | None:
     return next((d for d in datasets if d.kind == "dataset" and d.name == name), None)
 
 
+def matching(datasets: Iterable[Dataset], intent: Intent) -> Dataset | None:
+    """The existing dataset an intent names, if any; asking it for another profile is a Conflict."""
+    have = by_name(datasets, intent.name)
+    if have is not None and intent.profile is not None and intent.profile != have.profile:
+        raise Conflict(
+            f"dataset {have.name} exists with profile {have.profile}, not {intent.profile}; use "
+            f"{have.name}@{have.profile} or another name"
+        )
+    return have
+
+
+def check_room(free: int, size: int, name: str, pool: str) -> None:
+    """A new dataset needs its size (or, unsized, MIN_FREE) free in `pool` (how the message names it)."""
+    if size > free or free < MIN_FREE:
+        raise PoolFull(
+            f"{pool} is full: {free >> 20} MiB free, dataset {name} asks "
+            f"{size >> 20 if size else f'at least {MIN_FREE >> 20}'} MiB; remove datasets or ask for less"
+        )
+
+
 def resolve_prefix(datasets: Iterable[Dataset], prefix: str) -> Dataset:
     """The dataset whose id starts with prefix: none or several is an error that lists what there is."""
     sources = [d for d in datasets if d.kind == "dataset"]
@@ -156,13 +181,8 @@ def decide(
     node, whatever `node` says. `ids` supplies fresh uuids (the caller's randomness, not ours)."""
     datasets = list(datasets)
     fresh = iter(ids)
-    have = by_name(datasets, intent.name)
+    have = matching(datasets, intent)
     if have is not None:
-        if intent.profile is not None and intent.profile != have.profile:
-            raise Conflict(
-                f"dataset {have.name} exists with profile {have.profile}, not {intent.profile}; use "
-                f"{have.name}@{have.profile} or another name"
-            )
         if intent.snapshot_of is not None and not (have.parent and _parent_of(datasets, have, intent)):
             raise Conflict(f"dataset {have.name} already exists; a snapshot volume needs a new name")
         return Decision(have)

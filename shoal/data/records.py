@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -17,6 +19,12 @@ from shoal.data.model import Dataset
 from shoal.errors import Conflict, ShoalError
 
 DATASETS, NAMES, MOUNTS = "shoal/datasets/", "shoal/dataset-names/", "shoal/mounts/"
+
+
+def new_ids() -> Iterator[str]:
+    """Fresh dataset ids for the pure decisions to take from (the randomness stays out here)."""
+    while True:
+        yield str(uuid.uuid4())
 
 
 class Records:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal.data.model import Dataset
+from shoal.data.model import Dataset, PoolFull
 from shoal.data.plan import PoolState, Step, plan
 from shoal.data.pool import open_pool
-from shoal.data.pool.base import PoolFull
 
 
 @pytest.fixture(params=["btrfs", "directory"])

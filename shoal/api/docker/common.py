@@ -15,6 +15,8 @@ from aiohttp import web
 
 from shoal.cluster.state import Cluster, Engine
 from shoal.data.model import DEFAULT_PROFILE, DEFAULT_PROFILES, Profile
+from shoal.scheduler.model import ContainerSpec, Placement
+from shoal.scheduler.place import place
 from shoal.scheduler.strategy import by_name
 
 API_VERSION, MIN_API_VERSION = "1.41", "1.24"
@@ -36,6 +38,18 @@ class Manager:
         self._create_lock = asyncio.Lock()
         self.profiles: dict[str, Profile] = dict(DEFAULT_PROFILES)
         self.default_profile = DEFAULT_PROFILE
+
+    def place(self, spec: ContainerSpec) -> Placement:
+        """The scheduler's decision for `spec` over the cluster as the cache sees it now."""
+        c = self.cluster
+        return place(
+            spec,
+            c.index,
+            c.now(),
+            strategy=self.strategy,
+            strategy_name=self.strategy_name,
+            fact_ttl=self.fact_ttl,
+        )
 
 
 CLUSTER: web.AppKey[Manager] = web.AppKey("manager", Manager)

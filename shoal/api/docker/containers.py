@@ -14,15 +14,21 @@ import aiohttp
 from aiohttp import web
 
 from shoal.api.docker.common import Manager, forward, manager_of, reply_json
-from shoal.api.docker.datasets import dataset_requests, decide_all, intent_binds_to_mounts, with_limits
+from shoal.api.docker.datasets import (
+    committed,
+    dataset_requests,
+    decide_all,
+    intent_binds_to_mounts,
+    with_limits,
+)
 from shoal.api.docker.hijack import hijack
 from shoal.api.docker.spec import container_spec
-from shoal.cluster.state import Engine
+from shoal.cluster.state import Engine, tagged
 from shoal.cluster.status import status_text
+from shoal.data.records import new_ids
 from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
 from shoal.scheduler.expr import parse
-from shoal.scheduler.model import ContainerRef, ContainerSpec, Placement
-from shoal.scheduler.place import place
+from shoal.scheduler.model import ContainerRef
 
 log = logging.getLogger("shoal.manager")
 
@@ -123,12 +129,12 @@ async def containers_create(request: web.Request) -> web.Response:
             follows = tuple(r.follows for r in wanted if r.follows)
             spec = replace(spec, volumes=(*(v for v in spec.volumes if v not in raws), *follows))
         if set(holders) != set(c.engines):  # the image is only on some nodes: place among those
-            tag = spec.image if ":" in spec.image.rsplit("/", 1)[-1] else f"{spec.image}:latest"
-            spec = replace(spec, affinities=(*spec.affinities, parse("affinity", f"image=={tag}")))
-        p = _place(m, spec)
+            image = tagged(spec.image)
+            spec = replace(spec, affinities=(*spec.affinities, parse("affinity", f"image=={image}")))
+        p = m.place(spec)
         if p.node is None:  # the cache may lag what was just done on a node directly: look again, once
             await c.resync()
-            p = _place(m, spec)
+            p = m.place(spec)
         record = {
             "request": {
                 "name": name,
@@ -152,19 +158,13 @@ async def containers_create(request: web.Request) -> web.Response:
         used, new = [], []
         if wanted:
             pool = c.pool_of(p.node)
-            used, new = decide_all(wanted, p.node, c.datasets, m.default_profile, pool.get("free_bytes"))
-            assert c.records is not None
-            await c.records.commit(tuple(new))
-            c.datasets = [*c.datasets, *new]
+            used, new = decide_all(
+                wanted, p.node, c.datasets, m.default_profile, pool.get("free_bytes"), new_ids(), c.now()
+            )
             out = with_limits(out, used, m.profiles, pool.get("device"))
             record["request"]["datasets"] = [f"{d.name}@{d.profile} ({d.id[:8]})" for d in used]
-        try:
+        async with committed(c, new):  # the records go again if the engine refuses
             created = await engine.json("POST", "/containers/create", params=params, json=out)
-        except BaseException:
-            for d in reversed(new):  # nothing half-made: the records this create wrote go too
-                assert c.records is not None
-                await c.records.remove(d)
-            raise
         cid = created["Id"]
         c.reservations[cid] = (spec.cpus, spec.memory)
         node = c.index.nodes[c.index.pos[p.node]]
@@ -196,13 +196,6 @@ async def containers_create(request: web.Request) -> web.Response:
         )
         c.mark(p.node, {"containers"}, (cid,))
     return reply_json(created, 201)
-
-
-def _place(m: Manager, spec: ContainerSpec) -> Placement:
-    c = m.cluster
-    return place(
-        spec, c.index, c.now(), strategy=m.strategy, strategy_name=m.strategy_name, fact_ttl=m.fact_ttl
-    )
 
 
 async def _store_decision(m: Manager, cid: str, record: dict[str, Any]) -> None:

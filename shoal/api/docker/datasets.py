@@ -4,15 +4,26 @@ its profile's I/O limits. The engine's plugin call then finds the record and its
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shoal.data.model import DRIVERS, Dataset, Intent, Profile, by_name, decide, parse_intent, resolve_prefix
-from shoal.data.pool.base import PoolFull
+from shoal.data.model import (
+    DRIVERS,
+    Dataset,
+    Intent,
+    Profile,
+    check_room,
+    decide,
+    matching,
+    parse_intent,
+    resolve_prefix,
+)
 from shoal.data.profiles import blkio
+
+if TYPE_CHECKING:
+    from shoal.cluster.state import Cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,23 +49,26 @@ def dataset_volumes(body: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def dataset_request(
+    raw: str, datasets: list[Dataset], profiles: Mapping[str, Profile], opts: Mapping[str, str] | None = None
+) -> DatasetRequest:
+    """Pure: parse one dataset volume name (a bad one fails here, before anything is made) and say which
+    existing dataset it ties the container (or volume) to."""
+    intent = parse_intent(raw, profiles, opts)
+    have = matching(datasets, intent)
+    if have is not None:
+        follows: str | None = have.name
+    elif intent.snapshot_of is not None:
+        follows = resolve_prefix(datasets, intent.snapshot_of).name
+    else:
+        follows = None
+    return DatasetRequest(raw, intent, follows)
+
+
 def dataset_requests(
     body: Mapping[str, Any], datasets: list[Dataset], profiles: Mapping[str, Profile]
 ) -> list[DatasetRequest]:
-    """Pure: parse every dataset volume (bad names fail here, before anything is made) and say which
-    existing dataset each one ties the container to."""
-    out = []
-    for raw in dataset_volumes(body):
-        intent = parse_intent(raw, profiles)
-        have = by_name(datasets, intent.name)
-        if have is not None:
-            follows = have.name
-        elif intent.snapshot_of is not None:
-            follows = resolve_prefix(datasets, intent.snapshot_of).name
-        else:
-            follows = None
-        out.append(DatasetRequest(raw, intent, follows))
-    return out
+    return [dataset_request(raw, datasets, profiles) for raw in dataset_volumes(body)]
 
 
 def decide_all(
@@ -63,20 +77,17 @@ def decide_all(
     datasets: list[Dataset],
     default_profile: str,
     free_bytes: int | None,
+    ids: Iterable[str],
+    now: float,
 ) -> tuple[list[Dataset], list[Dataset]]:
-    """The datasets the container mounts, and the new records to write (pure but for fresh uuids)."""
+    """Pure: the datasets the container mounts, and the new records to write (ids supplies fresh uuids)."""
     known = list(datasets)
+    fresh = iter(ids)
     used, new = [], []
     for r in requests:
-        d = decide(
-            r.intent, node, known, [str(uuid.uuid4()) for _ in range(2)], time.time(), r.raw, default_profile
-        )
-        if d.new and free_bytes is not None and (d.dataset.size > free_bytes or free_bytes < 16 << 20):
-            raise PoolFull(
-                f"the pool on {node} is full: {free_bytes >> 20} MiB free, dataset {r.intent.name} asks "
-                f"{d.dataset.size >> 20 if d.dataset.size else 'at least 16'} MiB; remove datasets or "
-                "ask for less"
-            )
+        d = decide(r.intent, node, known, fresh, now, r.raw, default_profile)
+        if d.new and free_bytes is not None:
+            check_room(free_bytes, d.dataset.size, r.intent.name, f"the pool on {node}")
         known += d.new
         new += d.new
         used.append(d.dataset)
@@ -127,3 +138,20 @@ def intent_binds_to_mounts(body: dict[str, Any]) -> dict[str, Any]:
         return body
     host["Binds"], host["Mounts"] = keep, mounts
     return {**body, "HostConfig": host}
+
+
+@contextlib.asynccontextmanager
+async def committed(c: Cluster, new: list[Dataset]) -> AsyncIterator[None]:
+    """Writes a decision's new dataset records for what follows (the engine's create); if that fails, takes
+    them back, so nothing is left half-made."""
+    if c.records is None:
+        raise RuntimeError("the cluster cache is not started")
+    await c.records.commit(tuple(new))
+    c.datasets = [*c.datasets, *new]
+    try:
+        yield
+    except BaseException:
+        for d in reversed(new):
+            await c.records.remove(d)
+        c.datasets = [d for d in c.datasets if d not in new]
+        raise

@@ -15,12 +15,12 @@ from typing import Any
 from aiohttp import web
 
 from shoal.api.docker.common import fan_out, forward, manager_of, reply_json
-from shoal.api.docker.datasets import DatasetRequest, dataset_requests, decide_all
+from shoal.api.docker.datasets import committed, dataset_request, decide_all
 from shoal.cluster.state import Cluster, Engine, EngineError
-from shoal.data.model import DRIVERS, parse_intent
+from shoal.data.model import DRIVERS
+from shoal.data.records import new_ids
 from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
 from shoal.scheduler.model import ContainerSpec
-from shoal.scheduler.place import place
 
 LOCAL_NETWORK_DRIVERS = frozenset({"", "bridge", "macvlan", "ipvlan"})
 
@@ -98,37 +98,24 @@ async def _dataset_create(request: web.Request, body: dict[str, Any]) -> web.Res
     c = m.cluster
     engines, raw = _split(c, body.get("Name") or "")
     try:
-        intent = parse_intent(raw, m.profiles, body.get("DriverOpts") or {})
-        wanted = dataset_requests(
-            {"HostConfig": {"VolumeDriver": body["Driver"], "Binds": [f"{raw}:/x"]}}, c.datasets, m.profiles
-        )
+        wanted = dataset_request(raw, c.datasets, m.profiles, body.get("DriverOpts") or {})
     except NotFound as e:
         raise BadRequest(e.message) from None
-    if wanted[0].follows:
-        node = next(d.node for d in c.datasets if d.name == wanted[0].follows)
+    if wanted.follows:
+        node = next(d.node for d in c.datasets if d.name == wanted.follows)
     elif len(engines) == 1:
         node = engines[0].node
     else:
-        p = place(
-            ContainerSpec(volume_driver=body["Driver"]), c.index, c.now(), strategy=m.strategy,
-            strategy_name=m.strategy_name, fact_ttl=m.fact_ttl,
-        )  # fmt: skip
+        p = m.place(ContainerSpec(volume_driver=body["Driver"]))
         if p.node is None:
             raise ShoalError(p.error())
         node = p.node
-    request_ = DatasetRequest(raw, intent, wanted[0].follows)
-    _, new = decide_all([request_], node, c.datasets, m.default_profile, c.pool_of(node).get("free_bytes"))
-    assert c.records is not None
-    await c.records.commit(tuple(new))
-    c.datasets = [*c.datasets, *new]
-    try:
+    free = c.pool_of(node).get("free_bytes")
+    _, new = decide_all([wanted], node, c.datasets, m.default_profile, free, new_ids(), c.now())
+    async with committed(c, new):  # the records go again if the engine refuses
         made = await c.engine(node).json(
             "POST", "/volumes/create", json={**body, "Name": raw, "DriverOpts": {}}
         )
-    except BaseException:
-        for d in reversed(new):
-            await c.records.remove(d)
-        raise
     c.mark(node, {"volumes"})
     return reply_json(made, 201)
 

@@ -9,14 +9,10 @@ import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from shoal.data.model import check_room
 from shoal.data.plan import OnDisk, PoolState, Step
-from shoal.errors import ShoalError
 
 PARTIAL = ".new-"
-
-
-class PoolFull(ShoalError):
-    """Not enough room in the pool for what was asked."""
 
 
 class Pool(ABC):
@@ -44,12 +40,7 @@ class Pool(ABC):
         return st.f_bavail * st.f_frsize
 
     def check_room(self, size: int, name: str) -> None:
-        free = self.free_bytes()
-        if size > free or free < 16 << 20:
-            raise PoolFull(
-                f"the {self.kind} pool at {self.root} is full: {free >> 20} MiB free, dataset {name} "
-                f"asks {size >> 20 if size else 'at least 16'} MiB; remove datasets or use a smaller size"
-            )
+        check_room(self.free_bytes(), size, name, f"the {self.kind} pool at {self.root}")
 
     def apply(self, step: Step) -> None:
         if step.op == "discard":

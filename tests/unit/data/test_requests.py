@@ -1,8 +1,7 @@
 import pytest
 
 from shoal.api.docker.datasets import dataset_requests, dataset_volumes, decide_all, with_limits
-from shoal.data.model import DEFAULT_PROFILES, Dataset, decide_clone, find
-from shoal.data.pool.base import PoolFull
+from shoal.data.model import DEFAULT_PROFILES, Dataset, PoolFull, decide_clone, find
 from shoal.data.profiles import profiles_from_doc
 from shoal.errors import BadRequest, Conflict, NotFound
 
@@ -37,10 +36,10 @@ def test_existing_datasets_and_snapshot_sources_pull_the_container():
 
 def test_decide_all_refuses_a_full_pool_and_returns_new_records():
     reqs = dataset_requests(_body("new@silver:/c"), [], DEFAULT_PROFILES)
-    used, new = decide_all(reqs, "node2", [], "bronze", 1 << 30)
+    used, new = decide_all(reqs, "node2", [], "bronze", 1 << 30, ["id1"], 0.0)
     assert used == new and new[0].node == "node2" and new[0].profile == "silver"
     with pytest.raises(PoolFull, match="the pool on node2 is full: 1 MiB free"):
-        decide_all(reqs, "node2", [], "bronze", 1 << 20)
+        decide_all(reqs, "node2", [], "bronze", 1 << 20, ["id2"], 0.0)
 
 
 def test_profile_limits_land_in_the_host_config_strictest_first():
