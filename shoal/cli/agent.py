@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import socket
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import click
 
 from shoal.agent.loop import Agent, AgentConfig
 from shoal.errors import BadRequest
+from shoal.signals import stop_on_signals
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -134,11 +133,7 @@ def agent(
 
 
 async def _main(config: AgentConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with Agent(config) as a:
         try:
             await a.run(stop)

@@ -5,10 +5,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -17,6 +14,7 @@ from shoal.registry.core import Config, Registry
 from shoal.registry.dns import DNSServer
 from shoal.registry.http import make_app
 from shoal.registry.store import Store, open_store
+from shoal.signals import stop_on_signals
 
 log = logging.getLogger("shoal.registry")
 
@@ -60,11 +58,7 @@ async def serve_forever(config: Config, store_url: str, http_host: str, dns_host
     server = await RegistryServer.start(config, store_url, http_host, dns_host)
     if ready:
         ready()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 from pathlib import Path
 
 from aiohttp import web
@@ -14,6 +11,7 @@ from shoal.api.docker.app import make_app
 from shoal.api.docker.common import Manager
 from shoal.cluster.state import Cluster
 from shoal.data.profiles import load_profiles
+from shoal.signals import stop_on_signals
 
 log = logging.getLogger("shoal.manager")
 
@@ -49,11 +47,7 @@ async def serve(
     )
     if ready:
         ready()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:
