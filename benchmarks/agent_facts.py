@@ -14,22 +14,16 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import consul
 import psutil
+from _bench import ROOT, bench_cluster, pct
 
 from shoal.agent.facts import host
 from shoal.agent.loop import Agent, AgentConfig
-from shoal.dev import cluster
-from shoal.dev.layout import ClusterSpec, plan_layout
+from shoal.dev.layout import ClusterSpec
 
-NAME, SUBNET, ROOT = "agbench", "10.99.10.0/24", Path("/var/lib/shoal/bench")
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+NAME, SUBNET = "agbench", "10.99.10.0/24"
 
 
 def gather_times(layout) -> None:
@@ -140,15 +134,10 @@ def main() -> None:
     ap.add_argument("--cpu-seconds", type=float, default=30.0)
     args = ap.parse_args()
     spec = ClusterSpec(name=NAME, nodes=1, subnet=SUBNET, root=ROOT, agent_interval=1.0)
-    cluster.down(NAME, ROOT, out=lambda _: None)
-    cluster.up(spec, out=lambda _: None)
-    try:
-        layout = plan_layout(spec)
+    with bench_cluster(spec) as layout:
         gather_times(layout)
         change_latency(layout)
         cpu_use(layout, args.cpu_seconds)
-    finally:
-        cluster.down(NAME, ROOT, out=lambda _: None)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ import time
 import uuid
 from pathlib import Path
 
+from _bench import ROOT, bench_cluster
+
 from shoal.data.plan import Step
 from shoal.data.pool import open_pool
-from shoal.dev import cluster
-from shoal.dev.layout import ClusterSpec, plan_layout
+from shoal.dev.layout import ClusterSpec
 
-ROOT = Path("/var/lib/shoal/bench")
 NAME, SUBNET = "dsbench", "10.99.12.0/24"
 
 
@@ -71,10 +71,8 @@ def snapshots(runs: int) -> None:
 
 def create_mount(runs: int) -> None:
     spec = ClusterSpec(name=NAME, nodes=3, subnet=SUBNET, root=ROOT, agent_interval=1.0)
-    cluster.down(NAME, ROOT, out=lambda _: None)
-    cluster.up(spec, out=lambda _: None)
-    try:
-        manager = f"tcp://{plan_layout(spec).gateway}:2375"
+    with bench_cluster(spec) as layout:
+        manager = f"tcp://{layout.gateway}:2375"
 
         def run(*extra: str) -> float:
             t = time.perf_counter()
@@ -94,8 +92,6 @@ def create_mount(runs: int) -> None:
             f"volume (create + mount) {statistics.median(with_volume) * 1000:.0f} ms; median extra "
             f"{extra * 1000:.0f} ms (goal <= 200 ms)"
         )
-    finally:
-        cluster.down(NAME, ROOT, out=lambda _: None)
 
 
 def main() -> None:

@@ -20,16 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
+from _bench import ROOT, bench_cluster, pct
 
-from shoal.dev import cluster
-from shoal.dev.layout import ClusterSpec, plan_layout
+from shoal.dev.layout import ClusterSpec
 
-NAME, SUBNET, ROOT = "mgbench", "10.99.11.0/24", Path("/var/lib/shoal/bench")
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+NAME, SUBNET = "mgbench", "10.99.11.0/24"
 
 
 def timed(argv: list[str]) -> float:
@@ -122,17 +117,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     args = ap.parse_args()
     spec = ClusterSpec(name=NAME, nodes=3, subnet=SUBNET, root=ROOT, agent_interval=1.0)
-    cluster.down(NAME, ROOT, out=lambda _: None)
-    cluster.up(spec, out=lambda _: None)
-    try:
-        layout = plan_layout(spec)
+    with bench_cluster(spec) as layout:
         manager = f"tcp://{layout.gateway}:2375"
         engines = {n.name: n.engine_url for n in layout.nodes}
         proxy_overhead(manager, engines["node1"], args.runs)
         ps_all(manager, engines, max(10, args.runs // 2))
         fact_to_placement(manager, layout.nodes[1].facts_dir, 12)
-    finally:
-        cluster.down(NAME, ROOT, out=lambda _: None)
 
 
 if __name__ == "__main__":

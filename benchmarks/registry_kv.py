@@ -21,6 +21,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _bench import pct
+
 from shoal.registry.etcd_server import free_port
 from tests.etcd import single_etcd
 from tests.registry.conftest import start_registry, stop_registry
@@ -113,11 +115,6 @@ async def _held_open(base: str, n: int) -> tuple[int, int, float]:
         took = time.monotonic() - t0
         ok = sum(s == 200 for s in statuses)
         return ok, early, took
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 async def bench(base: str, seconds: float, full: bool) -> dict[str, float]:
