@@ -109,27 +109,20 @@ class DevCluster:
         return proc
 
 
+# the session cluster's shape: `dev up` with these again must be a no-op
+SESSION_UP = (
+    "--nodes", "3", "--subnet", CLUSTER_SUBNET, "--label", "node1=disk=ssd", "--agent-label", "node3=zone=b",
+    "--agent-interval", str(AGENT_INTERVAL), "--name", CLUSTER_NAME, "--root", str(ROOT),
+)  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def dev_cluster() -> Iterator[DevCluster]:
     """A 3-node dev cluster for the whole session, torn down even when tests fail."""
     args = ["--name", CLUSTER_NAME, "--root", str(ROOT)]
     shoal("dev", "down", *args)  # a killed earlier run may have left one behind
     try:
-        shoal(
-            "dev",
-            "up",
-            "--nodes",
-            "3",
-            "--subnet",
-            CLUSTER_SUBNET,
-            "--label",
-            "node1=disk=ssd",
-            "--agent-label",
-            "node3=zone=b",
-            "--agent-interval",
-            str(AGENT_INTERVAL),
-            *args,
-        )
+        shoal("dev", "up", *SESSION_UP)
         env = shoal("dev", "env", *args).stdout
         nodes = {}
         for line in env.splitlines():

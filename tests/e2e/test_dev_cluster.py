@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import AGENT_INTERVAL, shoal
+from tests.conftest import SESSION_UP, shoal
 
 pytestmark = pytest.mark.e2e
 
@@ -109,24 +109,7 @@ def test_env_points_docker_at_the_cluster(dev_cluster):
 
 
 def test_up_again_is_a_no_op(dev_cluster):
-    again = shoal(
-        "dev",
-        "up",
-        "--nodes",
-        "3",
-        "--subnet",
-        "10.99.1.0/24",
-        "--label",
-        "node1=disk=ssd",
-        "--agent-label",
-        "node3=zone=b",
-        "--agent-interval",
-        str(AGENT_INTERVAL),
-        "--name",
-        dev_cluster.name,
-        "--root",
-        str(dev_cluster.root),
-    )
+    again = shoal("dev", "up", *SESSION_UP)
     assert "already up (3 nodes); nothing to do" in again.stdout
     assert dev_cluster.docker("node1", "run", "--rm", "busybox", "echo", "ok").stdout == "ok\n"
 
