@@ -38,7 +38,10 @@ def node_start(name: str, root: Path, node: str, out: Out = print) -> None:
     n = layout.node(node)
     if host.pid_alive(st.pids.get(node, {}).get("engine", -1)):
         raise Conflict(f"{node}'s engine is running already; `shoal dev node stop {node}` first")
-    _clear_stale_pidfile(n.pidfile)
+    # a killed engine leaves its pidfile and its containerd's; a pid in them that is still a zombie looks
+    # alive to dockerd, which then waits for a containerd that will never answer
+    for pidfile in (n.pidfile, n.exec_root / "containerd" / "containerd.pid"):
+        _clear_stale_pidfile(pidfile)
     spec = engine_process(layout, n)
     pid = start(spec)
     pids = {"engine": pid}
@@ -53,7 +56,7 @@ def node_start(name: str, root: Path, node: str, out: Out = print) -> None:
 
 
 def _clear_stale_pidfile(pidfile: Path) -> None:
-    """A killed dockerd leaves its pidfile, and refuses to start while the pid in it looks alive."""
+    """Removes `pidfile` once the pid in it is gone (a zombie counts as gone)."""
     try:
         old = int(pidfile.read_text().strip())
     except (OSError, ValueError):
