@@ -284,7 +284,9 @@ class Agent:
         if d is None:
             return ()
         try:
-            return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in d.iterdir()))
+            return tuple(
+                sorted((p.name, st.st_mtime_ns, st.st_size) for p in d.iterdir() for st in [p.stat()])
+            )
         except OSError:
             return ()
 

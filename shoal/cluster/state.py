@@ -396,6 +396,15 @@ class Cluster:
                     break
         return out
 
+    async def image_holders(self, image: str) -> list[str]:
+        """The nodes holding `image`, looking again once if the cache has none (it may lag a load or a
+        build done on a node directly)."""
+        holders = self.nodes_with_image(image)
+        if not holders:
+            await self.resync()
+            holders = self.nodes_with_image(image)
+        return holders
+
     def engine(self, node: str) -> Engine:
         try:
             return self.engines[node]

@@ -85,6 +85,10 @@ class ClusterIndex:
     def __len__(self) -> int:
         return len(self.nodes)
 
+    def get(self, name: str) -> NodeState | None:
+        j = self.pos.get(name)
+        return None if j is None else self.nodes[j]
+
     # --- maintenance ------------------------------------------------------------------------------
 
     def _grow(self) -> None:

@@ -105,10 +105,7 @@ async def containers_create(request: web.Request) -> web.Response:
                 f'"{other["Id"]}". You have to remove (or rename) that container to be able to reuse '
                 "that name."
             )
-        holders = c.nodes_with_image(spec.image)
-        if not holders:
-            await c.resync()
-            holders = c.nodes_with_image(spec.image)
+        holders = await c.image_holders(spec.image)
         if not holders:
             raise NotFound(
                 f"No such image: {spec.image} (no node has it; load it with `docker load` "
@@ -213,7 +210,7 @@ async def container_action(request: web.Request) -> web.StreamResponse:
     if action in ("attach",) and request.headers.get("Upgrade"):
         return await hijack(request, engine, path)
     if action == "json" and request.method == "GET":
-        node = c.index.nodes[c.index.pos[engine.node]] if engine.node in c.index.pos else None
+        node = c.index.get(engine.node)
 
         def add_node(doc: dict[str, Any]) -> dict[str, Any]:
             doc["Node"] = {

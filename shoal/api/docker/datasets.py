@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shoal.api.docker.spec import volume_uses
 from shoal.data.model import (
     DRIVERS,
     Dataset,
@@ -35,18 +36,7 @@ class DatasetRequest:
 
 def dataset_volumes(body: Mapping[str, Any]) -> list[str]:
     """The volume names in a create request that the dataset driver serves."""
-    host = body.get("HostConfig") or {}
-    names = []
-    if host.get("VolumeDriver") in DRIVERS:
-        for b in host.get("Binds") or []:
-            src = b.split(":", 1)[0]
-            if src and not src.startswith("/") and ":" in b:
-                names.append(src)
-    for m in host.get("Mounts") or []:
-        driver = ((m.get("VolumeOptions") or {}).get("DriverConfig") or {}).get("Name")
-        if m.get("Type") == "volume" and m.get("Source") and driver in DRIVERS:
-            names.append(m["Source"])
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(name for name, driver in volume_uses(body) if driver in DRIVERS))
 
 
 def dataset_request(

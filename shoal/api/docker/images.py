@@ -3,24 +3,22 @@ it, inspect to any that has it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
 
-from shoal.api.docker.common import forward, manager_of, reply_json
+from shoal.api.docker.common import fan_out, forward, manager_of, reply_json
 from shoal.errors import BadRequest, NotFound, ShoalError
 
 
 async def images_list(request: web.Request) -> web.Response:
     c = manager_of(request).cluster
-    lists = await asyncio.gather(
-        *(e.json("GET", "/images/json", params=request.query) for e in c.engines.values()),
-        return_exceptions=True,
+    lists = await fan_out(
+        list(c.engines.values()), lambda e: e.json("GET", "/images/json", params=request.query)
     )
     merged: dict[str, dict[str, Any]] = {}
-    for lst in lists:
+    for _, lst in lists:
         if isinstance(lst, BaseException):
             continue
         for img in lst:
@@ -32,9 +30,7 @@ async def images_list(request: web.Request) -> web.Response:
 async def image_inspect(request: web.Request) -> web.StreamResponse:
     c = manager_of(request).cluster
     name = request.match_info["name"]
-    holders = c.nodes_with_image(name)
-    if not holders:
-        raise NotFound(f"No such image: {name}")
+    holders = await _holders_or_404(request, name)
     return await forward(request, c.engine(holders[0]), f"/images/{name}/json")
 
 
@@ -42,13 +38,10 @@ async def image_load(request: web.Request) -> web.Response:
     """`docker load` through the manager loads onto every node."""
     c = manager_of(request).cluster
     data = await request.read()
-    results = await asyncio.gather(
-        *(e.json("POST", "/images/load", params={"quiet": "1"}, data=data) for e in c.engines.values()),
-        return_exceptions=True,
+    results = await fan_out(
+        list(c.engines.values()), lambda e: e.json("POST", "/images/load", params={"quiet": "1"}, data=data)
     )
-    errors = [
-        f"{e.node}: {r}" for e, r in zip(c.engines.values(), results, strict=True) if isinstance(r, Exception)
-    ]
+    errors = [f"{e.node}: {r}" for e, r in results if isinstance(r, BaseException)]
     await c.resync()
     if errors:
         raise ShoalError("load failed on " + "; ".join(errors))
@@ -73,11 +66,7 @@ async def image_pull(request: web.Request) -> web.Response:
 
 
 async def _holders_or_404(request: web.Request, name: str) -> list[str]:
-    c = manager_of(request).cluster
-    holders = c.nodes_with_image(name)
-    if not holders:
-        await c.resync()
-        holders = c.nodes_with_image(name)
+    holders = await manager_of(request).cluster.image_holders(name)
     if not holders:
         raise NotFound(f"No such image: {name}")
     return holders

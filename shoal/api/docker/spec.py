@@ -8,6 +8,7 @@ them); as classic Swarm did, the request sent to the engine carries them in thos
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from shoal.errors import BadRequest
@@ -59,17 +60,24 @@ def _ports(host: dict[str, Any]) -> list[tuple[int, str]]:
     return out
 
 
-def named_volumes(body: dict[str, Any]) -> list[str]:
+def volume_uses(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every named volume a create mounts, with its driver: `-v NAME:/path` binds take HostConfig's
+    VolumeDriver, `--mount type=volume` entries their own DriverConfig; either defaults to local."""
     host = body.get("HostConfig") or {}
-    names = []
+    out = []
     for b in host.get("Binds") or []:
         src = b.split(":", 1)[0]
         if src and not src.startswith("/") and ":" in b:
-            names.append(src)
+            out.append((src, host.get("VolumeDriver") or "local"))
     for mnt in host.get("Mounts") or []:
         if mnt.get("Type") == "volume" and mnt.get("Source"):
-            names.append(mnt["Source"])
-    return names
+            driver = ((mnt.get("VolumeOptions") or {}).get("DriverConfig") or {}).get("Name")
+            out.append((mnt["Source"], driver or "local"))
+    return out
+
+
+def named_volumes(body: Mapping[str, Any]) -> list[str]:
+    return [name for name, _ in volume_uses(body)]
 
 
 PREDEFINED_NETWORKS = frozenset({"", "default", "bridge", "host", "none"})

@@ -183,7 +183,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     async def one(e: Engine) -> None:
-        node = c.index.nodes[c.index.pos[e.node]] if e.node in c.index.pos else None
+        node = c.index.get(e.node)
         tag = {
             "Name": e.node,
             "Id": node.id if node else e.node,
