@@ -191,3 +191,43 @@ def test_system_df_agrees_with_the_lists(dev_cluster):
     assert int(containers["TotalCount"]) == len(dev_cluster.cli("ps", "-aq").stdout.split())
     info = dev_cluster.cli("info", "--format", "{{.Containers}} {{.Images}}").stdout.split()
     assert info == [containers["TotalCount"], df["TotalCount"]]
+
+
+def test_save_history_attach_and_prune_through_the_manager(dev_cluster, tmp_path):
+    archive = tmp_path / "busybox.tar"
+    dev_cluster.cli("save", "-o", str(archive), "busybox")
+    assert archive.stat().st_size > 1_000_000  # busybox-static and its layer
+    missing = dev_cluster.cli("save", "-o", str(tmp_path / "x.tar"), "busybox", "nosuch:img", check=False)
+    assert missing.returncode != 0 and "No such image: nosuch:img" in missing.stderr
+    history = dev_cluster.cli("history", "--format", "{{.ID}}", "busybox").stdout.split()
+    assert history and history[0].startswith(dev_cluster.cli("images", "-q", "busybox").stdout.strip()[:12])
+
+    ct = _name("talker")
+    try:
+        dev_cluster.cli(
+            "run", "-d", "--name", ct, "-e", "constraint:node==node3", "busybox",
+            "sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
+        )  # fmt: skip
+        attach = subprocess.Popen(
+            ["docker", "-H", dev_cluster.manager, "attach", "--no-stdin", ct],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            first = [attach.stdout.readline().strip() for _ in range(2)]
+        finally:
+            attach.kill()
+            attach.wait()
+        assert all(line.startswith("tick-") for line in first), first
+    finally:
+        dev_cluster.cli("rm", "-f", ct, check=False)
+
+    vol, net = _name("prunev"), _name("prunen")
+    dev_cluster.cli("volume", "create", f"node2/{vol}")
+    dev_cluster.cli("network", "create", net)
+    pruned = dev_cluster.cli("volume", "prune", "-f").stdout
+    assert f"node2/{vol}" in pruned
+    assert f"node1/{net}" in dev_cluster.cli("network", "prune", "-f").stdout
+    assert not any(
+        net in v for v in _on_nodes(dev_cluster, "network", "ls", "--format", "{{.Name}}").values()
+    )

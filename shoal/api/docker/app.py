@@ -56,6 +56,7 @@ def make_app(manager: Manager) -> web.Application:
     add("GET", "/images/json", images.images_list)
     add("POST", "/images/load", images.image_load)
     add("POST", "/images/create", images.image_pull)
+    add("GET", "/images/get", images.images_save)
     add("GET", "/images/{name:.+}/json", images.image_inspect)
     add("GET", "/images/{name:.+}/{what:history|get}", images.image_from_a_holder)
     add("POST", "/images/{name:.+}/tag", images.image_tag)

@@ -108,3 +108,17 @@ async def image_from_a_holder(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     holders = await _holders_or_404(request, name)
     return await forward(request, c.engine(holders[0]), f"/images/{name}/{request.match_info['what']}")
+
+
+async def images_save(request: web.Request) -> web.StreamResponse:
+    """`docker save A B ...` (GET /images/get?names=...): from a node that holds every one of them."""
+    c = manager_of(request).cluster
+    names = request.query.getall("names", [])
+    if not names:
+        raise BadRequest("docker save needs at least one image name")
+    holders = set(await _holders_or_404(request, names[0]))
+    for name in names[1:]:
+        holders &= set(await _holders_or_404(request, name))
+    if not holders:
+        raise NotFound(f"no node holds all of {', '.join(names)}; save them one at a time")
+    return await forward(request, c.engine(sorted(holders)[0]), "/images/get")
