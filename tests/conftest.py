@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 SHOAL = [sys.executable, "-m", "shoal"]
-# The test cluster never shares a name or subnet with a developer's own `shoal dev up`.
-CLUSTER_NAME = "st"
-CLUSTER_SUBNET = "10.99.1.0/24"
+# The test cluster never shares a name or subnet with a developer's own `shoal dev up` (and two suites run
+# side by side by giving each its own SHOAL_TEST_CLUSTER, SHOAL_TEST_SUBNET and SHOAL_TEST_ROOT).
+CLUSTER_NAME = os.environ.get("SHOAL_TEST_CLUSTER", "st")
+CLUSTER_SUBNET = os.environ.get("SHOAL_TEST_SUBNET", "10.99.1.0/24")
 AGENT_INTERVAL = 1.0
 ROOT = Path(os.environ.get("SHOAL_TEST_ROOT", "/var/lib/shoal/test"))
 

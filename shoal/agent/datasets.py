@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.api.errors import PLUGIN_TYPE, plugin_reply
 from shoal.data.model import DRIVERS, Dataset, Profile, check_remove, decide, matching, parse_intent
 from shoal.data.plan import plan
 from shoal.data.pool.base import Pool
@@ -25,6 +24,13 @@ from shoal.data.records import Records, new_ids
 from shoal.errors import BadRequest, ShoalError
 
 log = logging.getLogger("shoal.agent.datasets")
+PLUGIN_TYPE = "application/vnd.docker.plugins.v1.2+json"
+
+
+def plugin_reply(err: ShoalError) -> web.Response:
+    """The volume plugin protocol's error form: a 200 whose `Err` dockerd shows the user as the volume
+    error, whatever the kind (Flocker's `_endpoint` answered the same way)."""
+    return web.Response(body=json.dumps({"Err": err.message}).encode(), content_type=PLUGIN_TYPE)
 
 
 class DataService:
@@ -109,7 +115,7 @@ class DataService:
         index = 0
         while True:
             try:
-                _, new = await self.records.all(index or 1, "30s")
+                _, new = await self.records.all(index or 1, 30.0)
                 if new != index:
                     index = new
                     await self.converge()

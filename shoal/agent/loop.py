@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -20,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from shoal import __version__
+from shoal import __version__, keys
 from shoal.agent import publish
 from shoal.agent.datasets import DataService
 from shoal.agent.facts import Facts, cgroup, external, facter, host
@@ -31,7 +30,8 @@ from shoal.data.model import DRIVERS
 from shoal.data.pool import open_pool
 from shoal.data.profiles import load_profiles
 from shoal.data.records import Records
-from shoal.errors import Conflict
+from shoal.errors import Conflict, RegistryUnreachable
+from shoal.registry.client import RegistryClient
 
 FACTS_D_POLL = 0.2  # seconds between looks at facts.d for a changed file
 log = logging.getLogger("shoal.agent")
@@ -114,7 +114,7 @@ class Agent:
             self.data = DataService(
                 self.config.node,
                 open_pool(self.config.pool, self.config.pool_kind),
-                Records(self.config.manager, self._http),
+                Records(self.registry),
                 profiles,
                 default,
                 self.config.mount_prefix,
@@ -131,9 +131,9 @@ class Agent:
                 await s.close()
 
     @property
-    def registry(self) -> publish.Registry:
+    def registry(self) -> RegistryClient:
         assert self._http is not None
-        return publish.Registry(self.config.manager.rstrip("/"), self._http)
+        return RegistryClient(self.config.manager, self._http)
 
     def _load_sample(self, now: float, core: Facts) -> float:
         """The host's 1-minute load average; or, with --load-cgroup, the CPUs the node's cgroup used since
@@ -237,8 +237,8 @@ class Agent:
             "facts": snap.facts,
             "failed_sources": [{"source": e.source, "reason": e.reason} for e in snap.errors],
         }
-        await reg.kv_put(publish.facts_key(self.config.node), json.dumps(doc, sort_keys=True))
-        await reg.kv_put(publish.info_key(self.config.node), json.dumps(info, sort_keys=True))
+        await reg.put(keys.node_facts(self.config.node), doc)
+        await reg.put(keys.node_info(self.config.node), info)
         output = f"{len(snap.facts)} facts gathered in {snap.took * 1000:.0f} ms"
         if snap.errors:
             output += f"; skipped: {'; '.join(map(str, snap.errors))}"
@@ -263,7 +263,7 @@ class Agent:
                 delay = self.config.interval - (time.monotonic() - t0)
             except Conflict:
                 raise
-            except publish.ManagerUnreachable as e:
+            except RegistryUnreachable as e:
                 backoff = min(MAX_BACKOFF, backoff * 2 if backoff else 0.5)
                 delay = backoff * random.uniform(0.8, 1.2)
                 log.warning("%s; retrying in %.1fs", e, delay)

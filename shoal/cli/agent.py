@@ -11,6 +11,7 @@ import click
 
 from shoal.agent.loop import Agent, AgentConfig
 from shoal.errors import BadRequest
+from shoal.registry.client import base_url
 from shoal.signals import stop_on_signals
 
 
@@ -22,10 +23,6 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
             raise BadRequest(f"--label {v!r} is not KEY=VALUE; e.g. --label disk=ssd")
         out[k] = val
     return out
-
-
-def manager_url(value: str) -> str:
-    return value if value.startswith(("http://", "https://")) else f"http://{value}"
 
 
 @click.command()
@@ -112,7 +109,7 @@ def agent(
             "a hanging fact script would delay publishing: make it at most the interval"
         )
     config = AgentConfig(
-        manager=manager_url(manager),
+        manager=base_url(manager),
         node=node,
         engine=engine,
         advertise_engine=advertise_engine,

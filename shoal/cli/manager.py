@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from shoal.api.docker.server import serve
-from shoal.cli.agent import manager_url
 from shoal.cli.registry import _hostport
+from shoal.registry.client import base_url
 from shoal.scheduler.strategy import STRATEGIES
 
 
@@ -48,7 +48,7 @@ def manager(
     host, port = _hostport(listen, 2375)
     asyncio.run(
         serve(
-            manager_url(registry),
+            base_url(registry),
             host,
             port,
             unix_socket,

@@ -2,57 +2,43 @@
 
 from __future__ import annotations
 
-import base64
-import json
+import asyncio
 import time
 from typing import Any
 
 import click
-import requests
 from rich.console import Console
 from rich.table import Table
 
-from shoal.agent.publish import PREFIX, SERVICE
-from shoal.cli.agent import manager_url
-from shoal.errors import BadRequest, NotFound, ShoalError
-
-_registry = click.option(
-    "--registry",
-    default="127.0.0.1:8500",
-    show_default=True,
-    envvar="CONSUL_HTTP_ADDR",
-    help="The registry (Consul API): HOST:PORT or URL.",
-)
+from shoal import keys
+from shoal.cli.common import registry_option
+from shoal.errors import BadRequest, NotFound, RegistryUnreachable
+from shoal.registry.client import RegistryClient, with_registry
 
 
-def _get(base: str, path: str) -> Any:
-    try:
-        r = requests.get(f"{base}{path}", timeout=10)
-    except requests.RequestException as e:
-        raise ShoalError(
-            f"registry at {base} unreachable ({e.__class__.__name__}); is the cluster up? "
-            '(eval "$(shoal dev env)" sets CONSUL_HTTP_ADDR)'
-        ) from e
-    if r.status_code == 404:
-        return None
-    r.raise_for_status()
-    return r.json()
-
-
-def node_rows(base: str) -> list[dict[str, Any]]:
-    """One row per node that ever ran an agent: health, age of facts, engine (plain data)."""
-    docs = _get(base, f"/v1/kv/{PREFIX}/?recurse") or []
+async def _node_docs(reg: RegistryClient) -> dict[str, dict[str, Any]]:
+    pairs, _ = await reg.list_prefix(keys.NODES)
     by_node: dict[str, dict[str, Any]] = {}
-    for e in docs:
-        _, _, rest = e["Key"].partition(f"{PREFIX}/")
-        node, _, kind = rest.partition("/")
-        if kind in ("facts", "info") and e.get("Value"):
-            by_node.setdefault(node, {})[kind] = json.loads(base64.b64decode(e["Value"]))
+    for p in pairs:
+        node, kind = keys.split_node_key(p.key)
+        if kind in keys.NODE_DOCS and isinstance(doc := p.json(), dict):
+            by_node.setdefault(node, {})[kind] = doc
+    return by_node
+
+
+async def _rows(reg: RegistryClient) -> list[dict[str, Any]]:
+    by_node = await _node_docs(reg)
+    checks = await asyncio.gather(*(reg.health_node(n) for n in sorted(by_node)))
+    return node_rows(by_node, dict(zip(sorted(by_node), checks, strict=True)), time.time())
+
+
+def node_rows(
+    by_node: dict[str, dict[str, Any]], checks: dict[str, list[dict[str, Any]]], now: float
+) -> list[dict[str, Any]]:
+    """One row per node that ever ran an agent: health, age of facts, engine (pure)."""
     rows = []
-    now = time.time()
     for node in sorted(by_node):
-        checks = _get(base, f"/v1/health/node/{node}") or []
-        check = next((c for c in checks if c["CheckID"] == SERVICE), None)
+        check = next((c for c in checks.get(node, []) if c["CheckID"] == keys.AGENT_SERVICE), None)
         facts, info = by_node[node].get("facts", {}), by_node[node].get("info", {})
         rows.append(
             {
@@ -70,11 +56,20 @@ def node_rows(base: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _ask(registry: str, call):
+    try:
+        return asyncio.run(with_registry(registry, call))
+    except RegistryUnreachable as e:
+        raise RegistryUnreachable(
+            f'{e.message}; is the cluster up? (eval "$(shoal dev env)" sets CONSUL_HTTP_ADDR)'
+        ) from None
+
+
 @click.command()
-@_registry
+@registry_option
 def nodes(registry: str) -> None:
     """The cluster's nodes: health, age of their facts, engine."""
-    rows = node_rows(manager_url(registry))
+    rows = _ask(registry, _rows)
     table = Table()
     for col in ("NODE", "HEALTH", "FACTS AGE", "FACTS", "ENGINE", "CPUS", "MEMORY", "SKIPPED SOURCES"):
         table.add_column(col)
@@ -98,14 +93,13 @@ def nodes(registry: str) -> None:
 @click.command()
 @click.argument("node", required=False)
 @click.option("--get", "key", metavar="FACT", help="Print only this fact's value (for scripts).")
-@_registry
+@registry_option
 def facts(node: str | None, key: str | None, registry: str) -> None:
     """Every fact of NODE, or of all nodes side by side."""
-    base = manager_url(registry)
     if key:
         if not node:
             raise BadRequest("--get needs a NODE: shoal facts node1 --get virtual")
-        got = _get(base, f"/v1/kv/{PREFIX}/{node}/facts?raw")
+        got = _ask(registry, lambda r: r.get_json(keys.node_facts(node)))
         if got is None:
             raise NotFound(f"no facts for node {node!r}; `shoal nodes` lists the nodes that have an agent")
         if key not in got["facts"]:
@@ -113,10 +107,11 @@ def facts(node: str | None, key: str | None, registry: str) -> None:
         value = got["facts"][key]
         click.echo(str(value).lower() if isinstance(value, bool) else value)
         return
-    names = [node] if node else [r["node"] for r in node_rows(base)]
+    by_node = _ask(registry, _node_docs)
+    names = [node] if node else sorted(by_node)
     docs = {}
     for n in names:
-        got = _get(base, f"/v1/kv/{PREFIX}/{n}/facts?raw")
+        got = by_node.get(n, {}).get("facts")
         if got is None:
             raise NotFound(f"no facts for node {n!r}; `shoal nodes` lists the nodes that have an agent")
         docs[n] = got["facts"]

@@ -9,28 +9,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import click
 from rich.console import Console
 from rich.table import Table
 
-from shoal.cli.agent import manager_url
+from shoal.cli.common import registry_option
 from shoal.data.model import check_remove, decide_clone, decide_snapshot, find
 from shoal.data.records import Records, new_ids
+from shoal.registry.client import with_registry
 
 
 def _with_records(fn: Callable[[Records], Awaitable[Any]], registry: str) -> Any:
-    async def go() -> Any:
-        async with aiohttp.ClientSession() as s:
-            return await fn(Records(manager_url(registry), s))
-
-    return asyncio.run(go())
-
-
-_registry = click.option(
-    "--registry", default="127.0.0.1:8500", show_default=True, envvar="CONSUL_HTTP_ADDR",
-    help="The registry (Consul API): HOST:PORT or URL.",
-)  # fmt: skip
+    return asyncio.run(with_registry(registry, lambda r: fn(Records(r))))
 
 
 @click.group()
@@ -39,7 +29,7 @@ def volume() -> None:
 
 
 @volume.command("ls")
-@_registry
+@registry_option
 def ls(registry: str) -> None:
     """Every dataset and snapshot, with its profile, node and parent."""
 
@@ -60,7 +50,7 @@ def ls(registry: str) -> None:
 
 @volume.command()
 @click.argument("ref")
-@_registry
+@registry_option
 def inspect(ref: str, registry: str) -> None:
     """One dataset or snapshot (by name, id or id prefix) as JSON."""
 
@@ -78,7 +68,7 @@ def inspect(ref: str, registry: str) -> None:
 
 @volume.command()
 @click.argument("ref")
-@_registry
+@registry_option
 def snapshot(ref: str, registry: str) -> None:
     """A read-only snapshot of dataset REF, on its node; prints the snapshot's id."""
 
@@ -93,7 +83,7 @@ def snapshot(ref: str, registry: str) -> None:
 @volume.command()
 @click.argument("ref")
 @click.argument("name")
-@_registry
+@registry_option
 def clone(ref: str, name: str, registry: str) -> None:
     """A writable dataset NAME from snapshot REF (or from a new snapshot of dataset REF)."""
 
@@ -108,7 +98,7 @@ def clone(ref: str, name: str, registry: str) -> None:
 
 @volume.command()
 @click.argument("ref")
-@_registry
+@registry_option
 def rm(ref: str, registry: str) -> None:
     """Remove dataset or snapshot REF (refused while mounted or with snapshots/clones made from it)."""
 

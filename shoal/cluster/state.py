@@ -9,7 +9,6 @@ through `shoal.cluster.nodes.node_state`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -19,15 +18,16 @@ from typing import Any
 
 import aiohttp
 
+from shoal import keys
 from shoal.cluster.nodes import node_state
 from shoal.data.model import Dataset
 from shoal.data.records import Records
-from shoal.errors import NotFound, ShoalError
+from shoal.errors import Ambiguous, EngineError, NotFound, ShoalError
+from shoal.registry.client import RegistryClient
 from shoal.scheduler.index import ClusterIndex
 from shoal.scheduler.model import ContainerRef
 
 log = logging.getLogger("shoal.cluster")
-PREFIX = "shoal/nodes/"
 RESYNC = 5.0
 EVENT_DEBOUNCE = 0.02  # one refresh for a burst of events (create, attach, start...)
 KINDS = frozenset({"info", "containers", "images", "volumes", "networks"})
@@ -49,10 +49,6 @@ EVENT_KINDS: dict[str, set[str]] = {
 def tagged(image: str) -> str:
     """An image reference with its tag, as Docker reads it: `busybox` is `busybox:latest`."""
     return image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
-
-
-class Ambiguous(ShoalError):
-    """A reference (id prefix) that matches more than one object."""
 
 
 @dataclass
@@ -79,19 +75,8 @@ class Engine:
         async with self.session.request(method, f"{self.base}/v1.41{path}", **kw) as r:
             body = await r.read()
             if r.status >= 400:
-                raise EngineError(r.status, body, self.node)
+                raise EngineError.from_reply(r.status, body, self.node)
             return json.loads(body) if body else None
-
-
-class EngineError(ShoalError):
-    def __init__(self, status: int, body: bytes, node: str) -> None:
-        try:
-            msg = json.loads(body).get("message", "")
-        except (ValueError, AttributeError):
-            msg = body.decode(errors="replace")
-        super().__init__(msg or f"engine on {node} answered {status}")
-        self.status = status
-        self.node = node
 
 
 class Cluster:
@@ -110,7 +95,8 @@ class Cluster:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
-        self.records = Records(self.registry, self._session)
+        self.client = RegistryClient(self.registry, self._session)
+        self.records = Records(self.client)
         await self._load_nodes()
         await self._load_health()
         await self._load_datasets()
@@ -141,22 +127,14 @@ class Cluster:
 
     # --- registry ---------------------------------------------------------------------------------
 
-    async def _get(self, path: str) -> tuple[int, Any]:
-        async with self.http.get(f"{self.registry}{path}", timeout=aiohttp.ClientTimeout(total=700)) as r:
-            index = int(r.headers.get("X-Consul-Index", "0"))
-            if r.status == 404:
-                return index, None
-            r.raise_for_status()
-            return index, await r.json()
-
     async def _load_nodes(self, index: int = 0) -> int:
-        q = f"?recurse&index={index}&wait=60s" if index else "?recurse"
-        new_index, entries = await self._get(f"/v1/kv/{PREFIX}{q}")
+        pairs, new_index = await self.client.list_prefix(keys.NODES, index=index, wait=60.0)
         facts, info = {}, {}
-        for e in entries or []:
-            node, _, kind = e["Key"].removeprefix(PREFIX).partition("/")
-            if e.get("Value") and kind in ("facts", "info"):
-                (facts if kind == "facts" else info)[node] = json.loads(base64.b64decode(e["Value"]))
+        for p in pairs:
+            node, kind = keys.split_node_key(p.key)
+            doc = p.json()
+            if isinstance(doc, dict) and kind in keys.NODE_DOCS:
+                (facts if kind == "facts" else info)[node] = doc
         self._facts, self._info = facts, info
         for gone in self.engines.keys() - facts.keys():  # a node whose records were deleted leaves
             del self.engines[gone]
@@ -167,15 +145,14 @@ class Cluster:
         return new_index
 
     async def _load_health(self, index: int = 0) -> int:
-        q = f"?index={index}&wait=60s" if index else ""
-        new_index, entries = await self._get(f"/v1/health/checks/shoal-agent{q}")
-        self._health = {c["Node"]: c["Status"] for c in entries or []}
+        entries, new_index = await self.client.health_checks(keys.AGENT_SERVICE, index=index, wait=60.0)
+        self._health = {c["Node"]: c["Status"] for c in entries}
         self.reindex()
         return new_index
 
     async def _load_datasets(self, index: int = 0) -> int:
         assert self.records is not None
-        self.datasets, new_index = await self.records.all(index, "60s")
+        self.datasets, new_index = await self.records.all(index, 60.0)
         self.reindex()
         return new_index
 

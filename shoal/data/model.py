@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
+from shoal.errors import BadRequest, Conflict, NotFound, PoolFull
 
 DRIVERS = ("shoal", "flocker")  # flocker: so the seed's commands and compose files run unchanged
 MAX_NAME_BYTES = 255
@@ -21,10 +21,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PREFIX = re.compile(r"^[0-9a-f-]+$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)i?[bB]?$")
 MIN_FREE = 16 << 20  # below this a pool counts as full whatever the dataset asks
-
-
-class PoolFull(ShoalError):
-    """Not enough room in the pool for what was asked."""
 
 
 @dataclass(frozen=True, slots=True)

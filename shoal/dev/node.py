@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal import keys
 from shoal.dev.layout import (
     ENGINE_PORT,
     MANAGER_PORT,
@@ -85,7 +86,7 @@ def node_services(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]
         "--load-cgroup", node.cgroup_parent(cluster.name),
         *(arg for label in node.agent_labels for arg in ("--label", label)),
     )  # fmt: skip
-    ready = f"{cluster.registry_url}/v1/kv/shoal/nodes/{node.name}/facts"
+    ready = f"{cluster.registry_url}/v1/kv/{keys.node_facts(node.name)}"
     return [ProcessSpec("agent", agent, node.log_dir / "agent.log", ready_url=ready, join="engine", tier=1)]
 
 

@@ -1,7 +1,7 @@
 """The registry's Consul semantics over a Store: KV with locks, sessions, the agent's services and checks,
 and the catalog and health views.
 
-The HTTP and DNS front ends call only this; it raises ShoalError subclasses, which api/errors.py
+The HTTP and DNS front ends call only this; it raises ShoalError subclasses, which http.py
 renders as Consul replies. The one agent here is also the leader of a one-node datacenter, as DESIGN
 says; services and checks registered through the agent belong to its node.
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from shoal.errors import BadRequest, NotFound, ShoalError
+from shoal.errors import BadRequest, NotFound, ServerError, TooLarge
 from shoal.registry import model as m
 from shoal.registry.model import (
     CHECKS,
@@ -40,14 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.registry")
 SERF_HEALTH = "serfHealth"
 MIN_TTL, MAX_TTL = 10.0, 86400.0
-
-
-class ServerError(ShoalError):
-    """Consul answers these with 500 and a plain-text message (unknown session, node or datacenter)."""
-
-
-class TooLarge(ShoalError):
-    """413: a value over Consul's limit."""
 
 
 @dataclass(frozen=True, slots=True)

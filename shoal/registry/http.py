@@ -9,9 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal import __version__
-from shoal.api.errors import consul_reply
-from shoal.errors import BadRequest, NotFound, ShoalError
+from shoal import __version__, errors
+from shoal.errors import BadRequest, NotFound, ShoalError, TooLarge
 from shoal.registry import model as m
 from shoal.registry.core import Registry
 from shoal.registry.model import CHECKS, KV, NODES, SERVICES, SESSIONS
@@ -89,6 +88,24 @@ async def _blocking(
             return index, await read()
     current = await reg.index()
     return current, await read()
+
+
+# Consul's clients map status codes, not bodies: 400 bad request, 403 permission denied, 404 not found,
+# 413 too large, 5xx server error, each with a plain-text message (py-consul, consul-template and
+# Consul's own Go client all do). Anything else, an engine's reply included, is a 500 here.
+_STATUS = {
+    errors.BAD_REQUEST: 400,
+    errors.DENIED: 403,
+    errors.NOT_FOUND: 404,
+    errors.CONFLICT: 409,
+    errors.TOO_LARGE: 413,
+}
+
+
+def consul_reply(err: ShoalError, index: int | None = None) -> web.Response:
+    """Consul's error form: the status for the error's kind and the message as plain text."""
+    headers = {"X-Consul-Index": str(index)} if index else {}
+    return web.Response(status=_STATUS.get(err.kind, 500), text=err.message, headers=headers)
 
 
 @web.middleware
@@ -255,8 +272,6 @@ async def kv_put(request: web.Request) -> web.Response:
     flags = _int_param(request, "flags", "flags") or 0
     cas = _int_param(request, "cas", "cas index")
     if request.content_length and request.content_length > m.MAX_VALUE:
-        from shoal.registry.core import TooLarge
-
         raise TooLarge(
             f"Request body({request.content_length} bytes) too large, max size: {m.MAX_VALUE} bytes."
         )

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import SESSION_UP, shoal
+from tests.conftest import CLUSTER_SUBNET, SESSION_UP, shoal
 
 pytestmark = pytest.mark.e2e
 
@@ -121,7 +121,7 @@ def test_up_with_another_shape_is_refused_and_changes_nothing(dev_cluster):
         "--nodes",
         "2",
         "--subnet",
-        "10.99.1.0/24",
+        CLUSTER_SUBNET,
         "--name",
         dev_cluster.name,
         "--root",

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from shoal.api.docker import containers, dashboard, images, local, system
 from shoal.api.docker.common import API_VERSION, CLUSTER, MIN_API_VERSION, Manager, reply_json
-from shoal.api.errors import docker_reply
+from shoal.api.docker.errors import docker_reply
 from shoal.errors import ShoalError
 
 

@@ -13,20 +13,16 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from shoal import keys
 from shoal.api.docker.common import Manager, forward, manager_of, reply_json
-from shoal.api.docker.datasets import (
-    committed,
-    dataset_requests,
-    decide_all,
-    intent_binds_to_mounts,
-    with_limits,
-)
+from shoal.api.docker.datasets import committed
 from shoal.api.docker.hijack import hijack
-from shoal.api.docker.spec import container_spec
 from shoal.cluster.state import Engine, tagged
 from shoal.cluster.status import status_text
 from shoal.data.records import new_ids
+from shoal.data.requests import dataset_requests, decide_all, with_limits
 from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
+from shoal.manager.spec import container_spec, intent_binds_to_mounts, volume_uses
 from shoal.scheduler.expr import parse
 from shoal.scheduler.model import ContainerRef
 
@@ -118,7 +114,7 @@ async def containers_create(request: web.Request) -> web.Response:
                     f"network {net} not found (`docker network create {net}` makes it on every node)"
                 )
         try:  # bad dataset names fail here, before anything is made
-            wanted = dataset_requests(body, c.datasets, m.profiles)
+            wanted = dataset_requests(volume_uses(body), c.datasets, m.profiles)
         except NotFound as e:  # 400: a 404 from create makes the docker CLI try to pull the image
             raise BadRequest(e.message) from None
         if wanted:  # a dataset that exists (or a snapshot's source) pulls the container to its node
@@ -196,10 +192,8 @@ async def containers_create(request: web.Request) -> web.Response:
 
 
 async def _store_decision(m: Manager, cid: str, record: dict[str, Any]) -> None:
-    c = m.cluster
-    with contextlib.suppress(Exception):
-        async with c.http.put(f"{c.registry}/v1/kv/shoal/decisions/{cid}", data=json.dumps(record)) as r:
-            await r.read()
+    with contextlib.suppress(ShoalError):
+        await m.cluster.client.put(keys.decision(cid), record)
 
 
 async def container_action(request: web.Request) -> web.StreamResponse:
@@ -282,9 +276,9 @@ async def decision(request: web.Request) -> web.Response:
     for d in reversed(m.decisions):
         if d.get("container") == cid:
             return reply_json(d)
-    async with c.http.get(f"{c.registry}/v1/kv/shoal/decisions/{cid}?raw") as r:
-        if r.status == 200:
-            return reply_json(json.loads(await r.read()))
+    stored = await c.client.get_json(keys.decision(cid))
+    if stored is not None:
+        return reply_json(stored)
     raise NotFound(
         f"no placement decision is recorded for {request.match_info['ref']}: it was not created through "
         "the shoal manager (it was made on its node directly)"

@@ -5,16 +5,15 @@ services and checks, and the recent placement decisions with their reasons. The 
 from __future__ import annotations
 
 import contextlib
-import json
 from importlib import resources
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from shoal.api.docker.common import manager_of, reply_json
 from shoal.cluster.status import status_text
 from shoal.data.model import Dataset
+from shoal.errors import ShoalError
 from shoal.scheduler.model import NodeState
 
 KEY_FACTS = (
@@ -89,12 +88,9 @@ async def overview_handler(request: web.Request) -> web.Response:
     c = m.cluster
     checks: list[dict[str, Any]] = []
     mounts: dict[str, int] = {}
-    with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-        async with c.http.get(
-            f"{c.registry}/v1/health/state/any", timeout=aiohttp.ClientTimeout(total=5)
-        ) as r:
-            checks = json.loads(await r.read()) or []
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(ShoalError, ValueError):
+        checks = await c.client.health_state("any")
+    with contextlib.suppress(ShoalError, ValueError):
         assert c.records is not None
         mounts = await c.records.all_mounts()
     states = {cid: s for e in c.engines.values() for cid, s in e.states.items()}

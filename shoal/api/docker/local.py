@@ -15,11 +15,12 @@ from typing import Any
 from aiohttp import web
 
 from shoal.api.docker.common import fan_out, forward, manager_of, reply_json
-from shoal.api.docker.datasets import committed, dataset_request, decide_all
-from shoal.cluster.state import Cluster, Engine, EngineError
+from shoal.api.docker.datasets import committed
+from shoal.cluster.state import Cluster, Engine
 from shoal.data.model import DRIVERS
 from shoal.data.records import new_ids
-from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
+from shoal.data.requests import dataset_request, decide_all
+from shoal.errors import BadRequest, Conflict, EngineError, NotFound, ShoalError
 from shoal.scheduler.model import ContainerSpec
 
 LOCAL_NETWORK_DRIVERS = frozenset({"", "bridge", "macvlan", "ipvlan"})

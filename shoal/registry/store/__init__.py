@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shoal.registry.store.base import Entry, Store, StoreUnavailable
+from shoal.errors import StoreUnavailable
+from shoal.registry.store.base import Entry, Store
 
 
 async def open_store(url: str) -> Store:

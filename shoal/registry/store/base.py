@@ -15,12 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shoal.errors import ShoalError
-
-
-class StoreUnavailable(ShoalError):
-    """The store cannot serve the request now (etcd without quorum, SQLite file gone)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Entry:

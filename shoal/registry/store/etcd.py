@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import grpc
 from aetcd import rpc
 
-from shoal.registry.store.base import ChangeFeed, Entry, StoreUnavailable
+from shoal.errors import StoreUnavailable
+from shoal.registry.store.base import ChangeFeed, Entry
 
 NAMESPACE = b"/shoal/"
 CALL_TIMEOUT = 2.0  # one attempt

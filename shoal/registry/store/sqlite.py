@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal.registry.store.base import ChangeFeed, Entry, StoreUnavailable
+from shoal.errors import StoreUnavailable
+from shoal.registry.store.base import ChangeFeed, Entry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (

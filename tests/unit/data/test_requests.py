@@ -1,9 +1,10 @@
 import pytest
 
-from shoal.api.docker.datasets import dataset_requests, dataset_volumes, decide_all, with_limits
 from shoal.data.model import DEFAULT_PROFILES, Dataset, PoolFull, decide_clone, find
 from shoal.data.profiles import profiles_from_doc
+from shoal.data.requests import dataset_requests, dataset_volumes, decide_all, with_limits
 from shoal.errors import BadRequest, Conflict, NotFound
+from shoal.manager.spec import volume_uses
 
 SRC = Dataset("f23ca986-1", "demoVol", "gold", "node1")
 
@@ -13,8 +14,8 @@ def _body(*binds: str, driver: str = "flocker") -> dict:
 
 
 def test_only_the_dataset_drivers_volumes_count():
-    assert dataset_volumes(_body("a@gold:/d", "/host:/h")) == ["a@gold"]
-    assert dataset_volumes(_body("a@gold:/d", driver="local")) == []
+    assert dataset_volumes(volume_uses(_body("a@gold:/d", "/host:/h"))) == ["a@gold"]
+    assert dataset_volumes(volume_uses(_body("a@gold:/d", driver="local"))) == []
     mounts = {
         "HostConfig": {
             "Mounts": [
@@ -22,20 +23,22 @@ def test_only_the_dataset_drivers_volumes_count():
             ]
         }
     }
-    assert dataset_volumes(mounts) == ["m"]
+    assert dataset_volumes(volume_uses(mounts)) == ["m"]
 
 
 def test_existing_datasets_and_snapshot_sources_pull_the_container():
     reqs = dataset_requests(
-        _body("demoVol@gold:/a", "snap@snapshot-f23c:/b", "new@silver:/c"), [SRC], DEFAULT_PROFILES
+        volume_uses(_body("demoVol@gold:/a", "snap@snapshot-f23c:/b", "new@silver:/c")),
+        [SRC],
+        DEFAULT_PROFILES,
     )
     assert [r.follows for r in reqs] == ["demoVol", "demoVol", None]
     with pytest.raises(NotFound):
-        dataset_requests(_body("x@snapshot-00:/b"), [SRC], DEFAULT_PROFILES)
+        dataset_requests(volume_uses(_body("x@snapshot-00:/b")), [SRC], DEFAULT_PROFILES)
 
 
 def test_decide_all_refuses_a_full_pool_and_returns_new_records():
-    reqs = dataset_requests(_body("new@silver:/c"), [], DEFAULT_PROFILES)
+    reqs = dataset_requests(volume_uses(_body("new@silver:/c")), [], DEFAULT_PROFILES)
     used, new = decide_all(reqs, "node2", [], "bronze", 1 << 30, ["id1"], 0.0)
     assert used == new and new[0].node == "node2" and new[0].profile == "silver"
     with pytest.raises(PoolFull, match="the pool on node2 is full: 1 MiB free"):
@@ -74,7 +77,7 @@ def test_clone_of_a_dataset_goes_through_a_snapshot():
 
 
 def test_an_intent_name_without_a_driver_becomes_a_dataset_mount():
-    from shoal.api.docker.datasets import intent_binds_to_mounts
+    from shoal.manager.spec import intent_binds_to_mounts
 
     body = {"HostConfig": {"Binds": ["myVol@gold:/data/", "plain:/p", "/h:/h:ro"]}}
     out = intent_binds_to_mounts(body)
@@ -85,5 +88,5 @@ def test_an_intent_name_without_a_driver_becomes_a_dataset_mount():
         and m["Target"] == "/data/"
         and m["VolumeOptions"]["DriverConfig"]["Name"] == "shoal"
     )
-    assert dataset_volumes(out) == ["myVol@gold"]
+    assert dataset_volumes(volume_uses(out)) == ["myVol@gold"]
     assert intent_binds_to_mounts(_body("x@gold:/d")) == _body("x@gold:/d")  # a driver was given: as asked

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from shoal.data.model import DRIVERS
 from shoal.errors import BadRequest
 from shoal.scheduler.expr import Expr, parse, parse_env
 from shoal.scheduler.model import ContainerSpec
@@ -125,3 +126,32 @@ def container_spec(body: dict[str, Any], name: str) -> tuple[ContainerSpec, dict
         labels[AFFINITIES_LABEL] = json.dumps([str(e) for e in affinities])
     out["Labels"] = labels
     return spec, out
+
+
+def intent_binds_to_mounts(body: dict[str, Any]) -> dict[str, Any]:
+    """`-v myVol@gold:/data` with no volume driver (the seed's first command): a local volume name cannot
+    hold '@', so such a name can only mean a dataset. It becomes a volume mount on the shoal driver, leaving
+    the request's other volumes on the driver they had."""
+    host = dict(body.get("HostConfig") or {})
+    if host.get("VolumeDriver") not in (None, "", "local"):
+        return body
+    keep, mounts = [], list(host.get("Mounts") or [])
+    for b in host.get("Binds") or []:
+        src, _, rest = b.partition(":")
+        if "@" in src and not src.startswith("/") and rest:
+            target, _, mode = rest.partition(":")
+            mounts.append(
+                {
+                    "Type": "volume",
+                    "Source": src,
+                    "Target": target,
+                    "ReadOnly": "ro" in mode.split(","),
+                    "VolumeOptions": {"DriverConfig": {"Name": DRIVERS[0]}},
+                }
+            )
+        else:
+            keep.append(b)
+    if len(mounts) == len(host.get("Mounts") or []):
+        return body
+    host["Binds"], host["Mounts"] = keep, mounts
+    return {**body, "HostConfig": host}

@@ -1,0 +1,69 @@
+"""Every registry key shoal itself uses, named once (nothing else spells a key).
+
+    shoal/nodes/<node>/facts       the agent's facts: {"node", "gathered_at", "facts", "failed_sources"}
+    shoal/nodes/<node>/info        address, engine, CPUs, memory, labels, pool
+    shoal/nodes/<node>/agent       the agent's claim on its node name (a Consul lock)
+    shoal/datasets/<id>            a dataset or snapshot record (the cluster's view; the node's pool holds
+                                   the truth, and rebuilds this record if it is lost)
+    shoal/dataset-names/<name>     the dataset id holding that name (claimed with cas=0)
+    shoal/mounts/<node>/<id>       the mount ids (Docker's caller IDs) holding a dataset on a node
+    shoal/decisions/<container>    the placement decision behind a container
+
+and in the catalog, the service and check `shoal-agent` per node (a TTL check each publish renews).
+"""
+
+from __future__ import annotations
+
+ROOT = "shoal/"
+NODES = "shoal/nodes/"
+DATASETS = "shoal/datasets/"
+DATASET_NAMES = "shoal/dataset-names/"
+MOUNTS = "shoal/mounts/"
+DECISIONS = "shoal/decisions/"
+AGENT_SERVICE = "shoal-agent"  # the catalog service and check every agent keeps alive
+
+NODE_DOCS = ("facts", "info")
+
+
+def node_facts(node: str) -> str:
+    return f"{NODES}{node}/facts"
+
+
+def node_info(node: str) -> str:
+    return f"{NODES}{node}/info"
+
+
+def node_claim(node: str) -> str:
+    return f"{NODES}{node}/agent"
+
+
+def split_node_key(key: str) -> tuple[str, str]:
+    """`shoal/nodes/node1/facts` -> ("node1", "facts"); ("", "") for a key outside the node layout."""
+    if not key.startswith(NODES):
+        return "", ""
+    node, _, kind = key.removeprefix(NODES).partition("/")
+    return node, kind
+
+
+def dataset(dataset_id: str) -> str:
+    return f"{DATASETS}{dataset_id}"
+
+
+def dataset_name(name: str) -> str:
+    return f"{DATASET_NAMES}{name}"
+
+
+def node_mounts(node: str) -> str:
+    return f"{MOUNTS}{node}/"
+
+
+def mounts(node: str, dataset_id: str) -> str:
+    return f"{MOUNTS}{node}/{dataset_id}"
+
+
+def decision(container_id: str) -> str:
+    return f"{DECISIONS}{container_id}"
+
+
+def last_part(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
