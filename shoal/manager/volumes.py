@@ -1,0 +1,88 @@
+"""Volumes: local-scope on every node (shoal.manager.objects), except dataset volumes (driver shoal or
+flocker), which live once, on one node, as the data services decide (shoal.manager.datasets)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from shoal.cluster.engine import path
+from shoal.data.model import DRIVERS
+from shoal.errors import EngineError, NotFound
+from shoal.manager.datasets import create_dataset_volume
+from shoal.manager.objects import failures, fan_out, first_error, split, successes
+
+if TYPE_CHECKING:
+    from shoal.manager.service import Manager
+
+
+class Volumes:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+
+    async def listed(self, query: Mapping[str, str]) -> dict[str, Any]:
+        c = self.m.cluster
+        results = await fan_out(
+            list(c.engines.values()), lambda e: e.call("GET", "/volumes", params=dict(query))
+        )
+        vols, warnings = [], []
+        for e, r in results:
+            if isinstance(r, BaseException):
+                warnings.append(f"{e.node}: {r}")
+                continue
+            for v in r.get("Volumes") or []:
+                vols.append({**v, "Name": f"{e.node}/{v['Name']}"})
+            warnings += r.get("Warnings") or []
+        return {"Volumes": vols, "Warnings": warnings or None}
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        c = self.m.cluster
+        engines, name = split(c, body.get("Name") or "")
+        if body.get("Driver") in DRIVERS:
+            node = engines[0].node if len(engines) == 1 else None
+            return await create_dataset_volume(self.m, name, body["Driver"], node, body)
+        results = await fan_out(
+            engines, lambda e: e.call("POST", "/volumes/create", json={**body, "Name": name})
+        )
+        if failed := failures(results):
+            made = successes(results)
+            created = name or next((r["Name"] for _, r in made), "")
+            if created:
+                await fan_out([e for e, _ in made], lambda e: e.call("DELETE", path("/volumes", created)))
+            raise first_error(failed, "volume create")
+        await c.resync(timeout=2.0)
+        return results[0][1]
+
+    async def inspect(self, ref: str) -> dict[str, Any]:
+        engines, name = split(self.m.cluster, ref)
+        for _, r in await fan_out(engines, lambda e: e.call("GET", path("/volumes", name))):
+            if not isinstance(r, BaseException):
+                return r
+        raise NotFound(f"get {name}: no such volume")
+
+    async def remove(self, ref: str, query: Mapping[str, str]) -> None:
+        c = self.m.cluster
+        engines, name = split(c, ref)
+        results = await fan_out(
+            engines, lambda e: e.call("DELETE", path("/volumes", name), params=dict(query))
+        )
+        await c.resync(timeout=2.0)
+        failed = [
+            (e, r) for e, r in failures(results) if not (isinstance(r, EngineError) and r.status == 404)
+        ]
+        if failed:
+            raise first_error(failed, "volume remove")
+        if len(failures(results)) == len(results):
+            raise NotFound(f"get {name}: no such volume")
+
+    async def prune(self, query: Mapping[str, str]) -> dict[str, Any]:
+        c = self.m.cluster
+        results = await fan_out(
+            list(c.engines.values()), lambda e: e.call("POST", "/volumes/prune", params=dict(query))
+        )
+        deleted, space = [], 0
+        for e, r in successes(results):
+            deleted += [f"{e.node}/{v}" for v in r.get("VolumesDeleted") or []]
+            space += r.get("SpaceReclaimed") or 0
+        await c.resync(timeout=2.0)
+        return {"VolumesDeleted": deleted, "SpaceReclaimed": space}
