@@ -66,6 +66,7 @@ class Engine:
                 method,
                 self.url_for(api_path),
                 timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=CONNECT),
+                allow_redirects=False,
                 **kw,
             ) as r:
                 body = await r.read()
@@ -74,6 +75,6 @@ class Engine:
                 f"the engine on {self.node} ({self.url}) did not answer {method} {api_path.split('?')[0]}: "
                 f"{e or type(e).__name__}"
             ) from e
-        if r.status >= 400:
-            raise EngineError.from_reply(r.status, body, self.node)
+        if r.status >= 300:  # a redirect is no answer to an API call: never followed, never taken as done
+            raise EngineError.from_reply(r.status if r.status >= 400 else 502, body, self.node)
         return json.loads(body) if body else None

@@ -26,7 +26,7 @@ from shoal.logs import kv
 from shoal.manager.datasets import committed
 from shoal.manager.decisions import decision_record
 from shoal.manager.service import Route
-from shoal.manager.spec import container_spec, intent_binds_to_mounts, volume_uses
+from shoal.manager.spec import check_body, check_name, container_spec, intent_binds_to_mounts, volume_uses
 from shoal.scheduler.expr import parse
 from shoal.scheduler.model import ContainerRef, ContainerSpec
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shoal.manager")
 RUNNING = ("running", "paused", "restarting")
+HOST_DOWN = "Host Down"
 # what may follow /containers/{id}/ — anything else is not a Docker endpoint and is refused, never relayed
 ACTIONS = frozenset(
     {
@@ -83,6 +84,8 @@ class Containers:
 
     async def create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         c = self.cluster
+        check_name(name)
+        check_body(body)
         body = intent_binds_to_mounts(body)
         spec, out = container_spec(body, name)
         async with self._lock:
@@ -219,17 +222,19 @@ class Containers:
     # --- lists --------------------------------------------------------------------------------------
 
     async def listed(self, every: bool, limit: int | None = None) -> list[dict[str, Any]]:
-        """`docker ps` from the cache (as classic Swarm did), with STATUS computed now, newest first."""
+        """`docker ps` from the cache (as classic Swarm did), with STATUS computed now, newest first. A node
+        that does not answer keeps its last known containers listed, their STATUS `Host Down` (Swarm's
+        words), rather than dropping them."""
         c = self.cluster
         await c.fresh()
         now = c.now()
         found = []
         for e, ct in c.all_containers():
-            if not e.reachable:
-                continue
             if every or ct.get("State") in RUNNING:
                 doc = with_node(ct, e.node)
-                if (state := e.states.get(ct["Id"])) is not None:
+                if not e.reachable:
+                    doc["Status"] = HOST_DOWN
+                elif (state := e.states.get(ct["Id"])) is not None:
                     doc["Status"] = status_text(state, now)
                 found.append(doc)
         return newest_first(found, limit)

@@ -3,8 +3,9 @@ inspect, history and save to any node that has it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.engine import path
@@ -16,6 +17,21 @@ if TYPE_CHECKING:
     from shoal.manager.service import Manager
 
 FROM_A_HOLDER = frozenset({"json", "history", "get"})
+LOAD_BUFFER = 16  # chunks of an archive waiting for one node
+LOAD_TIMEOUT = 3600.0
+
+
+async def _offer(
+    queues: list[asyncio.Queue[bytes | None]], tasks: list[asyncio.Future[Any]], item: bytes | None
+):
+    """Hands `item` to every node still loading; one that failed is not waited for."""
+    for q, t in zip(queues, tasks, strict=True):
+        if t.done():
+            continue
+        put = asyncio.ensure_future(q.put(item))
+        await asyncio.wait([put, t], return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
 
 
 def merged(lists: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -63,13 +79,28 @@ class Images:
             raise NotFound(f"no node holds all of {', '.join(names)}; save them one at a time")
         return Route(self.m.cluster.engine(sorted(common)[0]), "/images/get")
 
-    async def load(self, data: bytes) -> dict[str, Any]:
-        """`docker load` through the manager loads onto every node."""
+    async def load(self, archive: AsyncIterator[bytes]) -> dict[str, Any]:
+        """`docker load` through the manager loads onto every node: the archive streams to all of them at
+        once, each through a small buffer (never the whole archive in memory), as fast as the slowest."""
         c = self.m.cluster
-        results = await fan_out(
-            list(c.engines.values()),
-            lambda e: e.call("POST", "/images/load", params={"quiet": "1"}, data=data, timeout=600),
-        )
+        engines = list(c.engines.values())
+        queues: list[asyncio.Queue[bytes | None]] = [asyncio.Queue(LOAD_BUFFER) for _ in engines]
+
+        async def chunks(q: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+            while (chunk := await q.get()) is not None:
+                yield chunk
+
+        tasks = [
+            asyncio.ensure_future(
+                e.call("POST", "/images/load", params={"quiet": "1"}, data=chunks(q), timeout=LOAD_TIMEOUT)
+            )
+            for e, q in zip(engines, queues, strict=True)
+        ]
+        async for chunk in archive:
+            await _offer(queues, tasks, chunk)
+        await _offer(queues, tasks, None)
+        outcome = await asyncio.gather(*tasks, return_exceptions=True)
+        results = list(zip(engines, outcome, strict=True))
         errors = [f"{e.node}: {r}" for e, r in results if isinstance(r, BaseException)]
         await c.resync(timeout=2.0)
         if errors:

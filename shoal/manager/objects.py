@@ -15,17 +15,27 @@ from typing import Any
 
 from shoal.cluster.engine import Engine
 from shoal.cluster.state import Cluster
-from shoal.errors import EngineError, ShoalError
+from shoal.errors import BadRequest, EngineError, NotFound, ShoalError
 
 Results = list[tuple[Engine, Any]]
 
 
 def split(c: Cluster, ref: str) -> tuple[list[Engine], str]:
-    """`node1/name` -> ([node1's engine], name); `name` -> (every engine, name)."""
+    """`node1/name` -> ([node1's engine], name); `name` -> (every engine, name). A name is one path
+    segment on an engine: anything else ('/', '..', NUL) names no object and is refused here."""
     node, sep, name = ref.partition("/")
     if sep and node in c.engines:
+        check_name(name)
         return [c.engines[node]], name
+    if sep:
+        raise NotFound(f"no node named {node!r} (`docker info` lists the nodes); {ref!r} names nothing")
+    check_name(ref)
     return list(c.engines.values()), ref
+
+
+def check_name(name: str) -> None:
+    if name in (".", "..") or "/" in name or "\0" in name:
+        raise BadRequest(f"invalid name {name!r}: a name is one path segment, without '/' or NUL")
 
 
 async def fan_out(engines: list[Engine], call: Callable[[Engine], Awaitable[Any]]) -> Results:

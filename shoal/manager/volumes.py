@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.engine import path
 from shoal.data.model import DRIVERS
-from shoal.errors import EngineError, NotFound
+from shoal.errors import BadRequest, EngineError, NotFound
 from shoal.manager.datasets import create_dataset_volume
 from shoal.manager.objects import failures, fan_out, first_error, split, successes
 
@@ -37,10 +37,16 @@ class Volumes:
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         c = self.m.cluster
-        engines, name = split(c, body.get("Name") or "")
-        if body.get("Driver") in DRIVERS:
-            node = engines[0].node if len(engines) == 1 else None
-            return await create_dataset_volume(self.m, name, body["Driver"], node, body)
+        raw = body.get("Name") or ""
+        if not isinstance(raw, str):
+            raise BadRequest("the volume Name must be a string")
+        if body.get("Driver") in DRIVERS:  # the dataset's own name rules apply (shoal.data.model)
+            node, sep, rest = raw.partition("/")
+            if sep and node in c.engines:
+                return await create_dataset_volume(self.m, rest, body["Driver"], node, body)
+            only = next(iter(c.engines)) if len(c.engines) == 1 else None
+            return await create_dataset_volume(self.m, raw, body["Driver"], only, body)
+        engines, name = split(c, raw)
         results = await fan_out(
             engines, lambda e: e.call("POST", "/volumes/create", json={**body, "Name": name})
         )

@@ -25,8 +25,7 @@ async def images_save(request: web.Request) -> web.StreamResponse:
 
 
 async def image_load(request: web.Request) -> web.Response:
-    data = await request.read()
-    return reply_json(await manager_of(request).images.load(data))
+    return reply_json(await manager_of(request).images.load(request.content.iter_chunked(1 << 16)))
 
 
 async def image_pull(request: web.Request) -> web.Response:
