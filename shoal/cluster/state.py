@@ -39,6 +39,7 @@ RESYNC = 5.0
 EVENT_DEBOUNCE = 0.02  # one refresh for a burst of events (create, attach, start...)
 FRESH_WAIT = 1.0  # a read waits at most this long for refreshes under way (a hung engine stays stale)
 LOOK_AGAIN = 2.0  # a lookup that missed asks the engines again, for at most this long
+LOOK_EVERY = 1.0  # and not more often than this
 KINDS = ("info", "containers", "images", "volumes", "networks")
 _LIST = {
     "info": "/info",
@@ -101,6 +102,8 @@ class Cluster:
         self.reservations: dict[str, tuple[float, int]] = {}  # container id -> (cpus, memory)
         self.datasets: list[Dataset] = []  # every dataset record, watched
         self._pending: dict[str, list[Reservation]] = {}  # node -> creates on their way to its engine
+        self._looking: asyncio.Future[None] | None = None
+        self._looked_at = 0.0
         self._session: aiohttp.ClientSession | None = None
         self._client: RegistryClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -263,6 +266,13 @@ class Cluster:
             await self._sync_engine(e, kinds)
             self.reindex(e.node)
 
+    async def changed(self, kinds: set[str], nodes: list[str] | None = None) -> None:
+        """After a write through the manager: those kinds listed again on those nodes (every node by
+        default), waited for a bounded while, so the reply's reader sees the write."""
+        for node in nodes if nodes is not None else list(self.engines):
+            self.mark(node, kinds)
+        await self.fresh()
+
     async def fresh(self, timeout: float = FRESH_WAIT) -> None:
         """Wait (a bounded while) for every refresh under way: each change marked before this call is then
         in the cache, unless its engine is too slow to say, which then shows what it said last."""
@@ -389,6 +399,15 @@ class Cluster:
         self.reindex(res.node)
         self.mark(res.node, {"containers"}, (container_id,))
 
+    def suspect(self, node: str) -> None:
+        """An engine that did not answer a call: unreachable (critical to the scheduler) until a list says
+        otherwise; the periodic resync looks again."""
+        e = self.engines.get(node)
+        if e is not None and e.reachable:
+            e.reachable = False
+            kv(log, "engine unreachable", logging.WARNING, node=node, engine=e.url, error="a call timed out")
+            self.reindex(node)
+
     def pending_name(self, name: str) -> bool:
         return any(r.ref.name == name for rs in self._pending.values() for r in rs)
 
@@ -434,11 +453,24 @@ class Cluster:
         raise NotFound(f"No such container: {ref}")
 
     async def find(self, ref: str) -> Located:
+        """`locate`, looking again when the cache misses (it may lag a change made on a node directly)."""
         try:
             return self.locate(ref)
         except NotFound:
-            await self.resync(timeout=LOOK_AGAIN)
+            await self.look_again()
             return self.locate(ref)
+
+    async def look_again(self) -> None:
+        """After a miss: the refreshes the engines' events started, then one resync of every engine shared
+        by all the lookups that miss meanwhile and done at most once per LOOK_EVERY, so requests for names
+        that exist nowhere cannot make the manager list every engine again and again."""
+        await self.fresh()
+        if self._looking is None or self._looking.done():
+            if time.monotonic() - self._looked_at < LOOK_EVERY:
+                return
+            self._looking = asyncio.ensure_future(self.resync(timeout=LOOK_AGAIN))
+            self._looking.add_done_callback(lambda _: setattr(self, "_looked_at", time.monotonic()))
+        await asyncio.shield(self._looking)
 
     def name_in_use(self, name: str) -> dict[str, Any] | None:
         for _, c in self.all_containers():
@@ -465,7 +497,7 @@ class Cluster:
         build done on a node directly)."""
         holders = self.nodes_with_image(image)
         if not holders:
-            await self.resync(timeout=LOOK_AGAIN)
+            await self.look_again()
             holders = self.nodes_with_image(image)
         return holders
 

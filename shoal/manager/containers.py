@@ -21,7 +21,7 @@ from shoal.cluster.state import Located, tagged
 from shoal.cluster.status import status_text
 from shoal.data.records import new_ids
 from shoal.data.requests import DatasetRequest, dataset_requests, decide_all, with_limits
-from shoal.errors import BadRequest, Conflict, NoPlacement, NotFound
+from shoal.errors import BadRequest, Conflict, EngineError, NoPlacement, NotFound, Unavailable
 from shoal.logs import kv
 from shoal.manager.datasets import committed
 from shoal.manager.decisions import decision_record
@@ -110,7 +110,7 @@ class Containers:
             spec = image_affinity(follow_datasets(spec, wanted), holders, set(c.engines))
             p = self.m.place(spec)
             if p.node is None:  # the cache may lag what was just done on a node directly: look again, once
-                await c.resync(timeout=2.0)
+                await c.look_again()
                 p = self.m.place(spec)
             if p.node is None:
                 record = decision_record(name, spec, p, c.now())
@@ -137,6 +137,10 @@ class Containers:
                 created = await c.engine(p.node).call(
                     "POST", "/containers/create", params={"name": name} if name else None, json=out
                 )
+        except Unavailable:
+            c.release(reservation)
+            c.suspect(p.node)  # the next decisions pass it over until it answers a list again
+            raise
         except BaseException:
             c.release(reservation)
             raise
@@ -230,7 +234,9 @@ class Containers:
         now = c.now()
         found = []
         for e, ct in c.all_containers():
-            if every or ct.get("State") in RUNNING:
+            # a container on a node that does not answer is listed whatever state it was last seen in:
+            # its state is not known now, and hiding it would look as if it were gone
+            if every or not e.reachable or ct.get("State") in RUNNING:
                 doc = with_node(ct, e.node)
                 if not e.reachable:
                     doc["Status"] = HOST_DOWN
@@ -248,6 +254,9 @@ class Containers:
 
         engines = list(c.engines.values())
         lists = await asyncio.gather(*(one(e) for e in engines), return_exceptions=True)
+        refused = [r for r in lists if isinstance(r, EngineError) and r.status < 500]
+        if refused and len(refused) == len(lists):  # the query itself is wrong: the engine's own words
+            raise refused[0]
         found = [x for lst in lists if not isinstance(lst, BaseException) for x in lst]
         return newest_first(found, limit)
 

@@ -102,7 +102,7 @@ class Images:
         outcome = await asyncio.gather(*tasks, return_exceptions=True)
         results = list(zip(engines, outcome, strict=True))
         errors = [f"{e.node}: {r}" for e, r in results if isinstance(r, BaseException)]
-        await c.resync(timeout=2.0)
+        await c.changed({"images"})
         if errors:
             raise ShoalError("load failed on " + "; ".join(errors))
         return {"stream": f"Loaded onto {len(results)} nodes\n"}
@@ -112,7 +112,7 @@ class Images:
         c = self.m.cluster
         for node in await self.holders(name):
             await c.engine(node).call("POST", path("/images", name) + "/tag", params=dict(query))
-        await c.resync(timeout=2.0)
+        await c.changed({"images"})
 
     async def remove(self, name: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
         """Removed from every node that holds it; the reply lists what each node untagged and deleted."""
@@ -124,7 +124,7 @@ class Images:
                 out += await c.engine(node).call("DELETE", path("/images", name), params=dict(query))
             except EngineError as e:
                 errors.append(EngineError(e.status, f"{e.message} (on {node})", node))
-        await c.resync(timeout=2.0)
+        await c.changed({"images"})
         if errors:
             raise errors[0]
         return list({json.dumps(x, sort_keys=True): x for x in out}.values())

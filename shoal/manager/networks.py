@@ -39,7 +39,7 @@ class Networks:
         c = self.m.cluster
         found = named(c, ref)
         if not found:
-            await c.resync(timeout=2.0)
+            await c.look_again()
             found = named(c, ref)
         if not found:
             raise NotFound(f"network {ref} not found")
@@ -63,7 +63,7 @@ class Networks:
                 f"network driver {driver!r} is not supported by the shoal manager: local-scope drivers "
                 f"({', '.join(sorted(d for d in LOCAL_DRIVERS if d))}) are made on each node"
             )
-        await c.resync(timeout=2.0)
+        await c.changed({"networks"})
         if have := [e.node for e in engines for n in e.networks if n["Name"] == name]:
             raise Conflict(f"network with name {name} already exists (on {', '.join(have)})")
         results = await fan_out(
@@ -73,7 +73,7 @@ class Networks:
             for e, r in successes(results):
                 await e.call("DELETE", path("/networks", r["Id"]))
             raise first_error(failed, "network create")
-        await c.resync(timeout=2.0)
+        await c.changed({"networks"})
         warnings = [r.get("Warning") for _, r in results if r.get("Warning")]
         return {"Id": results[0][1]["Id"], "Warning": "; ".join(warnings)}
 
@@ -89,7 +89,7 @@ class Networks:
         results = await fan_out(
             [e for e, _ in found], lambda e: e.call("DELETE", path("/networks", ids[e.node]))
         )
-        await c.resync(timeout=2.0)
+        await c.changed({"networks"})
         if failed := failures(results):
             raise first_error(failed, "network remove")
 
@@ -103,7 +103,7 @@ class Networks:
         await found_ct.engine.call(
             "POST", path("/networks", mine[0]["Id"]) + f"/{action}", json={**body, "Container": found_ct.id}
         )
-        await c.resync(found_ct.node, timeout=2.0)
+        await c.changed({"networks", "containers"}, [found_ct.node])
 
     async def prune(self, query: Mapping[str, str]) -> dict[str, Any]:
         c = self.m.cluster
@@ -111,5 +111,5 @@ class Networks:
             list(c.engines.values()), lambda e: e.call("POST", "/networks/prune", params=dict(query))
         )
         deleted = [f"{e.node}/{n}" for e, r in successes(results) for n in r.get("NetworksDeleted") or []]
-        await c.resync(timeout=2.0)
+        await c.changed({"networks"})
         return {"NetworksDeleted": deleted}

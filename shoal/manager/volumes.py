@@ -3,6 +3,7 @@ flocker), which live once, on one node, as the data services decide (shoal.manag
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -47,16 +48,16 @@ class Volumes:
             only = next(iter(c.engines)) if len(c.engines) == 1 else None
             return await create_dataset_volume(self.m, raw, body["Driver"], only, body)
         engines, name = split(c, raw)
+        # an unnamed volume gets its name here, as dockerd names it (64 hex), so it is one name everywhere
+        name = name or secrets.token_hex(32)
         results = await fan_out(
             engines, lambda e: e.call("POST", "/volumes/create", json={**body, "Name": name})
         )
         if failed := failures(results):
             made = successes(results)
-            created = name or next((r["Name"] for _, r in made), "")
-            if created:
-                await fan_out([e for e, _ in made], lambda e: e.call("DELETE", path("/volumes", created)))
+            await fan_out([e for e, _ in made], lambda e: e.call("DELETE", path("/volumes", name)))
             raise first_error(failed, "volume create")
-        await c.resync(timeout=2.0)
+        await c.changed({"volumes"})
         return results[0][1]
 
     async def inspect(self, ref: str) -> dict[str, Any]:
@@ -72,7 +73,7 @@ class Volumes:
         results = await fan_out(
             engines, lambda e: e.call("DELETE", path("/volumes", name), params=dict(query))
         )
-        await c.resync(timeout=2.0)
+        await c.changed({"volumes"})
         failed = [
             (e, r) for e, r in failures(results) if not (isinstance(r, EngineError) and r.status == 404)
         ]
@@ -90,5 +91,5 @@ class Volumes:
         for e, r in successes(results):
             deleted += [f"{e.node}/{v}" for v in r.get("VolumesDeleted") or []]
             space += r.get("SpaceReclaimed") or 0
-        await c.resync(timeout=2.0)
+        await c.changed({"volumes"})
         return {"VolumesDeleted": deleted, "SpaceReclaimed": space}

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from shoal.api.docker import containers, dashboard, images, networks, system, volumes
-from shoal.api.docker.common import API_VERSION, MANAGER, MIN_API_VERSION, reply_json
+from shoal.api.docker.common import API_VERSION, MANAGER, MIN_API_VERSION, api_path, reply_json
 from shoal.api.docker.errors import docker_reply
 from shoal.errors import ShoalError, Unavailable
 from shoal.manager.service import Manager
@@ -29,6 +29,11 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return docker_reply(e)
     except aiohttp.ClientError as e:
         return docker_reply(Unavailable(f"engine unreachable: {e}"))
+    except web.HTTPException as e:  # the router's own 404/405/413: in Docker's form too
+        if e.status < 400:
+            raise
+        what = f"{request.method} {api_path(request)!r}"
+        return reply_json({"message": f"{e.reason}: {what} is not served by the shoal manager"}, e.status)
 
 
 def make_app(manager: Manager) -> web.Application:

@@ -45,13 +45,17 @@ async def read_capped(request: web.Request, limit: int = MAX_JSON) -> bytes:
     return bytes(data)
 
 
+def _not_json(word: str) -> Any:
+    raise ValueError(f"{word} is not a JSON value")
+
+
 async def read_json(request: web.Request, what: str = "the request body") -> dict[str, Any]:
     """A JSON object body (empty means {}); anything else is a 400 that says what was wrong."""
     raw = await read_capped(request)
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
     except ValueError as e:
         raise BadRequest(f"{what} is not valid JSON: {e}") from None
     except RecursionError:
