@@ -22,6 +22,7 @@ from pathlib import Path
 
 from _bench import ROOT, bench_cluster
 
+from shoal.data.model import Dataset
 from shoal.data.plan import Step
 from shoal.data.pool import open_pool
 from shoal.dev.layout import ClusterSpec
@@ -47,16 +48,18 @@ def snapshots(runs: int) -> None:
     try:
         times = {}
         for pool in (open_pool(mnt, "btrfs"), open_pool(plain, "directory")):
-            pool.apply(Step("create", "src"))
-            _fill(pool.path("src"), 1024)
+            src = Dataset(str(uuid.uuid4()), "src", "gold", "", created=time.time())
+            pool.apply(Step("create", src.id, record=src))
+            _fill(pool.path(src.id), 1024)
             took = []
-            for i in range(runs if pool.kind == "btrfs" else max(3, runs // 5)):
+            for _ in range(runs if pool.kind == "btrfs" else max(3, runs // 5)):
+                snap = Dataset(str(uuid.uuid4()), "", "gold", "", parent=src.id, kind="snapshot")
                 t = time.perf_counter()
-                pool.apply(Step("snapshot", f"s{i}", "src"))
+                pool.apply(Step("snapshot", snap.id, src.id, record=snap))  # its record included
                 os.sync()  # durable, both: btrfs commits its snapshot, the copy must reach the disk too
                 took.append(time.perf_counter() - t)
-                pool.apply(Step("delete", f"s{i}"))
-            pool.apply(Step("delete", "src"))
+                pool.apply(Step("delete", snap.id, record=snap))
+            pool.apply(Step("delete", src.id, record=src))
             times[pool.kind] = statistics.median(took)
         b, d = times["btrfs"], times["directory"]
         print(

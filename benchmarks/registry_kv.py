@@ -1,5 +1,6 @@
 """Registry figures over HTTP, on SQLite and on etcd: KV PUT/s and GET/s with 16 concurrent clients,
-blocking-query wake-up latency (p50/p99), and 1,000 blocking queries held open at once.
+transactions/s (PUT /v1/txn: a cas=0 claim and a record, the dataset-name pattern), blocking-query
+wake-up latency (p50/p99), and 1,000 blocking queries held open at once.
 
 Baseline in the same run: a no-op aiohttp server answering every PUT/GET with `true` on the same
 machine, i.e. the HTTP ceiling these clients can reach; each store's rate is printed against it.
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import multiprocessing
 import sys
 import tempfile
@@ -56,6 +59,32 @@ async def _rate(base: str, method: str, seconds: float) -> float:
                     async with s.get(url) as r:
                         assert r.status in (200, 404)
                         await r.read()
+                n += 1
+                done += 1
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(CLIENTS)))
+    return done / (time.monotonic() - t0)
+
+
+async def _txn_rate(base: str, seconds: float) -> float:
+    """Two-write transactions from 16 clients: claim a fresh name (cas=0) and write its record."""
+    done = 0
+    stop = time.monotonic() + seconds
+    value = base64.b64encode(b"x" * 64).decode()
+
+    async def client(i: int) -> None:
+        nonlocal done
+        async with aiohttp.ClientSession() as s:
+            n = 0
+            while time.monotonic() < stop:
+                ops = [
+                    {"KV": {"Verb": "cas", "Key": f"bench/txn/{i}/{n}/name", "Value": value, "Index": 0}},
+                    {"KV": {"Verb": "set", "Key": f"bench/txn/{i}/{n}/record", "Value": value}},
+                ]
+                async with s.put(f"{base}/v1/txn", data=json.dumps(ops)) as r:
+                    assert r.status == 200, await r.text()
+                    await r.read()
                 n += 1
                 done += 1
 
@@ -119,6 +148,7 @@ async def _held_open(base: str, n: int) -> tuple[int, int, float]:
 
 async def bench(base: str, seconds: float, full: bool) -> dict[str, float]:
     out = {"put": await _rate(base, "PUT", seconds), "get": await _rate(base, "GET", seconds)}
+    out["txn"] = await _txn_rate(base, seconds)
     if full:
         lat = await _wakeups(base, 200)
         out["p50"], out["p99"] = pct(lat, 50) * 1000, pct(lat, 99) * 1000
@@ -139,7 +169,7 @@ def main() -> None:
     noop.terminate()
     print(
         f"baseline (no-op aiohttp server, {CLIENTS} clients): "
-        f"PUT {base['put']:.0f}/s  GET {base['get']:.0f}/s"
+        f"PUT {base['put']:.0f}/s  GET {base['get']:.0f}/s  TXN {base['txn']:.0f}/s"
     )
 
     with single_etcd() as ep:
@@ -151,7 +181,8 @@ def main() -> None:
                 stop_registry(reg)
             print(
                 f"{name:<6} PUT {r['put']:.0f}/s ({r['put'] / base['put']:.2f}x baseline)  "
-                f"GET {r['get']:.0f}/s ({r['get'] / base['get']:.2f}x baseline)"
+                f"GET {r['get']:.0f}/s ({r['get'] / base['get']:.2f}x baseline)  "
+                f"TXN {r['txn']:.0f}/s ({r['txn'] / base['txn']:.2f}x baseline)"
             )
             print(
                 f"{name:<6} blocking wake-up after a PUT: p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms "

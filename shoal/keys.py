@@ -3,10 +3,13 @@
     shoal/nodes/<node>/facts       the agent's facts: {"node", "gathered_at", "facts", "failed_sources"}
     shoal/nodes/<node>/info        address, engine, CPUs, memory, labels, pool
     shoal/nodes/<node>/agent       the agent's claim on its node name (a Consul lock)
+    shoal/nodes/<node>/data        the node's data report (refused records, conflicts, failing steps)
     shoal/datasets/<id>            a dataset or snapshot record (the cluster's view; the node's pool holds
                                    the truth, and rebuilds this record if it is lost)
     shoal/dataset-names/<name>     the dataset id holding that name (claimed with cas=0)
     shoal/mounts/<node>/<id>       the mount ids (Docker's caller IDs) holding a dataset on a node
+    shoal/deletions/<id>           an explicit, durable request to delete a dataset (the only thing that
+                                   ever makes a node delete data)
     shoal/decisions/<container>    the placement decision behind a container
 
 and in the catalog, the service and check `shoal-agent` per node (a TTL check each publish renews).
@@ -19,6 +22,7 @@ NODES = "shoal/nodes/"
 DATASETS = "shoal/datasets/"
 DATASET_NAMES = "shoal/dataset-names/"
 MOUNTS = "shoal/mounts/"
+DELETIONS = "shoal/deletions/"
 DECISIONS = "shoal/decisions/"
 AGENT_SERVICE = "shoal-agent"  # the catalog service and check every agent keeps alive
 
@@ -35,6 +39,10 @@ def node_info(node: str) -> str:
 
 def node_claim(node: str) -> str:
     return f"{NODES}{node}/agent"
+
+
+def node_data(node: str) -> str:
+    return f"{NODES}{node}/data"
 
 
 def split_node_key(key: str) -> tuple[str, str]:
@@ -59,6 +67,10 @@ def node_mounts(node: str) -> str:
 
 def mounts(node: str, dataset_id: str) -> str:
     return f"{MOUNTS}{node}/{dataset_id}"
+
+
+def deletion(dataset_id: str) -> str:
+    return f"{DELETIONS}{dataset_id}"
 
 
 def decision(container_id: str) -> str:

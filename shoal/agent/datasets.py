@@ -1,36 +1,49 @@
-"""The node's data service: converges the pool to the registry's dataset records (discover, plan, apply),
-and serves the Docker volume plugin protocol (driver `shoal`, and `flocker` for the seed's files) on the
-node's /run/docker/plugins. Decisions come from shoal.data.model; this module is the I/O around them."""
+"""The node's data service: its pool (the truth about its data: every dataset and snapshot with its own
+record on disk), the convergence loop that keeps the pool and the registry's records together
+(shoal.agent.convergence), and the Docker volume plugin it serves (shoal.agent.plugin).
+
+Decisions come from shoal.data (model for volume names, plan for convergence); this module is the I/O
+around them. Lookups by the plugin fall back to the pool's own records when the registry does not answer,
+so containers keep mounting the node's datasets while the registry is away; only what needs the cluster
+(claiming a new name, recording a deletion request) waits for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+import aiohttp
 
-from shoal.data.model import DRIVERS, Dataset, Profile, check_remove, decide, matching, parse_intent
-from shoal.data.plan import plan
+from shoal.agent.convergence import RESYNC_EVERY, Convergence, line
+from shoal.agent.plugin import PluginServer
+from shoal.data.model import (
+    DRIVERS,
+    Dataset,
+    Deletion,
+    Profile,
+    check_remove,
+    check_unused,
+    containers_using,
+    decide,
+    matching,
+    parse_intent,
+)
+from shoal.data.plan import Cluster, PoolState
 from shoal.data.pool.base import Pool
 from shoal.data.records import Records, new_ids
-from shoal.errors import BadRequest, ShoalError
+from shoal.errors import Conflict, RegistryUnreachable, ShoalError, Unavailable
 
 log = logging.getLogger("shoal.agent.datasets")
-PLUGIN_TYPE = "application/vnd.docker.plugins.v1.2+json"
-
-
-def plugin_reply(err: ShoalError) -> web.Response:
-    """The volume plugin protocol's error form: a 200 whose `Err` dockerd shows the user as the volume
-    error, whatever the kind (Flocker's `_endpoint` answered the same way)."""
-    return web.Response(body=json.dumps({"Err": err.message}).encode(), content_type=PLUGIN_TYPE)
+ENGINE_TIMEOUT = 5.0
 
 
 class DataService:
@@ -43,6 +56,9 @@ class DataService:
         default_profile: str,
         mount_prefix: Path,
         plugins_dir: Path,
+        engine: aiohttp.ClientSession | None = None,
+        engine_base: str = "http://engine",
+        resync_every: float = RESYNC_EVERY,
     ) -> None:
         self.node = node
         self.pool = pool
@@ -50,42 +66,43 @@ class DataService:
         self.profiles = profiles
         self.default_profile = default_profile
         self.prefix = mount_prefix
-        self.plugins_dir = plugins_dir
-        self.known: list[Dataset] = []
-        self.mounts: dict[str, list[str]] = {}
-        self._lock = asyncio.Lock()
-        self._runner: web.AppRunner | None = None
-        self._watch: asyncio.Task[None] | None = None
+        self.engine = engine
+        self.engine_base = engine_base
+        self.lock = asyncio.Lock()
+        self.mounts: dict[str, list[str]] = {}  # dataset id -> the mount ids dockerd holds it by
+        self.cluster: Cluster | None = None  # the registry's view at the last round
+        self.local: PoolState | None = None  # the pool at the last round
+        self.convergence = Convergence(self, resync_every)
+        self.plugin = PluginServer(self, plugins_dir)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Serves the plugin at once and converges in the background: a registry that is away (or empty)
+        delays the records, never the node's own datasets."""
         self._bind_prefix()
-        self.mounts = await self.records.mounts(self.node)
-        await self.converge()
-        self._watch = asyncio.get_running_loop().create_task(self._follow())
-        self.plugins_dir.mkdir(parents=True, exist_ok=True)
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        for name in DRIVERS:  # one plugin, answering to each driver name
-            sock = self.plugins_dir / f"{name}.sock"
-            sock.unlink(missing_ok=True)
-            await web.UnixSite(self._runner, str(sock)).start()
+        try:
+            self.mounts = await self.records.mounts(self.node)
+        except ShoalError as e:
+            log.warning(line("mounts not read", node=self.node, error=e))
+        self.local = await asyncio.to_thread(self.pool.discover)
+        await self.plugin.start()
+        self.convergence.start()
         log.info(
-            "volume plugin %s on %s; pool %s (%s)",
-            "/".join(DRIVERS),
-            self.plugins_dir,
-            self.pool.root,
-            self.pool.kind,
+            line(
+                "data service started",
+                node=self.node,
+                drivers="/".join(DRIVERS),
+                plugins=self.plugin.plugins_dir,
+                pool=self.pool.root,
+                kind=self.pool.kind,
+                datasets=len(self.local.datasets),
+            )
         )
 
     async def stop(self) -> None:
-        if self._watch:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.plugin.stop()
+        await self.convergence.stop()
 
     def _bind_prefix(self) -> None:
         """Mount paths are <prefix>/<dataset id> (/flocker/<uuid> as the seed shows): the prefix is the pool's
@@ -98,75 +115,69 @@ class DataService:
         if (same.st_dev, same.st_ino) != (target.st_dev, target.st_ino):
             subprocess.run(["mount", "--bind", str(self.pool.datasets), str(self.prefix)], check=True)
 
-    def path(self, d: Dataset) -> str:
-        return str(self.prefix / d.id)
+    def path_of_id(self, dataset_id: str) -> str:
+        return str(self.prefix / dataset_id)
 
-    # --- convergence ------------------------------------------------------------------------------
+    # --- what the loop asks of the node ------------------------------------------------------------
 
-    async def converge(self) -> None:
-        async with self._lock:
-            self.known, _ = await self.records.all()
-            disk = await asyncio.to_thread(self.pool.discover)
-            for step in plan(self.node, self.known, disk):
-                log.info("pool: %s", step)
-                await asyncio.to_thread(self.pool.apply, step)
+    async def containers(self) -> list[dict[str, Any]] | None:
+        """Every container on this node's engine (running or not), or None when it does not answer."""
+        if self.engine is None:
+            return None
+        try:
+            async with self.engine.get(
+                f"{self.engine_base}/v1.41/containers/json",
+                params={"all": "1"},
+                timeout=aiohttp.ClientTimeout(total=ENGINE_TIMEOUT),
+            ) as r:
+                r.raise_for_status()
+                got = await r.json()
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            log.warning(line("engine not asked", node=self.node, error=e or type(e).__name__))
+            return None
+        return [c for c in got if isinstance(c, dict)] if isinstance(got, list) else None
 
-    async def _follow(self) -> None:
-        index = 0
-        while True:
-            try:
-                _, new = await self.records.all(index or 1, 30.0)
-                if new != index:
-                    index = new
-                    await self.converge()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the registry away, a step failed: log and come back
-                log.warning("dataset convergence: %s; retrying", e)
-                await asyncio.sleep(1.0)
+    async def publish_mounts(self, cluster: Cluster) -> None:
+        """The mount ids this agent handed out, written again where the registry lost them."""
+        if not any(self.mounts.values()):
+            return
+        have = await self.records.mounts(self.node)
+        for i, ids in self.mounts.items():
+            if ids and have.get(i) != ids and i in (self.local.datasets if self.local else {}):
+                await self.records.set_mounts(self.node, i, ids)
 
-    # --- the plugin protocol --------------------------------------------------------------------
+    async def _round(self) -> None:
+        """A convergence round now (the plugin's calls want their dataset made or deleted before they
+        answer); a registry that is away leaves the pool as it is."""
+        with contextlib.suppress(RegistryUnreachable):
+            await self.convergence.round()
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        routes: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
-            "/Plugin.Activate": self.activate,
-            "/VolumeDriver.Create": self.create,
-            "/VolumeDriver.Remove": self.remove,
-            "/VolumeDriver.Mount": self.mount,
-            "/VolumeDriver.Unmount": self.unmount,
-            "/VolumeDriver.Path": self.path_of,
-            "/VolumeDriver.Get": self.get,
-            "/VolumeDriver.List": self.list,
-            "/VolumeDriver.Capabilities": self.capabilities,
-        }
-        for path, handler in routes.items():
-            app.router.add_post(path, self._wrap(handler))
-        return app
+    # --- lookups ------------------------------------------------------------------------------------
 
-    def _wrap(self, handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]):
-        async def h(request: web.Request) -> web.Response:
-            try:
-                body = json.loads(await request.read() or b"{}")
-                out = await handler(body if isinstance(body, dict) else {})
-            except ShoalError as e:
-                return plugin_reply(e)
-            except (ValueError, KeyError) as e:
-                return plugin_reply(BadRequest(f"bad plugin request: {e}"))
-            return web.Response(body=json.dumps(out).encode(), content_type=PLUGIN_TYPE)
+    def _local_records(self) -> list[Dataset]:
+        pool = self.local
+        if pool is None:
+            return []
+        out = [replace(d.record, node=self.node) for d in pool.datasets.values() if d.record is not None]
+        return out + [replace(d, node=self.node) for d in pool.pending.values()]
 
-        return h
+    async def _known(self) -> list[Dataset]:
+        """The registry's records, and the pool's own for what the registry does not (yet) know; when the
+        registry is away, the last records seen."""
+        try:
+            records, _ = await self.records.all()
+        except RegistryUnreachable as e:
+            log.warning(line("registry away; answering from the pool", node=self.node, error=e))
+            records = list(self.cluster.records.values()) if self.cluster is not None else []
+        merged = {d.id: d for d in records}
+        for d in self._local_records():
+            merged.setdefault(d.id, d)
+        return list(merged.values())
 
-    async def activate(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {"Implements": ["VolumeDriver"]}
-
-    async def capabilities(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {"Capabilities": {"Scope": "local"}}
-
-    async def _find(self, raw: str) -> Dataset:
+    async def _find(self, raw: str) -> tuple[Dataset, list[Dataset]]:
         intent = parse_intent(raw, self.profiles)
-        self.known, _ = await self.records.all()
-        d = matching(self.known, intent)
+        known = await self._known()
+        d = matching(known, intent)
         if d is None:
             raise ShoalError(f"no such volume: {raw}")
         if d.node != self.node:
@@ -174,13 +185,23 @@ class DataService:
                 f"dataset {d.name} ({d.id[:8]}) lives on {d.node}, not {self.node}: run the container "
                 "through the shoal manager, which places it there"
             )
-        return d
+        return d, known
 
-    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        raw = body.get("Name", "")
-        intent = parse_intent(raw, self.profiles, body.get("Opts") or {})
-        self.known, _ = await self.records.all()
-        decision = decide(intent, self.node, self.known, new_ids(), time.time(), raw, self.default_profile)
+    def _not_made(self, d: Dataset) -> ShoalError:
+        f = self.convergence.failures.get(d.id)
+        if f is not None:
+            return ShoalError(
+                f"dataset {d.name or d.id} is not on {self.node}'s pool: {f.step} failed ({f.error}); "
+                f"the agent tries again (attempt {f.attempts} so far, see its log)"
+            )
+        return ShoalError(f"dataset {d.name or d.id} is not on this node's pool yet; see the agent's log")
+
+    # --- the plugin's calls -------------------------------------------------------------------------
+
+    async def create(self, raw: str, opts: Mapping[str, str]) -> None:
+        intent = parse_intent(raw, self.profiles, opts)
+        known = await self._known()
+        decision = decide(intent, self.node, known, new_ids(), time.time(), raw, self.default_profile)
         d = decision.dataset
         if d.node != self.node:
             raise ShoalError(
@@ -189,19 +210,55 @@ class DataService:
             )
         if decision.new:
             self.pool.check_room(d.size, d.name)
-            await self.records.commit(decision.new)
-        await self.converge()
-        return {"Err": ""}
+            try:
+                await self.records.commit(decision.new)
+            except RegistryUnreachable as e:
+                raise Unavailable(
+                    f"{e.message}: a new dataset's name is claimed there first; try again once it answers"
+                ) from None
+        if not self.pool.path(d.id).is_dir():
+            await self._round()
+        if not self.pool.path(d.id).is_dir():
+            raise self._not_made(d)
 
-    async def get(self, body: dict[str, Any]) -> dict[str, Any]:
-        d = await self._find(body.get("Name", ""))
-        return {"Volume": self._volume(body["Name"], d), "Err": ""}
+    async def mount(self, raw: str, mount_id: str) -> str:
+        d, _ = await self._find(raw)
+        if not self.pool.path(d.id).is_dir():
+            await self._round()
+        async with self.lock:  # a deletion renames the dataset away under this lock: none slips through
+            if not self.pool.path(d.id).is_dir():
+                raise self._not_made(d)
+            held = self.mounts.setdefault(d.id, [])
+            changed = bool(mount_id) and mount_id not in held
+            if changed:
+                held.append(mount_id)
+        if changed:
+            await self._save_mounts(d.id)
+        return self.path_of_id(d.id)
 
-    def _volume(self, name: str, d: Dataset) -> dict[str, Any]:
-        snaps = [s.id for s in self.known if s.parent == d.id and s.kind == "snapshot"]
+    async def unmount(self, raw: str, mount_id: str) -> None:
+        d, _ = await self._find(raw)
+        held = self.mounts.get(d.id, [])
+        if mount_id in held:
+            held.remove(mount_id)
+            await self._save_mounts(d.id)
+
+    async def _save_mounts(self, dataset_id: str) -> None:
+        try:
+            await self.records.set_mounts(self.node, dataset_id, list(self.mounts.get(dataset_id, [])))
+        except RegistryUnreachable as e:  # the loop writes them again once the registry answers
+            log.warning(line("mounts not saved", node=self.node, dataset=dataset_id, error=e))
+
+    async def mountpoint(self, raw: str) -> str:
+        d, _ = await self._find(raw)  # the path holds whenever the dataset is on the pool
+        return self.path_of_id(d.id) if self.pool.path(d.id).is_dir() else ""
+
+    async def volume(self, raw: str) -> dict[str, Any]:
+        d, known = await self._find(raw)
+        snaps = [s.id for s in known if s.parent == d.id and s.kind == "snapshot"]
         return {
-            "Name": name,
-            "Mountpoint": self.path(d),
+            "Name": raw,
+            "Mountpoint": self.path_of_id(d.id),
             "Status": {
                 "dataset_id": d.id,
                 "profile": d.profile,
@@ -211,44 +268,40 @@ class DataService:
                 "snapshots": snaps,
                 "pool": self.pool.kind,
                 "mounts": len(self.mounts.get(d.id, [])),
+                "recovered": d.recovered,
+                "conflict": d.conflict,
             },
         }
 
-    async def list(self, _: dict[str, Any]) -> dict[str, Any]:
-        self.known, _ = await self.records.all()
-        mine = [d for d in self.known if d.node == self.node and d.kind == "dataset"]
-        return {
-            "Volumes": [{"Name": d.volume or d.name, "Mountpoint": self.path(d)} for d in mine],
-            "Err": "",
-        }
+    async def volumes(self) -> list[dict[str, Any]]:
+        mine = [
+            d for d in await self._known() if d.node == self.node and d.kind == "dataset" and not d.conflict
+        ]
+        return [{"Name": d.volume or d.name, "Mountpoint": self.path_of_id(d.id)} for d in mine]
 
-    async def mount(self, body: dict[str, Any]) -> dict[str, Any]:
-        d = await self._find(body.get("Name", ""))
-        if not self.pool.path(d.id).exists():
-            await self.converge()
-        if not self.pool.path(d.id).exists():
-            raise ShoalError(f"dataset {d.name} is not on this node's pool yet; see the agent's log")
-        held = self.mounts.setdefault(d.id, [])
-        if body.get("ID") and body["ID"] not in held:
-            held.append(body["ID"])
-            await self.records.set_mounts(self.node, d.id, held)
-        return {"Mountpoint": self.path(d), "Err": ""}
-
-    async def unmount(self, body: dict[str, Any]) -> dict[str, Any]:
-        d = await self._find(body.get("Name", ""))
-        held = self.mounts.get(d.id, [])
-        if body.get("ID") in held:
-            held.remove(body["ID"])
-            await self.records.set_mounts(self.node, d.id, held)
-        return {"Err": ""}
-
-    async def path_of(self, body: dict[str, Any]) -> dict[str, Any]:
-        d = await self._find(body.get("Name", ""))  # the path holds whenever the dataset is on the pool
-        return {"Mountpoint": self.path(d) if self.pool.path(d.id).exists() else "", "Err": ""}
-
-    async def remove(self, body: dict[str, Any]) -> dict[str, Any]:
-        d = await self._find(body.get("Name", ""))
-        check_remove(d, self.known, len(self.mounts.get(d.id, [])))
-        await self.records.remove(d)
-        await self.converge()
-        return {"Err": ""}
+    async def remove(self, raw: str) -> None:
+        """`docker volume rm`: checked here (nothing made from it, no container on this engine using it),
+        then written as a durable deletion request, which the loop carries out at once."""
+        d, known = await self._find(raw)
+        async with self.lock:
+            check_remove(d, known, len(self.mounts.get(d.id, [])))
+            containers = await self.containers()
+            if containers is None:
+                raise Unavailable(f"{self.node}'s engine did not say which containers use {raw}; try again")
+            check_unused(d, containers_using(d, containers, self.path_of_id(d.id)), self.node)
+            request = Deletion(d.id, self.node, d.name, "docker volume rm", time.time())
+            try:
+                await self.records.request_deletion(request)
+            except RegistryUnreachable as e:
+                raise Unavailable(f"{e.message}: a deletion is recorded there first; try again") from None
+        await self._round()
+        if self.pool.path(d.id).exists() or ((self.local is not None) and d.id in self.local.deleting):
+            got, _ = await self.records.deletion(d.id)
+            if got is not None and got.refused:
+                await self.records.withdraw_deletion(d.id)
+                raise Conflict(got.refused)
+            f = self.convergence.failures.get(d.id)
+            raise ShoalError(
+                f"deletion of {d.name or d.id} is requested but not done: "
+                f"{f.error if f else 'see the agent log'}; the agent tries again"
+            )

@@ -120,6 +120,8 @@ class Agent:
                 default,
                 self.config.mount_prefix,
                 self.config.plugins_dir,
+                engine=self._engine,
+                engine_base=self._engine_base,
             )
             await self.data.start()
         return self

@@ -1,5 +1,7 @@
-"""`shoal volume ls|inspect|snapshot|clone|rm`: the cluster's datasets, from the registry's records.
-Changes are written as records; each node's agent converges its pool to them."""
+"""`shoal volume ls|inspect|snapshot|clone|rm`: the cluster's datasets, from the registry's records and the
+nodes' reports. Snapshots and clones are written as records and each node's agent makes them; `rm` writes
+a deletion request, which only the dataset's node carries out (after asking its engine that no container
+uses it), and waits for the outcome."""
 
 from __future__ import annotations
 
@@ -14,13 +16,55 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal.cli.common import registry_option
-from shoal.data.model import check_remove, decide_clone, decide_snapshot, find
+from shoal.data.model import Dataset, Deletion, check_remove, decide_clone, decide_snapshot, find
 from shoal.data.records import Records, new_ids
+from shoal.errors import Conflict
 from shoal.registry.client import with_registry
 
 
 def _with_records(fn: Callable[[Records], Awaitable[Any]], registry: str) -> Any:
     return asyncio.run(with_registry(registry, lambda r: fn(Records(r))))
+
+
+def state_of(d: Dataset, deletions: dict[str, Deletion]) -> str:
+    """What `ls` says of a dataset beside its record, in a word (the details follow the table) (pure)."""
+    req = deletions.get(d.id)
+    if req is not None:
+        return "rm refused" if req.refused else "deleting"
+    if d.conflict:
+        return "conflict"
+    return "recovered" if d.recovered else "-"
+
+
+def detail_lines(datasets: list[Dataset], deletions: dict[str, Deletion]) -> list[str]:
+    """What the one-word states mean, one line each (pure)."""
+    out = []
+    for d in datasets:
+        ref = f"{d.name or d.kind} ({d.id})"
+        if d.conflict:
+            out.append(
+                f"{d.node}: conflict: {ref}: {d.conflict}; reach it by id (shoal volume clone ID NAME)"
+            )
+        if d.recovered:
+            out.append(f"{d.node}: recovered: {ref} was re-published from the node's pool")
+        if (req := deletions.get(d.id)) is not None and req.refused:
+            out.append(f"{d.node}: rm refused: {ref}: {req.refused}")
+    return out
+
+
+def report_lines(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """The nodes' data reports as lines: what each refused or left, and the steps failing there (pure)."""
+    out = []
+    for node, doc in sorted(reports.items()):
+        for r in doc.get("reports") or []:
+            out.append(f"{node}: {r}")
+        for f in doc.get("failing") or []:
+            if isinstance(f, dict):
+                out.append(
+                    f"{node}: failing: {f.get('step')}: {f.get('error')} (attempt {f.get('attempts')}, "
+                    f"next in {f.get('retry_in')}s)"
+                )
+    return out
 
 
 @click.group()
@@ -31,21 +75,38 @@ def volume() -> None:
 @volume.command("ls")
 @registry_option
 def ls(registry: str) -> None:
-    """Every dataset and snapshot, with its profile, node and parent."""
+    """Every dataset and snapshot, with its profile, node, parent and state (recovered: re-published by
+    its node after the registry lost it; conflict: its name is held by another dataset), then what the
+    nodes report (refused records, failing steps)."""
 
-    async def go(r: Records) -> tuple[list, dict]:
-        return (await r.all())[0], await r.all_mounts()
+    async def go(r: Records) -> tuple[Any, dict, dict]:
+        return await r.cluster(), await r.all_mounts(), await r.reports()
 
-    datasets, mounts = _with_records(go, registry)
+    cluster, mounts, reports = _with_records(go, registry)
     table = Table()
-    for col in ("ID", "NAME", "KIND", "PROFILE", "NODE", "SIZE", "PARENT", "MOUNTS"):
+    for col in ("ID", "NAME", "KIND", "PROFILE", "NODE", "SIZE", "PARENT", "MOUNTS", "STATE"):
         table.add_column(col)
-    for d in sorted(datasets, key=lambda d: (d.node, d.created)):
+    deletions = dict(cluster.deletions)
+    for d in sorted(cluster.records.values(), key=lambda d: (d.node, d.created)):
         size = f"{d.size >> 20}M" if d.size else "-"
         table.add_row(
-            d.id[:8], d.name, d.kind, d.profile, d.node, size, d.parent[:8], str(mounts.get(d.id, 0))
+            d.id[:8],
+            d.name,
+            d.kind,
+            d.profile,
+            d.node,
+            size,
+            d.parent[:8],
+            str(mounts.get(d.id, 0)),
+            state_of(d, deletions),
         )
     Console(width=140).print(table)
+    ordered = sorted(cluster.records.values(), key=lambda d: (d.node, d.created))
+    lines = detail_lines(ordered, deletions) + report_lines(reports)
+    if lines:  # plain lines, never wrapped: each is something to grep for
+        click.echo("Reported by the nodes:")
+        for text in dict.fromkeys(lines):
+            click.echo(f"  {text}")
 
 
 @volume.command()
@@ -55,12 +116,14 @@ def inspect(ref: str, registry: str) -> None:
     """One dataset or snapshot (by name, id or id prefix) as JSON."""
 
     async def go(r: Records) -> dict:
-        datasets, _ = await r.all()
+        cluster = await r.cluster()
+        datasets = list(cluster.records.values())
         d = find(datasets, ref)
         return {
             **d.to_dict(),
             "mounts": (await r.all_mounts()).get(d.id, 0),
             "children": [x.id for x in datasets if x.parent == d.id],
+            "state": state_of(d, dict(cluster.deletions)),
         }
 
     click.echo(json.dumps(_with_records(go, registry), indent=2))
@@ -98,15 +161,33 @@ def clone(ref: str, name: str, registry: str) -> None:
 
 @volume.command()
 @click.argument("ref")
+@click.option(
+    "--wait", type=float, default=60.0, show_default=True, help="Seconds to wait for the node to delete it."
+)
 @registry_option
-def rm(ref: str, registry: str) -> None:
-    """Remove dataset or snapshot REF (refused while mounted or with snapshots/clones made from it)."""
+def rm(ref: str, wait: float, registry: str) -> None:
+    """Delete dataset or snapshot REF: refused while a container uses it or with snapshots/clones made
+    from it. The request is durable: a node that is down deletes it when it comes back."""
 
     async def go(r: Records) -> str:
         datasets, _ = await r.all()
         d = find(datasets, ref)
         check_remove(d, datasets, (await r.all_mounts()).get(d.id, 0))
-        await r.remove(d)
+        await r.request_deletion(Deletion(d.id, d.node, d.name, "shoal volume rm", time.time()))
+        deadline = time.monotonic() + wait
+        index = 0
+        while (left := deadline - time.monotonic()) > 0:
+            req, index = await r.deletion(d.id, index, min(left, 30.0))
+            if req is None:
+                return d.id
+            if req.refused:
+                await r.withdraw_deletion(d.id)
+                raise Conflict(req.refused)
+        click.echo(
+            f"shoal: deletion of {d.name or d.id} requested; {d.node} has not done it within {wait:g}s "
+            "(is its agent up? `shoal nodes`): it will when it next converges",
+            err=True,
+        )
         return d.id
 
     click.echo(_with_records(go, registry))

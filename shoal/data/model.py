@@ -8,6 +8,7 @@ is created; the agent's plugin decides with the same ones when an engine is driv
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PREFIX = re.compile(r"^[0-9a-f-]+$")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)i?[bB]?$")
 MIN_FREE = 16 << 20  # below this a pool counts as full whatever the dataset asks
+# a dataset id is a canonical (lowercase) uuid: the only thing that ever becomes a path on a pool
+_DATASET_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")  # node and profile names
+KINDS = ("dataset", "snapshot")
+MAX_TEXT = 1024  # bytes of a free-text field (volume name, conflict) a record may carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,10 @@ class Dataset:
     kind: str = "dataset"  # "dataset" (writable) | "snapshot" (read-only)
     created: float = 0.0
     volume: str = ""  # the Docker volume name it was asked for by (e.g. demoVol@gold)
+    # the registry's view only (never on the pool): when the node re-published a record the registry had
+    # lost (0 = never), and why the name is not this dataset's (another dataset claimed it first)
+    recovered: float = 0.0
+    conflict: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +70,127 @@ class Dataset:
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Dataset:
         return Dataset(**{k: d[k] for k in Dataset.__dataclass_fields__ if k in d})
+
+    def identity(self) -> tuple[Any, ...]:
+        """What a dataset is, whichever side holds the record: the fields the pool's own record keeps
+        (size aside: it is the one setting that may change)."""
+        return (self.id, self.name, self.profile, self.parent, self.kind, self.created, self.volume)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A record that is not used, and why (a forged or broken one: it is reported, never acted on)."""
+
+    key: str
+    reason: str
+    node: str = ""  # the node the record names, when it names one at all
+
+    def __str__(self) -> str:
+        return f"{_short(self.key, quote=False)}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """An explicit, durable request to delete a dataset or snapshot (what `docker volume rm` and `shoal
+    volume rm` write). Only its node acts on it, and only once no container uses the dataset; a refused
+    request stays, with the reason, until the one who asked takes it back or asks again."""
+
+    id: str
+    node: str
+    name: str = ""
+    by: str = ""  # "docker volume rm" | "shoal volume rm"
+    requested: float = 0.0
+    refused: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_dataset_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 36 and bool(_DATASET_ID.fullmatch(value))
+
+
+def _short(value: object, quote: bool = True) -> str:
+    """A value as a report may quote it: bounded, quoted if text, control characters escaped."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("unicode_escape", errors="replace").decode("ascii", errors="replace")
+    text = text if len(text) <= 60 else f"{text[:57]}..."
+    return f"'{text}'" if isinstance(value, str) and quote else text
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text_ok(value: object, limit: int = MAX_TEXT) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value.encode(errors="replace")) <= limit
+        and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+    )
+
+
+def record_problem(key_id: str, doc: object) -> str:
+    """Why a record (the value under shoal/datasets/<key_id>, or a pool's own record file) cannot be used,
+    or "" when it can. Nothing in a record becomes a path unless it passes here: ids are canonical uuids
+    that match their key, names follow the volume-name rules, nodes and profiles are plain words (pure)."""
+    if not isinstance(doc, dict):
+        return "the value is not a JSON object"
+    rid = doc.get("id")
+    if not is_dataset_id(rid):
+        return f"id {_short(rid)} is not a dataset id (a lowercase uuid)"
+    if rid != key_id:
+        return f"the record says id {rid} but is stored under {_short(key_id)}"
+    kind, name, parent = doc.get("kind", "dataset"), doc.get("name", ""), doc.get("parent", "")
+    if kind not in KINDS:
+        return f"kind {_short(kind)} is not one of {', '.join(KINDS)}"
+    if parent != "" and not is_dataset_id(parent):
+        return f"parent {_short(parent)} is not a dataset id"
+    if kind == "snapshot" and name != "":
+        return "a snapshot has no name (it is found by its id)"
+    if kind == "dataset" and not (
+        isinstance(name, str) and _NAME.fullmatch(name) and len(name) <= MAX_NAME_BYTES and ".." not in name
+    ):
+        return f"name {_short(name)} is not a volume name (letters, digits, '_', '.', '-')"
+    for what in ("node", "profile"):
+        value = doc.get(what, "")
+        if not (isinstance(value, str) and _WORD.fullmatch(value)):
+            return f"{what} {_short(value)} is not a {what} name"
+    size, created = doc.get("size", 0), doc.get("created", 0.0)
+    if not (isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 1 << 62):
+        return f"size {_short(size)} is not a number of bytes"
+    for what, value in (("created", created), ("recovered", doc.get("recovered", 0.0))):
+        if not (_is_number(value) and value >= 0):
+            return f"{what} {_short(value)} is not a time"
+    for what in ("volume", "conflict"):
+        if not _text_ok(doc.get(what, "")):
+            return f"{what} {_short(doc.get(what))} is not a short line of text"
+    return ""
+
+
+def parse_record(key_id: str, doc: object) -> Dataset | Refused:
+    """A registry record to a Dataset, or the reason it is refused (pure; never raises)."""
+    problem = record_problem(key_id, doc)
+    if problem:
+        node = doc.get("node") if isinstance(doc, dict) else None
+        return Refused(key_id, problem, node if isinstance(node, str) and _WORD.fullmatch(node) else "")
+    assert isinstance(doc, dict)
+    return Dataset.from_dict(doc)
+
+
+def parse_deletion(key_id: str, doc: object) -> Deletion | Refused:
+    """A deletion request to a Deletion, or the reason it is refused (pure; never raises)."""
+    if not isinstance(doc, dict):
+        return Refused(key_id, "the value is not a JSON object")
+    rid, node = doc.get("id"), doc.get("node")
+    if not is_dataset_id(rid) or rid != key_id:
+        return Refused(key_id, f"id {_short(rid)} is not the dataset id it is stored under")
+    if not (isinstance(node, str) and _WORD.fullmatch(node)):
+        return Refused(key_id, f"node {_short(node)} is not a node name")
+    fields = {k: doc.get(k, "") for k in ("name", "by", "refused")}
+    if not all(_text_ok(v) for v in fields.values()) or not _is_number(doc.get("requested", 0.0)):
+        return Refused(key_id, "name, by, refused or requested is not what a deletion request holds")
+    return Deletion(rid, node, requested=float(doc.get("requested", 0.0)), **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +228,7 @@ def parse_intent(raw: str, profiles: Mapping[str, Profile], opts: Mapping[str, s
     if "/" in raw or ".." in raw:
         raise BadRequest(f"volume name {raw!r} may not contain '/' or '..'")
     name, sep, tail = raw.partition("@")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise BadRequest(
             f"volume name {name!r} must start with a letter or digit and hold only letters, digits, "
             "'_', '.' and '-'"
@@ -108,7 +239,7 @@ def parse_intent(raw: str, profiles: Mapping[str, Profile], opts: Mapping[str, s
         raise BadRequest(f"unknown volume option {', '.join(unknown)}: shoal takes profile and size")
     if sep and tail.startswith("snapshot-"):
         prefix = tail.removeprefix("snapshot-").lower()
-        if not prefix or not _PREFIX.match(prefix):
+        if not prefix or not _PREFIX.fullmatch(prefix):
             raise BadRequest(
                 f"{raw!r} names no dataset: after @snapshot- give the first hex digits of a dataset id "
                 "(`shoal volume ls` shows them)"
@@ -126,7 +257,8 @@ def parse_intent(raw: str, profiles: Mapping[str, Profile], opts: Mapping[str, s
 
 
 def by_name(datasets: Iterable[Dataset], name: str) -> Dataset | None:
-    return next((d for d in datasets if d.kind == "dataset" and d.name == name), None)
+    """The dataset that holds `name` (one re-published with a name already taken does not)."""
+    return next((d for d in datasets if d.kind == "dataset" and d.name == name and not d.conflict), None)
 
 
 def matching(datasets: Iterable[Dataset], intent: Intent) -> Dataset | None:
@@ -220,6 +352,39 @@ def check_remove(target: Dataset, datasets: Iterable[Dataset], mounted_by: int) 
     if children:
         listed = ", ".join(f"{d.kind} {d.name or d.id[:8]}" for d in children)
         raise Conflict(f"dataset {target.name or target.id} has {listed} made from it; remove those first")
+
+
+def check_unused(target: Dataset, users: Iterable[str], node: str) -> None:
+    """The node's own engine is asked before any deletion: a container that uses the dataset (running or
+    not, under any of the dataset's volume names) keeps it, as dockerd keeps a volume in use."""
+    users = sorted(users)
+    if users:
+        raise Conflict(
+            f"dataset {target.name or target.id} is in use by container(s) {', '.join(users)} on {node}; "
+            "remove them first (docker rm -f ...)"
+        )
+
+
+def containers_using(target: Dataset, containers: Iterable[Mapping[str, Any]], path: str) -> list[str]:
+    """The names of the engine's containers (its /containers/json?all=1 entries) that use `target`: a
+    dataset volume of its name (any `@...` suffix), or a mount of its path (pure)."""
+    out = []
+    for c in containers:
+        for m in c.get("Mounts") or []:
+            if not isinstance(m, Mapping):
+                continue
+            source = str(m.get("Source") or "")
+            named = (
+                m.get("Type") == "volume"
+                and m.get("Driver") in DRIVERS
+                and target.name
+                and str(m.get("Name") or "").partition("@")[0] == target.name
+            )
+            if named or source == path or source.startswith(path + "/"):
+                names = c.get("Names") or [c.get("Id", "")[:12]]
+                out.append(str(names[0]).lstrip("/"))
+                break
+    return out
 
 
 def find(datasets: Iterable[Dataset], ref: str) -> Dataset:

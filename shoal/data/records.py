@@ -1,16 +1,24 @@
 """Dataset records in the registry, shared by the manager, the agents and the CLI (keys in shoal.keys):
-the record of each dataset, its name's claim (cas=0, so two creators of one name cannot both win), and
-the mount ids holding it on a node."""
+the record of each dataset (the cluster's view; each node's pool holds the truth and re-publishes what
+the registry lost), its name's claim (cas=0, so two creators of one name cannot both win), the mount ids
+holding it on a node, the deletion requests, and each node's data report (what it refused, what fails).
+
+Every record read here is checked (shoal.data.model.parse_record): a forged or broken one is returned as
+Refused, never as a Dataset, so no caller can act on it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
 
 from shoal import keys
-from shoal.data.model import Dataset
+from shoal.data.model import Dataset, Deletion, Refused, parse_deletion, parse_record
+from shoal.data.plan import Cluster
 from shoal.errors import Conflict
-from shoal.registry.client import RegistryClient
+from shoal.registry.client import KVPair, RegistryClient
 
 
 def new_ids() -> Iterator[str]:
@@ -19,49 +27,153 @@ def new_ids() -> Iterator[str]:
         yield str(uuid.uuid4())
 
 
+def _ids(p: KVPair) -> list[str]:
+    v = p.json()
+    return [str(x) for x in v] if isinstance(v, list) else []
+
+
+def _suffix(key: str, prefix: str) -> str:
+    return key[len(prefix) :] if key.startswith(prefix) else key
+
+
+def datasets_of(pairs: list[KVPair]) -> tuple[list[Dataset], list[Refused]]:
+    """The records under shoal/datasets/, checked: the usable ones and the refused ones (pure)."""
+    good, refused = [], []
+    for p in pairs:
+        got = parse_record(_suffix(p.key, keys.DATASETS), p.json())
+        (refused if isinstance(got, Refused) else good).append(got)
+    return good, refused  # type: ignore[return-value]
+
+
 class Records:
     def __init__(self, registry: RegistryClient) -> None:
         self.registry = registry
 
+    # --- reads ------------------------------------------------------------------------------------
+
     async def all(self, index: int = 0, wait: float = 30.0) -> tuple[list[Dataset], int]:
+        """Every usable record (forged ones left out), and the index to block on for the next change."""
         pairs, new_index = await self.registry.list_prefix(keys.DATASETS, index=index, wait=wait)
-        out = []
+        return datasets_of(pairs)[0], new_index
+
+    async def cluster(self) -> Cluster:
+        """Everything the agent plans from: records, name claims, deletion requests, refusals."""
+        pairs, _ = await self.registry.list_prefix(keys.DATASETS)
+        good, refused = datasets_of(pairs)
+        names = {
+            _suffix(p.key, keys.DATASET_NAMES): p.text()
+            for p in (await self.registry.list_prefix(keys.DATASET_NAMES))[0]
+        }
+        deletions = {}
+        for p in (await self.registry.list_prefix(keys.DELETIONS))[0]:
+            got = parse_deletion(_suffix(p.key, keys.DELETIONS), p.json())
+            if isinstance(got, Refused):
+                refused.append(Refused(f"{keys.DELETIONS}{got.key}", got.reason))
+            else:
+                deletions[got.id] = got
+        refused = [
+            r if r.key.startswith(keys.DELETIONS) else replace(r, key=keys.dataset(r.key)) for r in refused
+        ]
+        return Cluster({d.id: d for d in good}, names, deletions, tuple(refused))
+
+    async def deletion(
+        self, dataset_id: str, index: int = 0, wait: float = 30.0
+    ) -> tuple[Deletion | None, int]:
+        pairs, new_index = await self.registry.list_prefix(keys.deletion(dataset_id), index=index, wait=wait)
         for p in pairs:
-            doc = p.json()
-            if isinstance(doc, dict):
-                out.append(Dataset.from_dict(doc))
-        return out, new_index
+            if p.key == keys.deletion(dataset_id):
+                got = parse_deletion(dataset_id, p.json())
+                return (got if isinstance(got, Deletion) else None), new_index
+        return None, new_index
+
+    async def reports(self) -> dict[str, dict[str, Any]]:
+        """node -> its data report (see DataService.report)."""
+        pairs, _ = await self.registry.list_prefix(keys.NODES)
+        out = {}
+        for p in pairs:
+            node, kind = keys.split_node_key(p.key)
+            if kind == "data" and isinstance(doc := p.json(), dict):
+                out[node] = doc
+        return out
+
+    # --- writes -------------------------------------------------------------------------------------
 
     async def commit(self, new: tuple[Dataset, ...]) -> None:
-        """Writes a decision's records; a name someone else claimed first is a Conflict, and what this
-        call wrote is taken back (nothing half-made)."""
-        done: list[Dataset] = []
-        try:
-            for d in new:
-                if d.name and not await self.registry.put(keys.dataset_name(d.name), d.id, cas=0):
-                    raise Conflict(f"dataset name {d.name} was taken meanwhile; try again")
-                await self.registry.put(keys.dataset(d.id), d.to_dict())
-                done.append(d)
-        except BaseException:
-            for d in reversed(done):
-                await self.remove(d)
-            raise
+        """Writes a decision's records, each name claimed (cas=0) in the same transaction: a name someone
+        else claimed first is a Conflict and nothing is written."""
+        ops: list[dict[str, Any]] = []
+        for d in new:
+            if d.name:
+                ops.append({"Verb": "cas", "Key": keys.dataset_name(d.name), "Value": d.id, "Index": 0})
+            ops.append({"Verb": "set", "Key": keys.dataset(d.id), "Value": d.to_dict()})
+        applied, errors = await self.registry.txn(ops)
+        if not applied:
+            failed = [ops[e["OpIndex"]]["Key"] for e in errors if isinstance(e, dict) and "OpIndex" in e]
+            taken = [_suffix(k, keys.DATASET_NAMES) for k in failed if k.startswith(keys.DATASET_NAMES)]
+            what = f"dataset name {', '.join(taken)} was" if taken else "the dataset records were"
+            raise Conflict(f"{what} taken meanwhile; try again")
 
     async def remove(self, d: Dataset) -> None:
+        """Takes back the records of a decision that was not carried out. This is not a deletion: a node
+        that made the dataset meanwhile keeps it and re-publishes it (use request_deletion to delete)."""
         await self.registry.delete(keys.dataset(d.id))
+        await self._release_name(d)
+
+    async def _release_name(self, d: Dataset) -> None:
         if d.name:
             owner = await self.registry.get(keys.dataset_name(d.name))
             if owner is None or owner.text() in (d.id, ""):
                 await self.registry.delete(keys.dataset_name(d.name))
 
+    async def publish(self, d: Dataset) -> Dataset:
+        """The node's record of its own dataset, with its name claimed in the same transaction; a name
+        another dataset holds is not taken from it: the record is published with the conflict said (and a
+        later round claims the name once it is free). Returns what was written."""
+        record = {"Verb": "set", "Key": keys.dataset(d.id)}
+        if d.kind == "dataset" and d.name:
+            key = keys.dataset_name(d.name)
+            claim = {"Verb": "cas", "Key": key, "Value": d.id, "Index": 0}
+            mine = replace(d, conflict="")
+            if (await self.registry.txn([claim, {**record, "Value": mine.to_dict()}]))[0]:
+                return mine
+            held = await self.registry.get(key)
+            holder = held.text() if held is not None else ""
+            d = mine if holder == d.id else replace(d, conflict=f"name {d.name} is held by dataset {holder}")
+            if not holder:  # released meanwhile: the next round claims it
+                d = replace(d, conflict=f"name {d.name} is being claimed")
+        await self.registry.put(keys.dataset(d.id), d.to_dict())
+        return d
+
+    async def request_deletion(self, request: Deletion) -> None:
+        await self.registry.put(keys.deletion(request.id), request.to_dict())
+
+    async def refuse_deletion(self, request: Deletion, reason: str) -> None:
+        await self.registry.put(keys.deletion(request.id), replace(request, refused=reason).to_dict())
+
+    async def withdraw_deletion(self, dataset_id: str) -> None:
+        await self.registry.delete(keys.deletion(dataset_id))
+
+    async def forget(self, node: str, d: Dataset) -> None:
+        """What the registry holds of a dataset its node has deleted: record, name, mounts, the request
+        (last, so a forget cut short is done again)."""
+        await self.registry.delete(keys.dataset(d.id))
+        await self._release_name(d)
+        await self.registry.delete(keys.mounts(node, d.id))
+        await self.registry.delete(keys.deletion(d.id))
+
+    async def report(self, node: str, doc: dict[str, Any]) -> None:
+        await self.registry.put(keys.node_data(node), doc)
+
+    # --- mounts -------------------------------------------------------------------------------------
+
     async def mounts(self, node: str) -> dict[str, list[str]]:
         pairs, _ = await self.registry.list_prefix(keys.node_mounts(node))
-        return {keys.last_part(p.key): list(p.json() or []) for p in pairs if p.value}
+        return {keys.last_part(p.key): _ids(p) for p in pairs if p.value}
 
     async def all_mounts(self) -> dict[str, int]:
         """dataset id -> how many mounts hold it, over every node."""
         pairs, _ = await self.registry.list_prefix(keys.MOUNTS)
-        return {keys.last_part(p.key): len(p.json() or []) for p in pairs if p.value}
+        return {keys.last_part(p.key): len(_ids(p)) for p in pairs if p.value}
 
     async def set_mounts(self, node: str, dataset_id: str, ids: list[str]) -> None:
         if ids:

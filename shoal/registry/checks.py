@@ -5,6 +5,10 @@ Outcomes follow Consul: HTTP 2xx passing, 429 warning, anything else critical; T
 or critical; a script's exit 0 passing, 1 warning, other critical. A TTL check is critical from the
 moment its TTL passes without an update (a timer per check, not a poll, so a 100 ms TTL is critical
 within a few ms of its deadline).
+
+The runner knows the registry only as a `CheckSink` (three calls), and the registry knows the runner
+only as the `CheckEvents` it is told to notify; server.py wires the two, so neither module imports the
+other.
 """
 
 from __future__ import annotations
@@ -14,23 +18,32 @@ import contextlib
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiohttp
 
 from shoal.registry import model as m
 from shoal.registry.model import Check
 
-if TYPE_CHECKING:
-    from shoal.registry.core import Registry
-
 log = logging.getLogger("shoal.registry.checks")
 MAX_OUTPUT = 4096
 
 
+class CheckSink(Protocol):
+    """What the runner needs from the registry: the checks, a way to record a status, and the reaper's
+    deregistration."""
+
+    async def all_checks(self, node: str | None = None) -> list[Check]: ...
+
+    async def set_check_status(self, c: Check, status: str, output: str) -> Check: ...
+
+    async def deregister_service(self, service_id: str) -> None: ...
+
+
 class CheckRunner:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: CheckSink, node: str) -> None:
         self.registry = registry
+        self.node = node  # the agent's own node: only its HTTP, TCP and script checks run here
         # keyed by (node, check id): remote nodes' TTL checks are timed here too
         self._ttl_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._probes: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -42,7 +55,7 @@ class CheckRunner:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         for c in await self.registry.all_checks():
-            if c.definition.ttl or (c.definition.type and c.node == self.registry.config.node):
+            if c.definition.ttl or (c.definition.type and c.node == self.node):
                 self.schedule(c)
             self.status_changed(c)
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
@@ -117,7 +130,10 @@ class CheckRunner:
         d = c.definition
         await asyncio.sleep(random.uniform(0, min(d.interval, 1.0) / 4))  # first run well within an interval
         while True:
-            status, output = await self.probe(c)
+            try:
+                status, output = await self.probe(c)
+            except Exception as e:  # a probe never ends the loop: a broken one reads as critical
+                status, output = m.CRITICAL, f"{d.type} check failed to run: {e or type(e).__name__}"
             try:
                 await self.registry.set_check_status(c, status, output)
             except Exception:
@@ -149,8 +165,8 @@ class CheckRunner:
                 if 200 <= r.status < 300:
                     return m.PASSING, out
                 return (m.WARNING if r.status == 429 else m.CRITICAL), out
-        except aiohttp.ClientError as e:
-            return m.CRITICAL, f"HTTP {d.method} {d.http}: {e}"
+        except (aiohttp.ClientError, ValueError) as e:
+            return m.CRITICAL, f"HTTP {d.method} {d.http}: {e or type(e).__name__}"
 
     async def _tcp(self, c: Check) -> tuple[str, str]:
         host, _, port = c.definition.tcp.rpartition(":")
@@ -158,8 +174,8 @@ class CheckRunner:
             _, w = await asyncio.open_connection(host.strip("[]"), int(port))
             w.close()
             return m.PASSING, f"TCP connect {c.definition.tcp}: Success"
-        except (OSError, ValueError) as e:
-            return m.CRITICAL, f"dial tcp {c.definition.tcp}: {e}"
+        except (OSError, ValueError, OverflowError) as e:
+            return m.CRITICAL, f"dial tcp {c.definition.tcp}: {e or type(e).__name__}"
 
     async def _script(self, c: Check) -> tuple[str, str]:
         d = c.definition

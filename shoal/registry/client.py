@@ -167,6 +167,38 @@ class RegistryClient:
             params["cas"] = str(cas)
         return bool(await self._json("DELETE", f"/v1/kv/{key}", params=params or None))
 
+    async def txn(self, ops: list[dict[str, Any]]) -> tuple[bool, list[Any]]:
+        """Consul's transaction API (KV operations), all applied or none: e.g. claim a dataset name and
+        write its record in one step.
+
+        Each op is one KV operation as Consul names its fields — `{"Verb": "cas", "Key": k, "Value": v,
+        "Index": 0}`, or with "Flags", "Session" — where Value is anything `put` takes (bytes, str, or a
+        record to store as JSON); base64 is done here. Returns `(True, [KVPair, ...])`, one result per
+        operation that has one (Consul gives none for deletes), when applied, and
+        `(False, [{"OpIndex": i, "What": "..."}, ...])` when an operation failed and nothing was written.
+        """
+        body = []
+        for op in ops:
+            kv = {k: v for k, v in op.items() if k != "Value"}
+            if op.get("Value") is not None:
+                kv["Value"] = base64.b64encode(encode(op["Value"])).decode()
+            body.append({"KV": kv})
+        try:
+            async with self.session.put(
+                f"{self.base}/v1/txn",
+                data=json.dumps(body),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as r:
+                status, raw = r.status, await r.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise RegistryUnreachable(f"registry at {self.base} unreachable: {e or type(e).__name__}") from e
+        if status not in (200, 409):
+            raise ShoalError(f"registry PUT /v1/txn: {status} {raw.decode(errors='replace').strip()}")
+        reply = json.loads(raw)
+        if status == 409:
+            return False, list(reply.get("Errors") or [])
+        return True, [KVPair.from_consul(res["KV"]) for res in reply.get("Results") or [] if "KV" in res]
+
     # --- sessions ---------------------------------------------------------------------------------
 
     async def session_create(

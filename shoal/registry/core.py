@@ -1,9 +1,19 @@
 """The registry's Consul semantics over a Store: KV with locks, sessions, the agent's services and checks,
 and the catalog and health views.
 
-The HTTP and DNS front ends call only this; it raises ShoalError subclasses, which http.py
-renders as Consul replies. The one agent here is also the leader of a one-node datacenter, as DESIGN
-says; services and checks registered through the agent belong to its node.
+The HTTP and DNS front ends call only this; it raises ShoalError subclasses, which http.py renders as
+Consul replies. The one agent here is also the leader of a one-node datacenter, as DESIGN says;
+services and checks registered through the agent belong to its node.
+
+Every operation that writes several keys is one store transaction, decided on one snapshot: read what
+the decision depends on (`Store.read`), decide (the `decide` functions below are pure: snapshot in,
+result and a `Plan` of compares and writes out), commit with compares on exactly what was read, and read
+again if someone wrote in between. So a service never appears before its checks, a deregistration
+never leaves a check behind, an acquire never lands on a session being destroyed, and a kill -9 between
+two writes leaves all of an operation or none of it.
+
+The check runner (checks.py) is told about checks through `CheckEvents`, which server.py wires; the
+core does not import it, nor it the core.
 """
 
 from __future__ import annotations
@@ -11,16 +21,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from shoal.errors import BadRequest, NotFound, ServerError, TooLarge
 from shoal.registry import model as m
+from shoal.registry import txn
+from shoal.registry.decode import HTTP_TOKEN, U64, Obj
+from shoal.registry.faults import crash_point
 from shoal.registry.model import (
     CHECKS,
+    HELD,
     KV,
     NODES,
     SERVICES,
@@ -33,13 +48,15 @@ from shoal.registry.model import (
     Session,
 )
 from shoal.registry.store import Store
-
-if TYPE_CHECKING:
-    from shoal.registry.checks import CheckRunner
+from shoal.registry.store.base import Compare, Delete, Entry, Put, Snapshot, Write
 
 log = logging.getLogger("shoal.registry")
 SERF_HEALTH = "serfHealth"
 MIN_TTL, MAX_TTL = 10.0, 86400.0
+MIN_INTERVAL = 0.1  # probes run no more often than this (Consul's floor is 1 s; tests use 200 ms)
+ATTEMPTS = 64  # reads and commits before an operation gives up against concurrent writers
+RELEASE_BATCH = 100  # locks released per transaction when a session ends (etcd takes 128 ops)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +71,59 @@ class Config:
     enable_script_checks: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one decision commits: the compares that must still hold, and the writes."""
+
+    compares: tuple[Compare, ...] = ()
+    writes: tuple[Write, ...] = ()
+
+
+class CheckEvents(Protocol):
+    """What the check runner hears from the registry, after each change is committed."""
+
+    def schedule(self, c: Check) -> None: ...
+
+    def unschedule(self, check_id: str, node: str) -> None: ...
+
+    def ttl_touched(self, c: Check) -> None: ...
+
+    def status_changed(self, c: Check) -> None: ...
+
+
+class _NoChecks:
+    """No check runner attached (tests of the core alone, or before server.py wires one)."""
+
+    def schedule(self, c: Check) -> None:
+        pass
+
+    def unschedule(self, check_id: str, node: str) -> None:
+        pass
+
+    def ttl_touched(self, c: Check) -> None:
+        pass
+
+    def status_changed(self, c: Check) -> None:
+        pass
+
+
+def _changed(entry: Entry | None, data: bytes) -> bool:
+    return entry is None or entry.value != data
+
+
+def _kv(key: str, e: Entry | None) -> KVEntry | None:
+    return KVEntry.decode(key, e.value, e.create_index, e.modify_index) if e else None
+
+
+def _node_name(name: str) -> str:
+    """A node name is one path segment of the store's layout (services/<node>/<id>)."""
+    if not name:
+        raise BadRequest("Must provide node")
+    if "/" in name:
+        raise BadRequest(f"Invalid node name {name!r}: must not contain '/'")
+    return name
+
+
 class Registry:
     def __init__(self, store: Store, config: Config) -> None:
         self.store = store
@@ -62,28 +132,27 @@ class Registry:
         # every live session, so that one whose lease expired can still be invalidated with its own
         # lock delay and behavior after the store has deleted its record
         self._known: dict[str, Session] = {}
-        self.checks: CheckRunner | None = None
+        self.checks: CheckEvents = _NoChecks()
         self._tasks: list[asyncio.Task[Any]] = []
         self.node_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, config.node))
 
     async def start(self) -> None:
         node = Node(self.config.node, self.config.address, self.config.datacenter, id=self.node_id)
-        await self.store.put(NODES + node.name, m.dump(node))
         serf = Check(
             node.name, SERF_HEALTH, "Serf Health Status", m.PASSING, output="Agent alive and reachable"
         )
-        await self._write_check(serf)
+        records = {NODES + node.name: m.dump(node), serf.key(): m.dump(serf)}
+
+        def decide(snap: Snapshot) -> tuple[None, Plan]:
+            writes = tuple(Put(k, v) for k, v in records.items() if _changed(snap.entries[k], v))
+            return None, Plan(tuple(Compare.on(k, snap.entries[k]) for k in records), writes)
+
+        await self._atomically(list(records), [], decide)
         self._known = {s.id: s for s in await self.sessions()}
         await self._release_orphans()
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch_sessions()))
-        from shoal.registry.checks import CheckRunner
-
-        self.checks = CheckRunner(self)
-        await self.checks.start()
 
     async def close(self) -> None:
-        if self.checks:
-            await self.checks.close()
         for t in self._tasks:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -95,11 +164,32 @@ class Registry:
     async def wait(self, prefixes: Sequence[str], index: int, timeout: float) -> int:
         return await self.store.wait(prefixes, index, timeout)
 
+    async def _atomically(
+        self,
+        keys: Sequence[str],
+        prefixes: Sequence[str],
+        decide: Callable[[Snapshot], tuple[T, Plan]],
+    ) -> tuple[T, int]:
+        """Read, decide, commit with the plan's compares; again from the read if one fails. Returns the
+        decision's result and the index it was committed at (the snapshot's when it writes nothing)."""
+        for attempt in range(ATTEMPTS):
+            snap = await self.store.read(keys, prefixes)
+            result, plan = decide(snap)
+            if not plan.writes:
+                return result, snap.index
+            index = await self.store.txn(plan.compares, plan.writes)
+            if index is not None:
+                return result, index
+            await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+        raise ServerError(
+            f"gave up after {ATTEMPTS} attempts: other writers kept changing {', '.join(keys[:3])}; "
+            "try again"
+        )
+
     # --- KV -----------------------------------------------------------------------------------------
 
     async def kv_get(self, key: str) -> KVEntry | None:
-        e = await self.store.get(KV + key)
-        return KVEntry.decode(key, e.value, e.create_index, e.modify_index) if e else None
+        return _kv(key, await self.store.get(KV + key))
 
     async def kv_range(self, prefix: str) -> list[KVEntry]:
         n = len(KV)
@@ -108,16 +198,22 @@ class Registry:
             for e in await self.store.range(KV + prefix)
         ]
 
-    def _check_value(self, value: bytes) -> None:
+    def _check_value(self, value: bytes, flags: int = 0) -> None:
         if len(value) > m.MAX_VALUE:
             raise TooLarge(
                 f"Request body({len(value)} bytes) too large, max size: {m.MAX_VALUE} bytes. "
                 "See https://developer.hashicorp.com/consul/docs/agent/config/config-files#kv_max_value_size."
             )
+        if not 0 <= flags <= U64:
+            raise BadRequest(f"Invalid flags {flags}: must be an integer from 0 to {U64}")
+
+    def _check_key(self, key: str) -> None:
+        if not key:
+            raise BadRequest("Missing key name")
 
     async def kv_put(self, key: str, value: bytes, flags: int = 0, cas: int | None = None) -> bool:
         self._check_key(key)
-        self._check_value(value)
+        self._check_value(value, flags)
         for _ in range(100):  # a plain PUT retries until no other write slips in between
             old = await self.kv_get(key)
             # a plain PUT keeps the lock fields: it neither takes nor releases a lock
@@ -131,56 +227,97 @@ class Registry:
                 return False
         raise ServerError(f"could not write {key!r}: too many concurrent writers")
 
-    def _check_key(self, key: str) -> None:
-        if not key:
-            raise BadRequest("Missing key name")
-
     async def kv_acquire(self, key: str, value: bytes, session_id: str, flags: int = 0) -> bool:
+        """Consul's ?acquire: one transaction that compares the session's record and the key as read,
+        so a session destroyed meanwhile can never end up holding the lock."""
         self._check_key(key)
-        self._check_value(value)
-        session = await self.session(session_id)
-        if session is None:
-            raise ServerError(f'invalid session "{session_id}"')
-        until = self._lock_delay.get(key, 0.0)
-        if until > time.monotonic():
-            return False
-        old = await self.kv_get(key)
-        if old and old.session and old.session != session_id:
-            return False
-        if old and old.session == session_id:
-            new = replace(old, value=value, flags=flags)
-        else:
-            new = KVEntry(key, value, flags, (old.lock_index if old else 0) + 1, session_id)
-        return await self.store.cas(KV + key, new.encode(), old.modify_index if old else 0) is not None
+        self._check_value(value, flags)
+        skey, kkey = SESSIONS + session_id, KV + key
+
+        def decide(snap: Snapshot) -> tuple[bool, Plan]:
+            se = snap.entries[skey]
+            if se is None or not session_id:
+                raise ServerError(f'invalid session "{session_id}"')
+            if self._lock_delay.get(key, 0.0) > time.monotonic():
+                return False, Plan()
+            old = _kv(key, snap.entries[kkey])
+            if old and old.session and old.session != session_id:
+                return False, Plan()
+            if old and old.session == session_id:
+                new = replace(old, value=value, flags=flags)
+            else:
+                new = KVEntry(key, value, flags, (old.lock_index if old else 0) + 1, session_id)
+            s = m.load_session(se.value, se.create_index, se.modify_index)
+            return True, Plan(
+                (Compare.on(skey, se), Compare.on(kkey, snap.entries[kkey])),
+                (Put(kkey, new.encode()), Put(m.held_key(session_id, key), m.held_value(s))),
+            )
+
+        ok, _ = await self._atomically([skey, kkey], [], decide)
+        return ok
 
     async def kv_release(self, key: str, value: bytes, session_id: str, flags: int = 0) -> bool:
         self._check_key(key)
-        self._check_value(value)
-        if await self.session(session_id) is None:
-            raise ServerError(f'invalid session "{session_id}"')
-        old = await self.kv_get(key)
-        if old is None or old.session != session_id:
-            return False
-        new = replace(old, value=value, flags=flags, session="")
-        return await self.store.cas(KV + key, new.encode(), old.modify_index) is not None
+        self._check_value(value, flags)
+        skey, kkey = SESSIONS + session_id, KV + key
+
+        def decide(snap: Snapshot) -> tuple[bool, Plan]:
+            if snap.entries[skey] is None or not session_id:
+                raise ServerError(f'invalid session "{session_id}"')
+            old = _kv(key, snap.entries[kkey])
+            if old is None or old.session != session_id:
+                return False, Plan()
+            new = replace(old, value=value, flags=flags, session="")
+            return True, Plan(
+                (Compare.on(kkey, snap.entries[kkey]),),
+                (Put(kkey, new.encode()), Delete(m.held_key(session_id, key))),
+            )
+
+        ok, _ = await self._atomically([skey, kkey], [], decide)
+        return ok
 
     async def kv_delete(self, key: str, recurse: bool = False, cas: int | None = None) -> bool:
         if recurse:
+            # a lock index entry under held/ may outlive a key deleted here; ending its session clears it
             await self.store.delete_prefix(KV + key)
             return True
-        if cas is not None:
-            old = await self.kv_get(key)
-            if (old.modify_index if old else 0) != cas:
-                return False
-            if old is None:
-                return True
-            return await self.store.delete(KV + key, index=cas) is not None
-        await self.store.delete(KV + key)
-        return True
+        kkey = KV + key
+
+        def decide(snap: Snapshot) -> tuple[bool, Plan]:
+            e = snap.entries[kkey]
+            if cas is not None and (e.modify_index if e else 0) != cas:
+                return False, Plan()
+            if e is None:
+                return True, Plan()
+            old = _kv(key, e)
+            held = (Delete(m.held_key(old.session, key)),) if old and old.session else ()
+            return True, Plan((Compare.on(kkey, e),), (Delete(kkey), *held))
+
+        ok, _ = await self._atomically([kkey], [], decide)
+        return ok
+
+    async def kv_txn(self, ops: list[txn.KVOp], dc: str | None = None) -> tuple[bool, dict[str, Any]]:
+        """Consul's /v1/txn: every operation on one snapshot, then one store transaction (or, when an
+        operation fails, nothing). Returns (applied, Consul's reply body)."""
+        self._check_dc(dc)
+        keys, prefixes = txn.reads(ops)
+
+        def decide(snap: Snapshot) -> tuple[txn.Outcome, Plan]:
+            now = time.monotonic()
+            delayed = frozenset(
+                op.key for op in ops if op.verb == "lock" and self._lock_delay.get(op.key, 0.0) > now
+            )
+            out = txn.plan(ops, snap, delayed)
+            return out, (Plan() if out.errors else Plan(tuple(out.compares), tuple(out.writes)))
+
+        out, index = await self._atomically(keys, prefixes, decide)
+        return not out.errors, out.render(index)
 
     # --- sessions -------------------------------------------------------------------------------------
 
     async def session(self, session_id: str) -> Session | None:
+        if not session_id:
+            return None
         e = await self.store.get(SESSIONS + session_id)
         return m.load_session(e.value, e.create_index, e.modify_index) if e else None
 
@@ -192,30 +329,52 @@ class Registry:
 
     async def session_create(self, body: dict[str, Any], dc: str | None) -> str:
         self._check_dc(dc)
-        node = body.get("node") or self.config.node
-        if await self.store.get(NODES + node) is None:
-            raise ServerError(f"Missing node registration: node {node!r} is not in the catalog")
-        behavior = (body.get("behavior") or "release").lower()
+        b = Obj(body)
+        node = b.str("node") or self.config.node
+        behavior = (b.str("behavior") or "release").lower()
         if behavior not in ("release", "delete"):
             raise BadRequest(f"Invalid Behavior setting '{behavior}': must be 'release' or 'delete'")
-        ttl = m.parse_duration(body.get("ttl"), "TTL")
+        ttl = b.duration("ttl", "TTL")
         if ttl and not MIN_TTL <= ttl <= MAX_TTL:
             raise BadRequest(f"Invalid Session TTL '{m.format_duration(ttl)}', must be between [10s=24h0m0s]")
-        lock_delay = m.parse_duration(body.get("lockdelay", "15s"), "LockDelay")
-        if lock_delay > 60:
-            lock_delay = 60.0  # Consul caps it at 60s
-        checks = body.get("checks")
-        checks = [SERF_HEALTH] if checks is None else list(checks)
-        for cid in checks:
-            c = await self.store.get(f"{CHECKS}{node}/{cid}")
-            if c is None:
-                raise ServerError(f'Missing check "{cid}" registration')
-            if m.load_check(c.value, 0, 0).status == m.CRITICAL:
-                raise ServerError(f'Check "{cid}" is in critical state')
+        lock_delay = min(b.duration("lockdelay", "LockDelay", default="15s"), 60.0)  # Consul caps it at 60s
+        if b.has("checks"):
+            checks = b.strs("checks")
+        elif b.has("nodechecks"):
+            checks = b.strs("nodechecks")
+        else:
+            checks = (SERF_HEALTH,)
+        name = b.str("name")
+        keys = [NODES + node, *(f"{CHECKS}{node}/{cid}" for cid in checks)]
+
+        def preconditions(snap: Snapshot) -> None:
+            if snap.entries[NODES + node] is None:
+                raise ServerError(f"Missing node registration: node {node!r} is not in the catalog")
+            for cid in checks:
+                c = snap.entries[f"{CHECKS}{node}/{cid}"]
+                if c is None:
+                    raise ServerError(f'Missing check "{cid}" registration')
+                if m.load_check(c.value, 0, 0).status == m.CRITICAL:
+                    raise ServerError(f'Check "{cid}" is in critical state')
+
+        preconditions(await self.store.read(keys))  # before a lease exists, so a refusal leaves nothing
         sid = str(uuid.uuid4())
         lease = await self.store.grant(ttl) if ttl else 0
-        s = Session(sid, body.get("name") or "", node, lock_delay, behavior, ttl, tuple(checks), lease)
-        await self.store.put(SESSIONS + sid, m.dump(s), lease=lease)
+        crash_point("session-create-granted")
+        s = Session(sid, name, node, lock_delay, behavior, ttl, tuple(checks), lease)
+
+        def decide(snap: Snapshot) -> tuple[None, Plan]:
+            preconditions(snap)
+            compares = tuple(Compare.on(k, snap.entries[k]) for k in keys)
+            return None, Plan(compares, (Put(SESSIONS + sid, m.dump(s), lease=lease),))
+
+        try:
+            await self._atomically(keys, [], decide)
+        except BaseException:
+            if lease:
+                with contextlib.suppress(Exception):
+                    await self.store.revoke(lease)
+            raise
         self._known[sid] = s
         return sid
 
@@ -224,10 +383,11 @@ class Registry:
         s = await self.session(session_id)
         if s is None:
             return True
+        self._known.pop(s.id, None)
+        await self._invalidate(s.id, s.behavior, s.lock_delay, delete_record=True)
+        crash_point("session-destroy-committed")
         if s.lease:
             await self.store.revoke(s.lease)
-        await self.store.delete(SESSIONS + session_id)
-        await self._invalidate(s)
         return True
 
     async def session_renew(self, session_id: str, dc: str | None = None) -> Session:
@@ -243,18 +403,54 @@ class Registry:
                 f"No path to datacenter: {dc!r} is not known (this is {self.config.datacenter!r})"
             )
 
-    async def _invalidate(self, s: Session) -> None:
-        """What Consul does when a session ends: release or delete what it held, and start lock-delay."""
-        self._known.pop(s.id, None)
-        for e in await self.kv_range(""):
-            if e.session != s.id:
-                continue
-            if s.lock_delay:
-                self._lock_delay[e.key] = time.monotonic() + s.lock_delay
-            if s.behavior == "delete":
-                await self.store.delete(KV + e.key, index=e.modify_index)
+    async def _invalidate(self, sid: str, behavior: str, lock_delay: float, delete_record: bool) -> None:
+        """What Consul does when a session ends: release (or, with Behavior delete, delete) every key it
+        holds and start their lock delay; with `delete_record`, remove the session itself in the same
+        transaction. The held/ index names the keys; compares on it and on each key make a concurrent
+        acquire or release send us round again, so no lock is left on a dead session."""
+        skey, prefix = SESSIONS + sid, m.held_key(sid, "")
+        conflicts = 0
+        while conflicts < ATTEMPTS:
+            first = await self.store.read([skey], [prefix])
+            held = list(first.trees[prefix])
+            last = len(held) <= RELEASE_BATCH
+            held = held[:RELEASE_BATCH]
+            keys = [KV + h.key[len(prefix) :] for h in held]
+            second = await self.store.read(keys)
+            compares: list[Compare] = [Compare.on(k, second.entries[k]) for k in keys]
+            writes: list[Write] = []
+            released: list[tuple[str, float]] = []
+            for h, k in zip(held, keys, strict=True):
+                kv = _kv(k[len(KV) :], second.entries[k])
+                if kv is None or kv.session != sid:
+                    continue  # deleted, or released and taken since: only the index entry goes
+                # the behavior and delay the session had when it took the lock (kept with the lock, so
+                # they hold even for a session whose record is gone)
+                how, delay = m.load_held(h.value) if h.value else (behavior, lock_delay)
+                writes.append(Delete(k) if how == "delete" else Put(k, replace(kv, session="").encode()))
+                released.append((kv.key, delay))
+            if last:
+                compares += [Compare.on(skey, first.entries[skey]), Compare.tree(prefix, first.index)]
+                if delete_record and first.entries[skey] is not None:
+                    writes.append(Delete(skey))
+                if held:
+                    writes.append(Delete(prefix, prefix=True))
             else:
-                await self.store.cas(KV + e.key, replace(e, session="").encode(), e.modify_index)
+                compares += [Compare.on(h.key, h) for h in held]
+                writes += [Delete(h.key) for h in held]
+            if writes and await self.store.txn(compares, writes) is None:
+                conflicts += 1
+                await asyncio.sleep(random.uniform(0, 0.01))
+                continue
+            now = time.monotonic()
+            if len(self._lock_delay) > 10_000:  # forget delays that have passed
+                self._lock_delay = {k: t for k, t in self._lock_delay.items() if t > now}
+            for key, delay in released:
+                if delay:
+                    self._lock_delay[key] = now + delay
+            if last:
+                return
+        raise ServerError(f"could not end session {sid}: its locks kept changing; try again")
 
     async def _watch_sessions(self) -> None:
         """Sessions whose lease expired vanish from the store; release their locks as Consul would."""
@@ -264,7 +460,9 @@ class Registry:
                 index = max(index, await self.store.wait([SESSIONS], index, 30.0))
                 live = {s.id: s for s in await self.sessions()}
                 for sid in set(self._known) - set(live):
-                    await self._invalidate(self._known[sid])
+                    s = self._known[sid]
+                    await self._invalidate(sid, s.behavior, s.lock_delay, delete_record=False)
+                    self._known.pop(sid, None)
                 self._known.update(live)
             except asyncio.CancelledError:
                 raise
@@ -273,8 +471,12 @@ class Registry:
                 await asyncio.sleep(1)
 
     async def _release_orphans(self) -> None:
+        """At start: locks of sessions that ended while no registry was running."""
         live = {s.id for s in await self.sessions()}
-        for e in await self.kv_range(""):
+        dead = {h.key[len(HELD) :].split("/", 1)[0] for h in await self.store.range(HELD)} - live
+        for sid in sorted(dead):
+            await self._invalidate(sid, "release", 0.0, delete_record=False)
+        for e in await self.kv_range(""):  # held by a dead session but not in the index: release
             if e.session and e.session not in live:
                 await self.store.cas(KV + e.key, replace(e, session="").encode(), e.modify_index)
 
@@ -301,64 +503,81 @@ class Registry:
         e = await self.store.get(f"{CHECKS}{node or self.config.node}/{check_id}")
         return m.load_check(e.value, e.create_index, e.modify_index) if e else None
 
-    async def _write_check(self, c: Check) -> None:
-        await self.store.put(c.key(), m.dump(c))
-
     async def register_service(self, body: dict[str, Any]) -> Service:
-        name = body.get("name")
-        if not name or not isinstance(name, str):
+        b = Obj(body)
+        name = b.str("name")
+        if not name:
             raise BadRequest("Missing service name")
-        sid = body.get("id") or name
-        port = body.get("port") or 0
-        if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise BadRequest(f"Invalid service port {port!r}: must be 0-65535")
-        tags = body.get("tags") or []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise BadRequest("Invalid Tags: must be a list of strings")
-        weights = body.get("weights") or {}
+        weights = b.obj("weights") or Obj({})
         svc = Service(
             node=self.config.node,
-            id=sid,
+            id=b.str("id") or name,
             name=name,
-            tags=tuple(tags),
-            address=body.get("address") or "",
-            port=port,
-            meta=body.get("meta") or {},
-            weights={"Passing": int(weights.get("passing", 1)), "Warning": int(weights.get("warning", 1))},
-            enable_tag_override=bool(body.get("enabletagoverride", False)),
+            tags=b.strs("tags"),
+            address=b.str("address"),
+            port=b.int("port", 0, 0, 65535),
+            meta=b.str_map("meta"),
+            weights={
+                "Passing": weights.int("passing", 1, 0, 2**31 - 1),
+                "Warning": weights.int("warning", 1, 0, 2**31 - 1),
+            },
+            enable_tag_override=b.bool("enabletagoverride"),
         )
-        defs = []
-        if body.get("check"):
-            defs.append(body["check"])
-        defs += body.get("checks") or []
-        checks = [self._check_from(d, svc, i + 1 if len(defs) > 1 else 0) for i, d in enumerate(defs)]
-        # validate everything before writing anything
-        await self.store.put(f"{SERVICES}{svc.node}/{svc.id}", m.dump(svc))
-        old = {c.id for c in await self.all_checks(svc.node) if c.service_id == svc.id}
-        for c in checks:
-            await self._add_check(c)
-        for cid in old - {c.id for c in checks}:
-            await self._remove_check(cid)
+        defs = ([c] if (c := b.obj("check")) else []) + b.objs("checks")
+        # parse every check before writing anything; a later definition of the same id wins
+        wanted = {
+            c.id: c
+            for c in (self._check_from(d, svc, i + 1 if len(defs) > 1 else 0) for i, d in enumerate(defs))
+        }
+        skey, cprefix = f"{SERVICES}{svc.node}/{svc.id}", f"{CHECKS}{svc.node}/"
+
+        def decide(snap: Snapshot) -> tuple[tuple[list[Check], set[str]], Plan]:
+            existing = {e.key: e for e in snap.trees[cprefix]}
+            compares, writes = [Compare.on(skey, snap.entries[skey])], []
+            if _changed(snap.entries[skey], data := m.dump(svc)):
+                writes.append(Put(skey, data))
+            final = []
+            for c in wanted.values():
+                old_e = existing.get(c.key())
+                if old_e is not None:
+                    old = m.load_check(old_e.value, 0, 0)
+                    same = c.definition == old.definition
+                    c = replace(c, status=old.status if same else c.status, output=old.output)
+                compares.append(Compare.on(c.key(), old_e))
+                if _changed(old_e, data := m.dump(c)):
+                    writes.append(Put(c.key(), data))
+                final.append(c)
+            stale = set()
+            for k, e in existing.items():
+                old = m.load_check(e.value, 0, 0)
+                if old.service_id == svc.id and old.id not in wanted:
+                    stale.add(old.id)
+                    compares.append(Compare.on(k, e))
+                    writes.append(Delete(k))
+            return (final, stale), Plan(tuple(compares), tuple(writes))
+
+        (final, stale), _ = await self._atomically([skey], [cprefix], decide)
+        for c in final:
+            self.checks.schedule(c)
+        for cid in stale:
+            self.checks.unschedule(cid, svc.node)
         return svc
 
-    def _check_from(self, d: dict[str, Any], svc: Service | None, n: int) -> Check:
-        if not isinstance(d, dict):
-            raise BadRequest("Invalid check: must be an object")
-        ttl = m.parse_duration(d.get("ttl"), "TTL")
-        interval = m.parse_duration(d.get("interval"), "Interval")
-        timeout = m.parse_duration(d.get("timeout"), "Timeout") or 10.0
-        args = d.get("args") or d.get("scriptargs") or []
+    def _check_from(self, d: Obj, svc: Service | None, n: int) -> Check:
+        ttl = d.duration("ttl", "TTL")
+        interval = d.duration("interval", "Interval")
+        method = (d.str("method") or "GET").upper()
+        if not HTTP_TOKEN.fullmatch(method):
+            raise BadRequest(f"Invalid check Method {method[:40]!r}: must be an HTTP method such as GET")
         definition = CheckDef(
             ttl=ttl,
-            http=d.get("http") or "",
-            method=(d.get("method") or "GET").upper(),
-            tcp=d.get("tcp") or "",
-            args=tuple(args),
-            interval=interval,
-            timeout=timeout,
-            deregister_after=m.parse_duration(
-                d.get("deregistercriticalserviceafter"), "DeregisterCriticalServiceAfter"
-            ),
+            http=d.str("http"),
+            method=method,
+            tcp=d.str("tcp"),
+            args=d.strs("args") or d.strs("scriptargs"),
+            interval=max(interval, MIN_INTERVAL) if interval else 0.0,
+            timeout=d.duration("timeout", "Timeout") or 10.0,
+            deregister_after=d.duration("deregistercriticalserviceafter", "DeregisterCriticalServiceAfter"),
         )
         kinds = [k for k in (ttl, definition.http, definition.tcp, definition.args) if k]
         if len(kinds) != 1:
@@ -369,18 +588,18 @@ class Registry:
             raise BadRequest(
                 "Scripts are disabled on this agent; to enable, start it with --enable-script-checks"
             )
-        status = (d.get("status") or m.CRITICAL).lower()
+        status = (d.str("status") or m.CRITICAL).lower()
         if status not in m.STATUSES:
-            raise BadRequest(f"Invalid check status {status!r}: must be passing, warning or critical")
+            raise BadRequest(f"Invalid check status {status[:40]!r}: must be passing, warning or critical")
+        given_id = d.str("checkid") or d.str("id")
         if svc is not None:
-            default_id = f"service:{svc.id}" + (f":{n}" if n else "")
-            cid = d.get("checkid") or d.get("id") or default_id
-            name = d.get("name") or f"Service '{svc.name}' check"
+            cid = given_id or f"service:{svc.id}" + (f":{n}" if n else "")
+            name = d.str("name") or f"Service '{svc.name}' check"
         else:
-            name = d.get("name")
+            name = d.str("name")
             if not name:
                 raise BadRequest("Missing check name")
-            cid = d.get("checkid") or d.get("id") or name
+            cid = given_id or name
         return Check(
             node=self.config.node,
             id=cid,
@@ -389,173 +608,211 @@ class Registry:
             service_id=svc.id if svc else "",
             service_name=svc.name if svc else "",
             service_tags=svc.tags if svc else (),
-            notes=d.get("notes") or "",
+            notes=d.str("notes"),
             definition=definition,
         )
 
     async def register_check(self, body: dict[str, Any]) -> Check:
+        b = Obj(body)
+        service_id = b.str("serviceid")
         svc = None
-        service_id = body.get("serviceid")
+        skey = f"{SERVICES}{self.config.node}/{service_id}"
         if service_id:
             svc = await self.service(service_id)
             if svc is None:
                 raise NotFound(f'ServiceID "{service_id}" does not exist')
-        c = self._check_from(body, svc, 0)
-        await self._add_check(c)
-        return c
+        c = self._check_from(b, svc, 0)
+        keys = [c.key(), *([skey] if svc else [])]
 
-    async def _add_check(self, c: Check) -> None:
-        old = await self.check(c.id, c.node)
-        if old is not None:
-            c = replace(
-                c, status=old.status if c.definition == old.definition else c.status, output=old.output
-            )
-        await self._write_check(c)
-        if self.checks:
-            self.checks.schedule(c)
+        def decide(snap: Snapshot) -> tuple[Check, Plan]:
+            if svc is not None and snap.entries[skey] is None:
+                raise NotFound(f'ServiceID "{service_id}" does not exist')
+            new, old_e = c, snap.entries[c.key()]
+            if old_e is not None:
+                old = m.load_check(old_e.value, 0, 0)
+                new = replace(
+                    c, status=old.status if c.definition == old.definition else c.status, output=old.output
+                )
+            compares = tuple(Compare.on(k, snap.entries[k]) for k in keys)
+            writes = (Put(c.key(), data),) if _changed(old_e, data := m.dump(new)) else ()
+            return new, Plan(compares, writes)
 
-    async def _remove_check(self, check_id: str, node: str | None = None) -> None:
-        if self.checks:
-            self.checks.unschedule(check_id, node or self.config.node)
-        await self.store.delete(f"{CHECKS}{node or self.config.node}/{check_id}")
+        new, _ = await self._atomically(keys, [], decide)
+        self.checks.schedule(new)
+        return new
 
     async def deregister_check(self, check_id: str) -> None:
-        if await self.check(check_id) is None or check_id == SERF_HEALTH:
-            raise NotFound(
-                f'Unknown check ID "{check_id}". Ensure that the check ID is passed, not the check name.'
-            )
-        await self._remove_check(check_id)
+        key = f"{CHECKS}{self.config.node}/{check_id}"
+
+        def decide(snap: Snapshot) -> tuple[None, Plan]:
+            if snap.entries[key] is None or check_id == SERF_HEALTH:
+                raise NotFound(
+                    f'Unknown check ID "{check_id}". Ensure that the check ID is passed, not the check name.'
+                )
+            return None, Plan((Compare.on(key, snap.entries[key]),), (Delete(key),))
+
+        await self._atomically([key], [], decide)
+        self.checks.unschedule(check_id, self.config.node)
 
     async def deregister_service(self, service_id: str) -> None:
-        svc = await self.service(service_id)
-        if svc is None:
-            raise NotFound(
-                f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the '
-                "service name."
-            )
-        for c in await self.all_checks(svc.node):
-            if c.service_id == service_id:
-                await self._remove_check(c.id)
-        await self.store.delete(f"{SERVICES}{svc.node}/{service_id}")
+        """The service and its checks go in one transaction: no reader sees the one without the other."""
+        node = self.config.node
+        removed = await self._remove_service(node, service_id, missing_ok=False)
+        for cid in removed:
+            self.checks.unschedule(cid, node)
 
-    async def update_check(self, check_id: str, status: str, output: str) -> Check:
+    async def _remove_service(self, node: str, service_id: str, missing_ok: bool) -> list[str]:
+        skey, cprefix = f"{SERVICES}{node}/{service_id}", f"{CHECKS}{node}/"
+
+        def decide(snap: Snapshot) -> tuple[list[str], Plan]:
+            se = snap.entries[skey]
+            if se is None and not missing_ok:
+                raise NotFound(
+                    f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the '
+                    "service name."
+                )
+            mine = [e for e in snap.trees[cprefix] if m.load_check(e.value, 0, 0).service_id == service_id]
+            compares = (Compare.on(skey, se), *(Compare.on(e.key, e) for e in mine))
+            writes = (*((Delete(skey),) if se else ()), *(Delete(e.key) for e in mine))
+            return [e.key[len(cprefix) :] for e in mine], Plan(compares, writes)
+
+        removed, _ = await self._atomically([skey], [cprefix], decide)
+        return removed
+
+    async def update_check(self, check_id: str, status: Any, output: Any) -> Check:
+        if not isinstance(status, str) or status not in m.STATUSES:
+            raise BadRequest(f"Invalid check status: {str(status)[:40]!r}")
+        if not isinstance(output, str):
+            raise BadRequest("Request decode failed: Output must be a string")
         c = await self.check(check_id)
         if c is None or check_id == SERF_HEALTH:
             raise NotFound(
                 f'Unknown check ID "{check_id}". Ensure that the check ID is passed, not the check name.'
             )
-        if status not in m.STATUSES:
-            raise BadRequest(f"Invalid check status: {status!r}")
         if len(output) > 4096:
             output = output[:4096] + " ... (Output truncated)"
-        if self.checks and c.definition.ttl:
+        if c.definition.ttl:
             self.checks.ttl_touched(c)
         return await self.set_check_status(c, status, output)
 
     async def set_check_status(self, c: Check, status: str, output: str) -> Check:
-        cur = await self.check(c.id, c.node)
-        if cur is None:
-            return c
-        if cur.status == status and cur.output == output:
-            return cur
-        new = replace(cur, status=status, output=output)
-        await self._write_check(new)
-        if self.checks:
-            self.checks.status_changed(new)
-        return new
+        """A compare-and-set on the check as read, so a status never resurrects a check deregistered
+        meanwhile."""
+        for _ in range(ATTEMPTS):
+            e = await self.store.get(c.key())
+            if e is None:
+                return c
+            cur = m.load_check(e.value, e.create_index, e.modify_index)
+            if cur.status == status and cur.output == output:
+                return cur
+            new = replace(cur, status=status, output=output)
+            if await self.store.cas(c.key(), m.dump(new), e.modify_index) is not None:
+                self.checks.status_changed(new)
+                return new
+        raise ServerError(f"could not set check {c.id}: it kept changing; try again")
 
     # --- catalog registration (remote nodes: shoal agents) ---------------------------------------------
 
     async def catalog_register(self, body: dict[str, Any]) -> None:
-        """Consul's /v1/catalog/register. shoal extension: a check given a TTL here is timed by the
-        registry like an agent TTL check, and registering it again as passing renews it; that is how
-        the node agents (which have no Consul agent of their own) keep their node's check alive."""
-        node = body.get("node")
-        address = body.get("address")
-        if not node or not isinstance(node, str):
-            raise BadRequest("Must provide node")
-        if not address or not isinstance(address, str):
+        """Consul's /v1/catalog/register, node, service and checks in one transaction. shoal extension:
+        a check given a TTL here is timed by the registry like an agent TTL check, and registering it
+        again as passing renews it; that is how the node agents (which have no Consul agent of their
+        own) keep their node's check alive."""
+        b = Obj(body)
+        node = _node_name(b.str("node"))
+        address = b.str("address")
+        if not address:
             raise BadRequest("Must provide address")
-        self._check_dc(body.get("datacenter"))
-        meta = body.get("nodemeta") or {}
-        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-            raise BadRequest("Invalid NodeMeta: must map strings to strings")
+        self._check_dc(b.str("datacenter") or None)
         n = Node(
             node,
             address,
             self.config.datacenter,
-            id=body.get("id") or str(uuid.uuid5(uuid.NAMESPACE_DNS, node)),
-            meta=meta,
-            tagged_addresses=body.get("taggedaddresses") or {},
+            id=b.str("id") or str(uuid.uuid5(uuid.NAMESPACE_DNS, node)),
+            meta=b.str_map("nodemeta"),
+            tagged_addresses=b.str_map("taggedaddresses"),
         )
         svc = None
-        if body.get("service"):
-            s = body["service"]
-            if not isinstance(s, dict) or not s.get("service"):
+        if s := b.obj("service"):
+            if not s.str("service"):
                 raise BadRequest("Invalid Service: must have a Service name")
             svc = Service(
                 node=node,
-                id=s.get("id") or s["service"],
-                name=s["service"],
-                tags=tuple(s.get("tags") or ()),
-                address=s.get("address") or "",
-                port=int(s.get("port") or 0),
-                meta=s.get("meta") or {},
+                id=s.str("id") or s.str("service"),
+                name=s.str("service"),
+                tags=s.strs("tags"),
+                address=s.str("address"),
+                port=s.int("port", 0, 0, 65535),
+                meta=s.str_map("meta"),
             )
-        defs = ([body["check"]] if body.get("check") else []) + list(body.get("checks") or [])
-        checks = []
-        for d in defs:
-            if not isinstance(d, dict) or not (d.get("checkid") or d.get("name")):
+        checks: dict[str, Check] = {}
+        for d in ([c] if (c := b.obj("check")) else []) + b.objs("checks"):
+            cid = d.str("checkid") or d.str("name")
+            if not cid:
                 raise BadRequest("Invalid Check: must have a CheckID or Name")
-            status = (d.get("status") or m.CRITICAL).lower()
+            status = (d.str("status") or m.CRITICAL).lower()
             if status not in m.STATUSES:
-                raise BadRequest(f"Invalid check status {status!r}: must be passing, warning or critical")
-            ttl = m.parse_duration(d.get("ttl") or (d.get("definition") or {}).get("ttl"), "TTL")
-            sid = d.get("serviceid") or ""
-            checks.append(
-                Check(
-                    node=node,
-                    id=d.get("checkid") or d["name"],
-                    name=d.get("name") or d["checkid"],
-                    status=status,
-                    service_id=sid,
-                    service_name=svc.name if svc and sid == svc.id else "",
-                    service_tags=svc.tags if svc and sid == svc.id else (),
-                    notes=d.get("notes") or "",
-                    output=d.get("output") or "",
-                    definition=CheckDef(ttl=ttl),
+                raise BadRequest(
+                    f"Invalid check status {status[:40]!r}: must be passing, warning or critical"
                 )
+            definition = d.obj("definition") or Obj({})
+            ttl = d.duration("ttl", "TTL") or definition.duration("ttl", "TTL")
+            sid = d.str("serviceid")
+            mine = svc is not None and sid == svc.id
+            checks[cid] = Check(
+                node=node,
+                id=cid,
+                name=d.str("name") or cid,
+                status=status,
+                service_id=sid,
+                service_name=svc.name if svc and mine else "",
+                service_tags=svc.tags if svc and mine else (),
+                notes=d.str("notes"),
+                output=d.str("output"),
+                definition=CheckDef(ttl=ttl),
             )
-        old = await self.store.get(NODES + node)
-        if old is None or m.load_node(old.value, 0, 0) != replace(n, create_index=0, modify_index=0):
-            await self.store.put(NODES + node, m.dump(n))
+        records = {NODES + node: m.dump(n)}
         if svc is not None:
-            await self.store.put(f"{SERVICES}{node}/{svc.id}", m.dump(svc))
-        for c in checks:
-            cur = await self.check(c.id, node)
-            if cur is None or replace(cur, create_index=0, modify_index=0) != c:
-                await self._write_check(c)
-            if self.checks and c.definition.ttl:
+            records[f"{SERVICES}{node}/{svc.id}"] = m.dump(svc)
+        records.update((c.key(), m.dump(c)) for c in checks.values())
+
+        def decide(snap: Snapshot) -> tuple[None, Plan]:
+            compares = tuple(Compare.on(k, snap.entries[k]) for k in records)
+            writes = tuple(Put(k, v) for k, v in records.items() if _changed(snap.entries[k], v))
+            return None, Plan(compares, writes)
+
+        await self._atomically(list(records), [], decide)
+        for c in checks.values():
+            if c.definition.ttl:
                 self.checks.ttl_touched(c)
-            if self.checks:
-                self.checks.status_changed(c)
+            self.checks.status_changed(c)
 
     async def catalog_deregister(self, body: dict[str, Any]) -> None:
-        node = body.get("node")
-        if not node:
-            raise BadRequest("Must provide node")
-        if body.get("serviceid"):
-            await self.store.delete(f"{SERVICES}{node}/{body['serviceid']}")
-            for c in await self.all_checks(node):
-                if c.service_id == body["serviceid"]:
-                    await self._remove_check(c.id, node)
-        elif body.get("checkid"):
-            await self._remove_check(body["checkid"], node)
+        b = Obj(body)
+        node = _node_name(b.str("node"))
+        self._check_dc(b.str("datacenter") or None)
+        service_id, check_id = b.str("serviceid"), b.str("checkid")
+        if service_id:
+            removed = await self._remove_service(node, service_id, missing_ok=True)
+        elif check_id:
+            key = f"{CHECKS}{node}/{check_id}"
+
+            def one(snap: Snapshot) -> tuple[list[str], Plan]:
+                e = snap.entries[key]
+                return ([check_id], Plan((Compare.on(key, e),), (Delete(key),))) if e else ([], Plan())
+
+            removed, _ = await self._atomically([key], [], one)
         else:
-            for c in await self.all_checks(node):
-                await self._remove_check(c.id, node)
-            await self.store.delete_prefix(f"{SERVICES}{node}/")
-            await self.store.delete(NODES + node)
+            nkey, sprefix, cprefix = NODES + node, f"{SERVICES}{node}/", f"{CHECKS}{node}/"
+
+            def whole(snap: Snapshot) -> tuple[list[str], Plan]:
+                writes: list[Write] = [Delete(nkey)] if snap.entries[nkey] else []
+                writes += [Delete(p, prefix=True) for p in (sprefix, cprefix) if snap.trees[p]]
+                return [e.key[len(cprefix) :] for e in snap.trees[cprefix]], Plan((), tuple(writes))
+
+            removed, _ = await self._atomically([nkey], [sprefix, cprefix], whole)
+        for cid in removed:
+            self.checks.unschedule(cid, node)
 
     # --- views ----------------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@
 
 Parsing a name into a `Query` is pure (`parse_name`); answering runs against the Registry.
 UDP answers that would not fit in 512 bytes are truncated (TC) so resolvers retry over TCP.
+A packet that is not DNS gets no answer, one whose answer fails gets SERVFAIL, and a TCP client that
+goes quiet is dropped after TCP_IDLE seconds: no packet can stop the server answering the next one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from shoal.registry.core import Registry
 
 log = logging.getLogger("shoal.registry.dns")
 TTL = 0  # Consul's default: answers are not cached
+TCP_IDLE = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +129,24 @@ class DNSServer:
             return (await self.answer(request)).pack()
         except Exception:
             log.exception("DNS answer failed")
+        try:
             reply = request.reply()
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
+        except Exception:
+            return None
+
+    @staticmethod
+    def _truncate(out: bytes) -> bytes:
+        if len(out) <= 512:
+            return out
+        rec = DNSRecord.parse(out)
+        rec.ar, rec.header.tc = [], 1
+        while True:
+            packed = rec.pack()
+            if len(packed) <= 512 or len(rec.rr) <= 1:
+                return packed
+            rec.rr = rec.rr[: len(rec.rr) // 2]
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -143,12 +161,8 @@ class DNSServer:
                     out = await server._handle(data)
                     if out is None:
                         return
-                    if len(out) > 512:
-                        rec = DNSRecord.parse(out)
-                        rec.rr, rec.ar = rec.rr[: max(1, len(rec.rr) // 2)], []
-                        rec.header.tc = 1
-                        out = rec.pack()
-                    self.transport.sendto(out, addr)  # type: ignore[attr-defined]
+                    with contextlib.suppress(Exception):
+                        self.transport.sendto(server._truncate(out), addr)  # type: ignore[attr-defined]
 
                 task = loop.create_task(go())
                 server._inflight.add(task)
@@ -157,14 +171,14 @@ class DNSServer:
         self._udp, _ = await loop.create_datagram_endpoint(UDP, local_addr=(host, port))
 
         async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, TimeoutError):
                 while True:
-                    (n,) = struct.unpack(">H", await reader.readexactly(2))
-                    out = await server._handle(await reader.readexactly(n))
+                    (n,) = struct.unpack(">H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE))
+                    out = await server._handle(await asyncio.wait_for(reader.readexactly(n), TCP_IDLE))
                     if out is None:
                         break
                     writer.write(struct.pack(">H", len(out)) + out)
-                    await writer.drain()
+                    await asyncio.wait_for(writer.drain(), TCP_IDLE)
             writer.close()
 
         self._tcp = await asyncio.start_server(tcp, host, port)

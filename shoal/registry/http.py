@@ -1,8 +1,15 @@
-"""The Consul HTTP API (the subset shoal serves), on aiohttp. Routes parse and render; Registry decides."""
+"""The Consul HTTP API (the subset shoal serves), on aiohttp. Routes parse and render; Registry decides.
+
+Every input is bounded and checked before it reaches the registry: JSON bodies at 1 MiB (KV values at
+Consul's 512 KB, transactions at its 512 KiB), numbers and durations in range, types as Consul's
+decoder wants them. Whatever still goes wrong is answered as Consul would — a status and a plain-text
+message — never a traceback, and the traceback goes to the log.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -11,9 +18,12 @@ from aiohttp import web
 
 from shoal import __version__, errors
 from shoal.errors import BadRequest, NotFound, ShoalError, TooLarge
+from shoal.registry import decode, txn
 from shoal.registry import model as m
 from shoal.registry.core import Registry
 from shoal.registry.model import CHECKS, KV, NODES, SERVICES, SESSIONS
+
+log = logging.getLogger("shoal.registry.http")
 
 CONSUL_VERSION = "1.22.0"
 MAX_WAIT = 600.0
@@ -26,39 +36,17 @@ def _flag(request: web.Request, name: str) -> bool:
 
 
 def _int_param(request: web.Request, name: str, what: str) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        v = int(raw)
-        if v < 0:
-            raise ValueError
-        return v
-    except ValueError:
-        raise BadRequest(f"Invalid {what} {raw!r}: must be a non-negative integer") from None
-
-
-def _lower(obj: Any) -> Any:
-    """Consul matches JSON keys case-insensitively (py-consul sends `name`, `ttl`, `lockdelay`);
-    user-defined maps (Meta, NodeMeta) keep their keys."""
-    if isinstance(obj, dict):
-        return {k.lower(): (v if k.lower() in ("meta", "nodemeta") else _lower(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_lower(v) for v in obj]
-    return obj
+    return decode.uint(request.query.get(name), what)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}
-    try:
-        data = json.loads(raw)
-    except ValueError as e:
-        raise BadRequest(f"Request decode failed: {e}") from None
+    data = decode.parse_json(raw)
     if not isinstance(data, dict):
         raise BadRequest("Request decode failed: expected a JSON object")
-    return _lower(data)
+    return data
 
 
 def _json(data: Any, index: int | None = None, status: int = 200) -> web.Response:
@@ -81,7 +69,7 @@ async def _blocking(
     index = _int_param(request, "index", "index")
     if index:
         wait = (
-            min(m.parse_duration(request.query.get("wait") or "5m", "wait", number_unit=1.0), MAX_WAIT)
+            min(decode.duration(request.query.get("wait") or "5m", "wait", number_unit=1.0), MAX_WAIT)
             or DEFAULT_WAIT
         )
         if await reg.wait(prefixes, index, wait) == index:  # timed out: Consul answers with the same index
@@ -113,7 +101,20 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     try:
         return await handler(request)
     except ShoalError as e:
-        return consul_reply(e, await request.app[REGISTRY].index() if request.method == "GET" else None)
+        index = None
+        if request.method == "GET":
+            try:
+                index = await request.app[REGISTRY].index()
+            except Exception:
+                index = None
+        return consul_reply(e, index)
+    except web.HTTPException:
+        raise  # aiohttp's own answers (404 no such route, 405, 413 body too large) are plain text already
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return web.Response(
+            status=500, text=f"Internal error serving {request.method} {request.path}; see the registry log"
+        )
 
 
 def _dc(request: web.Request) -> str | None:
@@ -271,7 +272,7 @@ async def kv_put(request: web.Request) -> web.Response:
         raise BadRequest(f"Conflicting flags: {'&'.join(given)}")
     flags = _int_param(request, "flags", "flags") or 0
     cas = _int_param(request, "cas", "cas index")
-    if request.content_length and request.content_length > m.MAX_VALUE:
+    if request.content_length is not None and request.content_length > m.MAX_VALUE:
         raise TooLarge(
             f"Request body({request.content_length} bytes) too large, max size: {m.MAX_VALUE} bytes."
         )
@@ -382,9 +383,20 @@ async def agent_check_mark(request: web.Request) -> web.Response:
 
 async def agent_check_update(request: web.Request) -> web.Response:
     body = await _body(request)
-    status = (body.get("status") or "").lower()
+    status = body.get("status") or ""
+    status = status.lower() if isinstance(status, str) else status
     await request.app[REGISTRY].update_check(request.match_info["id"], status, body.get("output") or "")
     return web.Response(status=200)
+
+
+async def txn_apply(request: web.Request) -> web.Response:
+    """Consul's transaction API, KV operations: 200 with the results when applied, 409 with the errors
+    (and nothing written) when an operation failed."""
+    if request.content_length is not None and request.content_length > txn.MAX_BYTES:
+        raise TooLarge(f"Request body too large, max size: {txn.MAX_BYTES} bytes")
+    ops = txn.parse(await request.read())
+    applied, reply = await request.app[REGISTRY].kv_txn(ops, _dc(request))
+    return _json(reply, status=200 if applied else 409)
 
 
 # --- catalog and health -------------------------------------------------------------------------------
@@ -474,8 +486,11 @@ async def catalog_register(request: web.Request) -> web.Response:
     for pair in request.query.getall("node-meta", []):
         k, sep, v = pair.partition(":")
         if not sep:
-            raise BadRequest(f"Invalid node-meta {pair!r}: must be KEY:VALUE")
-        body.setdefault("nodemeta", {})[k] = v
+            raise BadRequest(f"Invalid node-meta {pair[:64]!r}: must be KEY:VALUE")
+        meta = body["nodemeta"] = body.get("nodemeta") or {}
+        if not isinstance(meta, dict):
+            raise BadRequest("Request decode failed: NodeMeta must be an object of strings")
+        meta[k] = v
     await request.app[REGISTRY].catalog_register(body)
     return _json(True)
 
@@ -486,7 +501,7 @@ async def catalog_deregister(request: web.Request) -> web.Response:
 
 
 def make_app(registry: Registry) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=m.MAX_VALUE + 1024)
+    app = web.Application(middlewares=[_errors], client_max_size=decode.MAX_JSON)
     app[REGISTRY] = registry
     r = app.router
     r.add_get("/", root)
@@ -524,4 +539,5 @@ def make_app(registry: Registry) -> web.Application:
     r.add_get("/v1/health/state/{state}", health_state)
     r.add_get("/v1/health/checks/{name}", health_checks)
     r.add_get("/v1/health/node/{node}", health_node)
+    r.add_put("/v1/txn", txn_apply)
     return app

@@ -8,20 +8,23 @@ exactly the prefixes they show):
     nodes/<node>              a node (JSON)
     services/<node>/<id>      a service instance (JSON)
     checks/<node>/<check-id>  a health check and its current status (JSON)
+    held/<session>/<key>      an index of the KV keys a session locks (its behavior and lock delay,
+                              JSON), so ending a session finds, releases and checks exactly those keys
+                              in one transaction instead of scanning the whole KV
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 import struct
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from shoal.errors import BadRequest
+from shoal.registry.decode import duration
 
 KV, SESSIONS, NODES, SERVICES, CHECKS = "kv/", "sessions/", "nodes/", "services/", "checks/"
+HELD = "held/"
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)
 MAX_VALUE = 512 * 1024  # Consul's kv_max_value_size
@@ -70,30 +73,7 @@ class KVEntry:
 
 # --- durations --------------------------------------------------------------------------------------
 
-_DUR = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: Any, what: str, *, number_unit: float = 1e-9) -> float:
-    """Go-style durations ("10s", "1m30s", "100ms") or numbers (nanoseconds, as Go's JSON has them)."""
-    if value is None or value == "":
-        return 0.0
-    if isinstance(value, bool):
-        raise BadRequest(f"Invalid {what}: {value!r} is not a duration")
-    if isinstance(value, int | float):
-        return float(value) * number_unit
-    s = str(value).strip()
-    if s in ("0",):
-        return 0.0
-    pos, total = 0, 0.0
-    for m in _DUR.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if pos != len(s) or pos == 0:
-        raise BadRequest(f'Invalid {what}: time: invalid duration "{s}"')
-    return total
+parse_duration = duration  # Go-style durations or nanoseconds, checked (shoal.registry.decode)
 
 
 def format_duration(seconds: float) -> str:
@@ -311,3 +291,21 @@ def load_check(raw: bytes, ci: int, mi: int) -> Check:
 
 def with_status(check: Check, status: str, output: str) -> Check:
     return replace(check, status=status, output=output)
+
+
+def held_key(session: str, key: str) -> str:
+    return f"{HELD}{session}/{key}"
+
+
+def held_value(s: Session) -> bytes:
+    return json.dumps({"behavior": s.behavior, "lock_delay": s.lock_delay}).encode()
+
+
+def load_held(raw: bytes) -> tuple[str, float]:
+    """(behavior, lock delay) from a held/ entry; a damaged one releases, without delay."""
+    try:
+        d = json.loads(raw)
+        behavior, delay = d["behavior"], float(d["lock_delay"])
+    except (ValueError, KeyError, TypeError):
+        return "release", 0.0
+    return ("delete" if behavior == "delete" else "release"), max(0.0, min(delay, 60.0))

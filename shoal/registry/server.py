@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from shoal.registry.checks import CheckRunner
 from shoal.registry.core import Config, Registry
 from shoal.registry.dns import DNSServer
 from shoal.registry.http import make_app
@@ -23,6 +24,7 @@ log = logging.getLogger("shoal.registry")
 class RegistryServer:
     store: Store
     registry: Registry
+    checks: CheckRunner
     runner: web.AppRunner
     dns: DNSServer
 
@@ -31,6 +33,9 @@ class RegistryServer:
         store = await open_store(store_url)
         registry = Registry(store, config)
         await registry.start()
+        checks = CheckRunner(registry, config.node)
+        registry.checks = checks  # the registry tells the runner about each committed check change
+        await checks.start()
         runner = web.AppRunner(make_app(registry), access_log=None, handler_cancellation=True)
         await runner.setup()
         await web.TCPSite(runner, http_host, config.http_port, backlog=4096).start()
@@ -45,11 +50,12 @@ class RegistryServer:
             config.dns_port,
             store_url,
         )
-        return cls(store, registry, runner, dns)
+        return cls(store, registry, checks, runner, dns)
 
     async def close(self) -> None:
         await self.dns.close()
         await self.runner.cleanup()
+        await self.checks.close()
         await self.registry.close()
         await self.store.close()
 

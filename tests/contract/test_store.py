@@ -195,3 +195,123 @@ def test_sqlite_keeps_every_acknowledged_write_across_a_reopen():
             await s.close()
 
     assert asyncio.run(read()) == (200, last)
+
+
+def test_txn_applies_every_write_at_one_index_or_nothing(store_url):
+    from shoal.registry.store.base import Compare, Delete, Put
+
+    async def fn(s):
+        i0 = await s.put("svc/web", b"v0")
+        await s.put("chk/web:1", b"old")
+        idx = await s.txn(
+            [Compare("svc/web", i0), Compare("chk/web:2", 0)],
+            [Put("svc/web", b"v1"), Put("chk/web:2", b"new"), Delete("chk/web:1")],
+        )
+        assert idx is not None and idx > i0
+        snap = await s.read(["svc/web", "chk/web:1", "chk/web:2"], ["chk/"])
+        assert snap.entries["svc/web"].value == b"v1" and snap.entries["svc/web"].modify_index == idx
+        assert snap.entries["chk/web:2"].create_index == idx and snap.entries["chk/web:1"] is None
+        assert [e.key for e in snap.trees["chk/"]] == ["chk/web:2"] and snap.index == idx
+        # one stale compare: nothing at all is written and the index stays
+        before = await s.index()
+        assert await s.txn([Compare("svc/web", i0)], [Put("svc/web", b"v2"), Put("other", b"x")]) is None
+        assert await s.index() == before
+        assert (await s.get("svc/web")).value == b"v1" and await s.get("other") is None
+
+    run(store_url, fn)
+
+
+def test_txn_tree_compare_fails_once_a_key_under_it_is_created_or_changed(store_url):
+    from shoal.registry.store.base import Compare, Delete, Put
+
+    async def fn(s):
+        await s.put("held/s1/a", b"")
+        snap = await s.read(prefixes=["held/s1/"])
+        await s.put("held/s1/b", b"")  # created after the read
+        assert await s.txn([Compare.tree("held/s1/", snap.index)], [Delete("held/s1/", prefix=True)]) is None
+        snap = await s.read(prefixes=["held/s1/"])
+        assert await s.txn([Compare.tree("held/s1/", snap.index)], [Delete("held/s1/", prefix=True)])
+        assert await s.range("held/s1/") == []
+        # an empty tree compares as unchanged
+        assert await s.txn([Compare.tree("nothing/", 1)], [Put("x", b"1")]) is not None
+
+    run(store_url, fn)
+
+
+def test_txn_refuses_a_key_written_twice_or_under_a_deleted_prefix(store_url):
+    from shoal.registry.store.base import Delete, Put
+
+    async def fn(s):
+        with pytest.raises(ValueError):
+            await s.txn([], [Put("a", b"1"), Put("a", b"2")])
+        with pytest.raises(ValueError):
+            await s.txn([], [Delete("p/", prefix=True), Put("p/x", b"1")])
+
+    run(store_url, fn)
+
+
+def test_a_txn_wakes_waiters_on_every_key_it_wrote(store_url):
+    from shoal.registry.store.base import Put
+
+    async def fn(s):
+        start = await s.index()
+        w1 = asyncio.create_task(s.wait(["one/"], start, 5))
+        w2 = asyncio.create_task(s.wait(["two/"], start, 5))
+        await asyncio.sleep(0.05)
+        idx = await s.txn([], [Put("one/a", b""), Put("two/b", b"")])
+        assert await w1 == idx and await w2 == idx
+
+    run(store_url, fn)
+
+
+def test_a_second_sqlite_store_on_the_same_file_is_refused_naming_the_holder(tmp_path):
+    import os
+
+    from shoal.errors import StoreUnavailable
+
+    url = f"sqlite://{tmp_path}/r.db"
+
+    async def fn(s):
+        with pytest.raises(StoreUnavailable) as err:
+            await open_store(url)
+        assert f"{tmp_path}/r.db" in err.value.message and f"pid {os.getpid()}" in err.value.message
+        await s.put("still", b"mine")
+
+    run(url, fn)
+    run(url, lambda s: s.get("still"))  # closed: the lock went with it
+
+
+def test_etcd_watch_resumes_after_compaction_and_blocked_readers_still_wake(etcd_endpoint):
+    from aetcd import rpc
+
+    async def fn(s):
+        start = await s.index()
+        s._watcher.cancel()  # the watch is away (a lost connection) ...
+        blocked = asyncio.create_task(s.wait(["kv/"], start, 10))
+        for i in range(5):  # ... while others write, and etcd compacts what it missed
+            await s.put(f"kv/{i}", b"x")
+        now = await s.index()
+        await rpc.KVStub(s._channel).Compact(rpc.CompactionRequest(revision=now, physical=True), timeout=5)
+        s._watcher = asyncio.get_running_loop().create_task(s._watch_loop(start))
+        assert await asyncio.wait_for(blocked, 5) >= now  # woken to re-read, not left hanging
+        later = asyncio.create_task(s.wait(["kv/"], now, 5))
+        await asyncio.sleep(0.1)
+        idx = await s.put("kv/after", b"y")
+        assert await later == idx  # and the watch is live again
+
+    run(f"etcd://{etcd_endpoint}", fn)
+
+
+def test_a_read_of_more_keys_than_one_etcd_txn_takes_is_still_one_snapshot(store_url):
+    from shoal.registry.store.base import Put
+
+    async def fn(s):
+        keys = [f"many/{i:03}" for i in range(300)]
+        for i in range(0, 300, 100):
+            await s.txn([], [Put(k, b"1") for k in keys[i : i + 100]])
+        before = await s.index()
+        snap = await s.read(keys, ["many/"])
+        assert snap.index == before and all(snap.entries[k] is not None for k in keys)
+        assert len(snap.trees["many/"]) == 300
+
+    run(store_url, fn)

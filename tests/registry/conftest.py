@@ -1,7 +1,9 @@
-"""A real `shoal registry` process per store (SQLite file, real etcd), reached over loopback."""
+"""A real `shoal registry` process per store (SQLite file, real etcd), reached over loopback; and the
+hypothesis profiles the fuzzers run under."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -13,9 +15,25 @@ from pathlib import Path
 
 import consul
 import pytest
+from hypothesis import HealthCheck, settings
 
 from shoal.registry.etcd_server import free_port
 from tests.etcd import single_etcd
+
+# The fuzzers' budgets: `ci` keeps all registry fuzzing near a minute; SHOAL_FUZZ_EXAMPLES raises it
+# (benchmarks/safety.py runs them so). No example database: every run starts from fresh examples.
+_EXAMPLES = int(os.environ.get("SHOAL_FUZZ_EXAMPLES", "0") or 0)
+settings.register_profile(
+    "registry-fuzz",
+    max_examples=_EXAMPLES or 300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+    ],
+)
 
 
 @dataclass
@@ -34,7 +52,9 @@ class RegistryProc:
         return f"http://127.0.0.1:{self.http_port}"
 
 
-def start_registry(store: str, *extra: str, http_port: int = 0) -> RegistryProc:
+def start_registry(
+    store: str, *extra: str, http_port: int = 0, env: dict[str, str] | None = None
+) -> RegistryProc:
     http_port, dns_port = http_port or free_port(), free_port()
     log = Path(tempfile.mkdtemp()) / "registry.log"
     argv = [
@@ -53,7 +73,12 @@ def start_registry(store: str, *extra: str, http_port: int = 0) -> RegistryProc:
         "--enable-script-checks",
         *extra,
     ]
-    proc = subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    proc = subprocess.Popen(
+        argv,
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env} if env else None,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -1,18 +1,35 @@
-"""The pool interface, and what every pool does the same way: datasets at `<root>/datasets/<id>`, each
-step made under a `.new-<id>` name and renamed into place (rename is atomic), so `discover` sees either
-the finished dataset or a leftover it can discard."""
+"""The pool interface, and what every pool does the same way.
+
+A pool is self-describing: beside `<root>/datasets/<id>` (what a container mounts, as /flocker/<id>) each
+dataset and snapshot has its own record, `<root>/records/<id>.json` (see shoal.data.pool.ondisk), outside
+anything a container can reach. Every step is ordered so that a crash at any point leaves a state
+`discover` reads back and the plan finishes:
+
+- make (create, snapshot, clone): the record is written first (atomically: a temporary file, fsync,
+  rename), then the dataset is made under `.new-<id>` and renamed into place. A dataset never exists
+  without its record; a record without a dataset is a make still to do.
+- delete: the record is marked `deleting` first (the node's own copy of the checked request), then the
+  dataset is renamed to `.new-del-<id>` (no container can mount it from then on), removed, and the record
+  goes last.
+
+Only dataset ids (canonical uuids) become paths; anything else on the pool is reported and left alone.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from shoal.data.model import check_room
-from shoal.data.plan import OnDisk, PoolState, Step
+from shoal.data.model import Dataset, Refused, check_room, is_dataset_id
+from shoal.data.plan import MAKES, OnDisk, PoolState, Step
+from shoal.data.pool import ondisk
+from shoal.errors import BadRequest, NotFound
 
 PARTIAL = ".new-"
+DELETING = ".new-del-"
 
 
 class Pool(ABC):
@@ -21,19 +38,48 @@ class Pool(ABC):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.datasets = self.root / "datasets"
+        self.records = self.root / "records"
         self.datasets.mkdir(parents=True, exist_ok=True)
+        self.records.mkdir(parents=True, exist_ok=True)
 
     def path(self, dataset_id: str) -> Path:
+        """Where a dataset lives; anything but a dataset id is refused (it never becomes a path)."""
+        if not is_dataset_id(dataset_id):
+            raise BadRequest(f"{dataset_id[:60]!r} is not a dataset id; refused")
         return self.datasets / dataset_id
 
     def _partial(self, dataset_id: str) -> Path:
-        return self.datasets / f"{PARTIAL}{dataset_id}"
+        return self.datasets / f"{PARTIAL}{self.path(dataset_id).name}"
+
+    def _deleting(self, dataset_id: str) -> Path:
+        return self.datasets / f"{DELETING}{self.path(dataset_id).name}"
+
+    # --- discover ---------------------------------------------------------------------------------
 
     def discover(self) -> PoolState:
+        records, strays = ondisk.read_all(self.records)
         ids, partial = [], []
-        for p in self.datasets.iterdir():
-            (partial if p.name.startswith(PARTIAL) else ids).append(p.name)
-        return PoolState(self._describe(ids), tuple(sorted(partial)))
+        for p in sorted(self.datasets.iterdir()):
+            owner = p.name.removeprefix(DELETING) if p.name.startswith(DELETING) else p.name
+            owner = owner.removeprefix(PARTIAL)
+            if not is_dataset_id(owner):
+                strays.append(Refused(f"datasets/{p.name}", "not a dataset id"))
+            elif p.name.startswith(PARTIAL):
+                partial.append(p.name)
+            else:
+                ids.append(p.name)
+        described = self._describe(ids, {i: r.dataset for i, r in records.items()})
+        datasets, pending, deleting = {}, {}, {}
+        for i, rec in records.items():
+            if rec.deleting:
+                deleting[i] = rec.dataset
+            elif i in described:
+                datasets[i] = OnDisk(i, described[i].readonly, described[i].limit, rec.dataset)
+            else:
+                pending[i] = rec.dataset
+        for i in described.keys() - records.keys():
+            datasets[i] = described[i]  # a dataset without a record (a pool from before records)
+        return PoolState(datasets, tuple(partial), pending, deleting, tuple(strays))
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
@@ -42,34 +88,69 @@ class Pool(ABC):
     def check_room(self, size: int, name: str) -> None:
         check_room(self.free_bytes(), size, name, f"the {self.kind} pool at {self.root}")
 
+    # --- apply ------------------------------------------------------------------------------------
+
     def apply(self, step: Step) -> None:
         if step.op == "discard":
-            self._remove(self.datasets / step.id)
-        elif step.op == "create":
-            tmp = self._partial(step.id)
-            self._make(tmp)
-            if step.size:
-                self._limit(tmp, step.size)
-            tmp.rename(self.path(step.id))
-        elif step.op in ("snapshot", "clone"):
-            tmp = self._partial(step.id)
-            self._copy(self.path(step.source), tmp, readonly=step.op == "snapshot")
-            if step.op == "clone" and step.size:
-                self._limit(tmp, step.size)
-            tmp.rename(self.path(step.id))
+            self._discard(step.id)
+        elif step.op in MAKES:
+            self._make_step(step)
         elif step.op == "limit":
             self._limit(self.path(step.id), step.size)
+            if step.record is not None:
+                ondisk.write(self.records, step.record)
+        elif step.op == "adopt":
+            if step.record is None or not self.path(step.id).exists():
+                raise NotFound(f"dataset {step.id} is not on the pool to adopt")
+            ondisk.write(self.records, step.record)
         elif step.op == "delete":
-            tmp = self._partial(f"del-{step.id}")
-            self.path(step.id).rename(tmp)
-            self._remove(tmp)
+            self._delete(step)
         else:
-            raise ValueError(f"unknown step {step}")
+            raise ValueError(f"{step} is not a pool step")
+
+    def _discard(self, name: str) -> None:
+        owner = name.removeprefix(PARTIAL).removeprefix("del-")
+        if not name.startswith(PARTIAL) or not is_dataset_id(owner):
+            raise BadRequest(f"{name[:60]!r} is not a leftover of a step; refused")
+        self._remove(self.datasets / name)
+
+    def _make_step(self, step: Step) -> None:
+        if step.record is None or step.record.id != step.id:
+            raise BadRequest(f"{step} needs the record it writes")
+        target, tmp = self.path(step.id), self._partial(step.id)
+        source = self.path(step.source) if step.source else None
+        if source is not None and not source.is_dir():
+            what = "snapshot" if step.op == "clone" else "dataset"
+            raise NotFound(f"{step.op} {step.id}: its parent {what} {step.source} is not on this node's pool")
+        ondisk.write(self.records, step.record)
+        if tmp.exists():
+            self._remove(tmp)
+        if source is None:
+            self._make(tmp)
+        else:
+            self._copy(source, tmp, readonly=step.op == "snapshot")
+        if step.op != "snapshot" and step.size:
+            self._limit(tmp, step.size)
+        tmp.rename(target)
+
+    def _delete(self, step: Step) -> None:
+        path = self.path(step.id)
+        have = ondisk.read(self.records, step.id)
+        record = have.dataset if have is not None else step.record
+        if record is not None and not (have is not None and have.deleting):
+            ondisk.write(self.records, record, deleting=time.time())
+        hidden = self._deleting(step.id)
+        if path.exists() or path.is_symlink():
+            path.rename(hidden)
+        for leftover in (hidden, self._partial(step.id)):
+            if leftover.exists() or leftover.is_symlink():
+                self._remove(leftover)
+        ondisk.remove(self.records, step.id)
 
     # --- what differs per pool -------------------------------------------------------------------
 
     @abstractmethod
-    def _describe(self, ids: list[str]) -> dict[str, OnDisk]: ...
+    def _describe(self, ids: list[str], records: dict[str, Dataset]) -> dict[str, OnDisk]: ...
 
     @abstractmethod
     def _make(self, path: Path) -> None: ...
@@ -98,5 +179,7 @@ class Pool(ABC):
 
 
 def rmtree(path: Path) -> None:
-    if path.exists() or path.is_symlink():
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
         shutil.rmtree(path, ignore_errors=False)

@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from shoal.data.model import Dataset
 from shoal.data.plan import OnDisk
 from shoal.data.pool.base import Pool, rmtree
 from shoal.errors import ShoalError
@@ -39,7 +40,7 @@ class BtrfsPool(Pool):
         super().__init__(root)
         _btrfs("quota", "enable", str(self.root))
 
-    def _describe(self, ids: list[str]) -> dict[str, OnDisk]:
+    def _describe(self, ids: list[str], records: dict[str, Dataset]) -> dict[str, OnDisk]:
         if not ids:
             return {}
         readonly = set()

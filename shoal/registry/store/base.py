@@ -3,6 +3,11 @@
 It is shaped like etcd's v3 model on purpose, so that Consul's `X-Consul-Index`, `CreateIndex`,
 `ModifyIndex`, `?cas=` and blocking `?index=` map straight onto it: every write gets the next value
 of one global index; an entry remembers the index that created it and the one that last changed it.
+
+Operations that write several keys are one transaction (`txn`): etcd's model again — compares on the
+modify indexes of what was read, then every write at one new index, or nothing. Callers read what they
+decide on (`read`, one consistent snapshot), decide, and commit with compares on exactly those keys;
+a failed compare means someone else wrote in between, and the caller reads again.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ import asyncio
 import bisect
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -23,6 +28,65 @@ class Entry:
     create_index: int
     modify_index: int
     lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A transaction's condition. Plain: the key's modify index is `modify_index` (0: the key is absent).
+    With `prefix`: no key under `key` was created or changed after index `modify_index` (deletions under
+    it are not seen; compare the keys read one by one for that)."""
+
+    key: str
+    modify_index: int
+    prefix: bool = False
+
+    @staticmethod
+    def on(key: str, entry: Entry | None) -> Compare:
+        """Holds while `key` is still as read (`entry`, or absent)."""
+        return Compare(key, entry.modify_index if entry else 0)
+
+    @staticmethod
+    def tree(prefix: str, index: int) -> Compare:
+        """Holds while nothing under `prefix` was created or changed since index `index`."""
+        return Compare(prefix, index, prefix=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Deletes `key`, or with `prefix` every key under it."""
+
+    key: str
+    prefix: bool = False
+
+
+Write = Put | Delete
+
+
+def check_writes(writes: Sequence[Write]) -> None:
+    """etcd's rule for one transaction, kept by both stores: a key is put at most once, and no put falls
+    under a delete (of that key or of a prefix above it). Deletes may overlap each other."""
+    puts = [w.key for w in writes if isinstance(w, Put)]
+    if len(set(puts)) != len(puts):
+        raise ValueError(f"a key is put twice in one transaction: {sorted(puts)[:5]}")
+    for d in (w for w in writes if isinstance(w, Delete)):
+        if any(k.startswith(d.key) if d.prefix else k == d.key for k in puts):
+            raise ValueError(f"a key under the delete of {d.key!r} is also put")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Keys and prefixes as of one index: `entries[key]` (None when absent), `trees[prefix]` sorted."""
+
+    index: int
+    entries: Mapping[str, Entry | None] = field(default_factory=dict)
+    trees: Mapping[str, Sequence[Entry]] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -41,6 +105,14 @@ class Store(Protocol):
         """Deletes (only at modify index `index`, if given); the new index, or None if nothing changed."""
 
     async def delete_prefix(self, prefix: str) -> int | None: ...
+
+    async def read(self, keys: Sequence[str] = (), prefixes: Sequence[str] = ()) -> Snapshot:
+        """Every key and every prefix's entries as of one index (one read transaction)."""
+
+    async def txn(self, compares: Sequence[Compare], writes: Sequence[Write]) -> int | None:
+        """If every compare holds, applies every write at one new index (etcd's Txn; SQLite's one
+        transaction) and returns it — the current index when nothing changed; else writes nothing and
+        returns None. `writes` obey `check_writes`."""
 
     async def index(self) -> int:
         """The global index: the index of the newest write (never 0 once opened)."""
@@ -96,6 +168,16 @@ class ChangeFeed:
             else:
                 fut.set_result(hit)
         self._waiters = still
+
+    def resync(self, index: int) -> None:
+        """The history up to `index` is lost (etcd compacted past the watch): every waiter wakes and
+        re-reads, and any later wait from an older index wakes at once."""
+        self.last_index = max(self.last_index, index)
+        self._complete_after = max(self._complete_after, index)
+        waiters, self._waiters = self._waiters, []
+        for _, after, fut in waiters:
+            if not fut.done():
+                fut.set_result(max(index, after))
 
     def _seen(self, prefixes: tuple[str, ...], after: int) -> int | None:
         if after < self._complete_after:

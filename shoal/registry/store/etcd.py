@@ -4,7 +4,13 @@ The channel names every member and balances round-robin, so a stopped member is 
 Every call has a deadline: without quorum etcd does not answer, and the user gets StoreUnavailable
 saying so instead of a hang. Entry indexes are etcd revisions (create_revision, mod_revision), so
 Consul's indexes survive a manager restart unchanged. One watch over the store's namespace feeds
-the ChangeFeed that blocking queries wait on.
+the ChangeFeed that blocking queries wait on; when etcd has compacted past it (the watch was away), it
+wakes every blocked reader to re-read and resumes from the current revision.
+
+Retries: a write whose first attempt timed out may have been applied. A plain put is retried as it
+is; a transaction with compares is retried too, but when the retry's compares fail the store reads back
+what it wrote and reports success if its writes stand — so a retried CAS or acquire never answers false
+while its value holds.
 """
 
 from __future__ import annotations
@@ -16,10 +22,22 @@ from collections.abc import Sequence
 import grpc
 from aetcd import rpc
 
-from shoal.errors import StoreUnavailable
-from shoal.registry.store.base import ChangeFeed, Entry
+from shoal.errors import StoreUnavailable, TooLarge
+from shoal.registry import faults
+from shoal.registry.faults import armed, crash_point
+from shoal.registry.store.base import (
+    ChangeFeed,
+    Compare,
+    Delete,
+    Entry,
+    Put,
+    Snapshot,
+    Write,
+    check_writes,
+)
 
 NAMESPACE = b"/shoal/"
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 CALL_TIMEOUT = 2.0  # one attempt
 RETRY_FOR = 8.0  # all attempts: a lost member or a leader election is over well within this
 
@@ -60,17 +78,24 @@ class EtcdStore:
 
     def _entry(self, kv: rpc.KeyValue) -> Entry:
         return Entry(
-            kv.key[len(NAMESPACE) :].decode(), kv.value, kv.create_revision, kv.mod_revision, kv.lease
+            kv.key[len(NAMESPACE) :].decode(errors="replace"),
+            kv.value,
+            kv.create_revision,
+            kv.mod_revision,
+            kv.lease,
         )
 
-    async def _call(self, method, request):
+    async def _call(self, method, request, on_retry=None):
         """One RPC, each attempt with a short deadline, retried while a lost member's connections are
         replaced or a new leader is elected; past RETRY_FOR the cluster has no quorum and we say so.
-        (A retried write that had in fact been applied is applied again: puts are idempotent; a CAS
-        then reports failure although its value stands.)"""
+        `on_retry` is called before each attempt after a failed one (an attempt that timed out may have
+        been applied: see `txn`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RETRY_FOR
+        retried = False
         while True:
+            if retried and on_retry:
+                on_retry()
             try:
                 return await method(request, timeout=min(CALL_TIMEOUT, max(0.1, deadline - loop.time())))
             except grpc.aio.AioRpcError as e:
@@ -85,12 +110,18 @@ class EtcdStore:
                 )
                 if retryable and loop.time() < deadline - 0.1:
                     await asyncio.sleep(0.05)
+                    retried = True
                     continue
                 if retryable:
                     raise StoreUnavailable(
                         f"etcd did not answer within {RETRY_FOR:.0f}s ({e.details() or code.name}); "
                         f"most of its members ({', '.join(self.endpoints)}) may be down, so it has no "
                         "quorum: bring them back"
+                    ) from e
+                if "too many operations" in details:
+                    raise TooLarge(
+                        f"etcd refused the transaction: {e.details()} (etcd's --max-txn-ops, 128 by "
+                        "default); split it into smaller ones"
                     ) from e
                 raise StoreUnavailable(f"etcd: {e.details() or code.name}") from e
 
@@ -113,11 +144,7 @@ class EtcdStore:
         return resp.header.revision
 
     async def cas(self, key: str, value: bytes, index: int, *, lease: int = 0) -> int | None:
-        k = self._k(key)
-        cmp = rpc.Compare(result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, key=k, mod_revision=index)
-        op = rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=value, lease=lease))
-        resp = await self._call(self._kv.Txn, rpc.TxnRequest(compare=[cmp], success=[op]))
-        return resp.header.revision if resp.succeeded else None
+        return await self.txn([Compare(key, index)], [Put(key, value, lease)])
 
     async def delete(self, key: str, *, index: int | None = None) -> int | None:
         k = self._k(key)
@@ -127,13 +154,102 @@ class EtcdStore:
             cmps.append(
                 rpc.Compare(result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, key=k, mod_revision=index)
             )
-        resp = await self._call(self._kv.Txn, rpc.TxnRequest(compare=cmps, success=[op]))
-        return resp.header.revision if resp.succeeded else None
+        return await self._guarded(rpc.TxnRequest(compare=cmps, success=[op]), [Delete(key)])
 
     async def delete_prefix(self, prefix: str) -> int | None:
         k = self._k(prefix)
         resp = await self._call(self._kv.DeleteRange, rpc.DeleteRangeRequest(key=k, range_end=_end(k)))
         return resp.header.revision if resp.deleted else None
+
+    def _range_op(self, key: str, prefix: bool) -> rpc.RequestOp:
+        k = self._k(key)
+        if not prefix:
+            return rpc.RequestOp(request_range=rpc.RangeRequest(key=k))
+        return rpc.RequestOp(
+            request_range=rpc.RangeRequest(
+                key=k, range_end=_end(k), sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY
+            )
+        )
+
+    async def read(self, keys: Sequence[str] = (), prefixes: Sequence[str] = ()) -> Snapshot:
+        """One Txn of ranges: etcd answers them all at one revision."""
+        ops = [self._range_op(k, False) for k in keys] + [self._range_op(p, True) for p in prefixes]
+        resp = await self._call(self._kv.Txn, rpc.TxnRequest(success=ops[:MAX_TXN_OPS]))
+        ranges = [r.response_range.kvs for r in resp.responses]
+        for op in ops[MAX_TXN_OPS:]:  # past etcd's limit for one Txn: the same revision, range by range
+            op.request_range.revision = resp.header.revision
+            ranges.append((await self._call(self._kv.Range, op.request_range)).kvs)
+        entries = {k: (self._entry(kvs[0]) if kvs else None) for k, kvs in zip(keys, ranges, strict=False)}
+        trees = {
+            p: [self._entry(kv) for kv in kvs] for p, kvs in zip(prefixes, ranges[len(keys) :], strict=True)
+        }
+        return Snapshot(max(1, resp.header.revision), entries, trees)
+
+    def _compare(self, c: Compare) -> rpc.Compare:
+        k = self._k(c.key)
+        if c.prefix:  # every key in the range has mod_revision <= c.modify_index
+            return rpc.Compare(
+                result=rpc.Compare.LESS,
+                target=rpc.Compare.MOD,
+                key=k,
+                range_end=_end(k),
+                mod_revision=c.modify_index + 1,
+            )
+        return rpc.Compare(
+            result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, key=k, mod_revision=c.modify_index
+        )
+
+    def _op(self, w: Write) -> rpc.RequestOp:
+        k = self._k(w.key)
+        if isinstance(w, Put):
+            return rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=w.value, lease=w.lease))
+        end = _end(k) if w.prefix else b""
+        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k, range_end=end))
+
+    async def txn(self, compares: Sequence[Compare], writes: Sequence[Write]) -> int | None:
+        check_writes(writes)
+        req = rpc.TxnRequest(
+            compare=[self._compare(c) for c in compares], success=[self._op(w) for w in writes]
+        )
+        if armed("store-txn-sent"):
+            call = asyncio.ensure_future(self._kv.Txn(req, timeout=CALL_TIMEOUT))
+            await asyncio.sleep(0.2)  # long enough for etcd to apply it; its answer is never read
+            crash_point("store-txn-sent", (w.key for w in writes))
+            resp = await call
+            return resp.header.revision if resp.succeeded else None
+        return await self._guarded(req, writes)
+
+    async def _guarded(self, req: rpc.TxnRequest, writes: Sequence[Write]) -> int | None:
+        """A Txn with compares, retried like any call; but when an attempt that went unanswered may have
+        been applied and the retry's compares then fail, the writes are read back: if they all stand,
+        it was ours, and the answer is success (not the false a blind retry would give)."""
+        maybe_applied = False
+
+        def retrying() -> None:
+            nonlocal maybe_applied
+            maybe_applied = True
+
+        if faults.LOSE_ANSWERS:  # a test's stand-in for an answer lost after etcd applied the write
+            await self._kv.Txn(req, timeout=CALL_TIMEOUT)
+            maybe_applied = True
+        resp = await self._call(self._kv.Txn, req, on_retry=retrying)
+        if resp.succeeded:
+            return resp.header.revision
+        if maybe_applied and req.compare and await self._stands(writes):
+            return resp.header.revision
+        return None
+
+    async def _stands(self, writes: Sequence[Write]) -> bool:
+        """Whether every write of an earlier, unanswered attempt is what the store holds now."""
+        got = await self.read([w.key for w in writes if not (isinstance(w, Delete) and w.prefix)])
+        for w in writes:
+            if isinstance(w, Put):
+                e = got.entries.get(w.key)
+                if e is None or e.value != w.value or e.lease != w.lease:
+                    return False
+            elif not w.prefix and got.entries.get(w.key) is not None:
+                return False
+        return True
 
     async def index(self) -> int:
         resp = await self._call(self._kv.Range, rpc.RangeRequest(key=NAMESPACE, count_only=True))
@@ -157,6 +273,8 @@ class EtcdStore:
                 return reply.TTL > 0
         except grpc.aio.AioRpcError as e:
             raise StoreUnavailable(f"etcd lease keepalive: {e.details()}") from e
+        except TimeoutError as e:
+            raise StoreUnavailable(f"etcd lease keepalive: no answer within {CALL_TIMEOUT:.0f}s") from e
         return False
 
     async def revoke(self, lease: int) -> None:
@@ -164,7 +282,9 @@ class EtcdStore:
             await self._call(self._lease.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease))
 
     async def _watch_loop(self, start: int) -> None:
-        """Feeds every change in our namespace to the ChangeFeed, resuming after the last one seen."""
+        """Feeds every change in our namespace to the ChangeFeed, resuming after the last one seen. When
+        etcd has compacted the revisions we missed, nobody can know what changed there: every blocked
+        reader wakes to re-read (Consul allows a spurious wake-up), and the watch starts again from now."""
         last = start
         while True:
             try:
@@ -180,15 +300,25 @@ class EtcdStore:
                     while True:
                         yield await q.get()
 
-                async for resp in self._watch.Watch(requests()):
-                    changes = [
-                        (ev.kv.mod_revision, ev.kv.key[len(NAMESPACE) :].decode()) for ev in resp.events
-                    ]
-                    if changes:
-                        last = changes[-1][0]
-                        self.feed.publish(changes)
-                    elif resp.header.revision > last and not resp.created:
-                        last = resp.header.revision
+                call = self._watch.Watch(requests())
+                try:
+                    async for resp in call:
+                        if resp.compact_revision or resp.canceled:
+                            now = await self.index()
+                            self.feed.resync(now)
+                            last = now
+                            break
+                        changes = [
+                            (ev.kv.mod_revision, ev.kv.key[len(NAMESPACE) :].decode(errors="replace"))
+                            for ev in resp.events
+                        ]
+                        if changes:
+                            last = changes[-1][0]
+                            self.feed.publish(changes)
+                        elif resp.header.revision > last and not resp.created:
+                            last = resp.header.revision
+                finally:
+                    call.cancel()
             except asyncio.CancelledError:
                 raise
             except Exception:

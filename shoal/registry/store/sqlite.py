@@ -1,17 +1,25 @@
 """The embedded store: SQLite in WAL mode with group commit.
 
-Every write is acknowledged only after the transaction holding it is fsynced (synchronous=FULL), so
-each acknowledged write survives kill -9. One writer thread takes every write queued while the last
-commit ran and commits them together: one fsync for many writes, which is what lifts PUT/s past the
-single-fsync ceiling. Reads run in the event loop's thread on their own connection (WAL readers do
-not block the writer). Leases live in the file with their TTL; their deadlines live in memory and
-restart from `now + ttl` when the store opens, as etcd does after a leader change.
+Every write is acknowledged only after the transaction holding it is fsynced (synchronous=FULL),
+so each acknowledged write survives kill -9 and power loss. One writer thread takes every write
+queued while the last commit ran and commits them together: one fsync for many writes, which is what
+lifts PUT/s past the single-fsync ceiling. Reads run in the event loop's thread on their own
+connection (WAL readers do not block the writer). Leases live in the file with their TTL; their
+deadlines live in memory and restart from `now + ttl` when the store opens, as etcd does after a
+leader change.
+
+One process owns the file: the store takes an exclusive flock on it when it opens, so a second registry
+on the same file is refused (naming the pid that holds it) instead of both writing. The index is read
+inside each write transaction, and a `txn` runs its compares and its writes inside one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -22,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from shoal.errors import StoreUnavailable
-from shoal.registry.store.base import ChangeFeed, Entry
+from shoal.registry.faults import crash_point
+from shoal.registry.store.base import (
+    ChangeFeed,
+    Compare,
+    Entry,
+    Put,
+    Snapshot,
+    Write,
+    check_writes,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -35,6 +52,12 @@ INSERT OR IGNORE INTO meta VALUES ('index', 1);
 """
 MAX_BATCH = 512
 _END = object()
+# A test hook, set only by the durability test to prove it catches a store that acknowledges unsynced
+# writes; nothing else sets it.
+_SYNCHRONOUS = os.environ.get("SHOAL_SQLITE_SYNCHRONOUS", "FULL").upper()
+if _SYNCHRONOUS not in ("FULL", "EXTRA", "NORMAL", "OFF"):
+    raise SystemExit(f"SHOAL_SQLITE_SYNCHRONOUS={_SYNCHRONOUS!r}: must be FULL, EXTRA, NORMAL or OFF")
+_COLS = "key, value, create_index, modify_index, lease"
 
 
 @dataclass
@@ -60,9 +83,38 @@ def _prefix_end(prefix: str) -> str:
     return prefix + "\U0010ffff"
 
 
+def _holder(path: str) -> str:
+    """Who holds the flock on `path`, from /proc/locks (Linux): "pid N", or a plain phrase."""
+    st = os.stat(path)
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            f = line.split()
+            if len(f) >= 6 and f[1] == "FLOCK" and f[2] != "->" and f[5] == dev:
+                return f"pid {f[4]}"
+    return "another process"
+
+
+def _lock(path: str) -> int:
+    """An exclusive flock on the database file itself, held while the store is open."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StoreUnavailable(f"sqlite store {path}: cannot lock it: {e.strerror}") from None
+        raise StoreUnavailable(
+            f"sqlite store {path} is in use by {_holder(path)} (another registry holds its lock); "
+            "stop that registry first, or give this one its own --store"
+        ) from None
+    return fd
+
+
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
+        self._lock_fd = _lock(path)
         self._loop = asyncio.get_running_loop()
         self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
         self._reader = self._connect()
@@ -80,13 +132,16 @@ class SQLiteStore:
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return cls(path)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreUnavailable(f"sqlite store {path}: {e}") from None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS}")
         return conn
 
     # --- writes: queued to the writer thread, acknowledged after their group's commit -----------
@@ -114,10 +169,11 @@ class SQLiteStore:
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        txn = _Txn(index=self._index)
         results: list[tuple[_Op, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # the index as the file has it, read under the write lock
+            txn = _Txn(index=conn.execute("SELECT value FROM meta WHERE name='index'").fetchone()[0])
             for op in batch:
                 conn.execute("SAVEPOINT op")
                 mark = (txn.index, len(txn.changes))
@@ -155,18 +211,80 @@ class SQLiteStore:
     # --- the Store contract -----------------------------------------------------------------------
 
     async def get(self, key: str) -> Entry | None:
-        row = self._reader.execute(
-            "SELECT key, value, create_index, modify_index, lease FROM kv WHERE key=?", (key,)
-        ).fetchone()
+        row = self._reader.execute(f"SELECT {_COLS} FROM kv WHERE key=?", (key,)).fetchone()
         return Entry(*row) if row else None
 
     async def range(self, prefix: str) -> list[Entry]:
-        rows = self._reader.execute(
-            "SELECT key, value, create_index, modify_index, lease FROM kv "
-            "WHERE key >= ? AND key < ? ORDER BY key",
-            (prefix, _prefix_end(prefix)),
+        return self._range(self._reader, prefix)
+
+    @staticmethod
+    def _range(c: sqlite3.Connection, prefix: str) -> list[Entry]:
+        rows = c.execute(
+            f"SELECT {_COLS} FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, _prefix_end(prefix))
         ).fetchall()
         return [Entry(*r) for r in rows]
+
+    async def read(self, keys: Sequence[str] = (), prefixes: Sequence[str] = ()) -> Snapshot:
+        c = self._reader
+        c.execute("BEGIN")  # one WAL read snapshot for every select below
+        try:
+            index = c.execute("SELECT value FROM meta WHERE name='index'").fetchone()[0]
+            entries = {}
+            for k in keys:
+                row = c.execute(f"SELECT {_COLS} FROM kv WHERE key=?", (k,)).fetchone()
+                entries[k] = Entry(*row) if row else None
+            trees = {p: self._range(c, p) for p in prefixes}
+        finally:
+            c.execute("COMMIT")
+        return Snapshot(index, entries, trees)
+
+    async def txn(self, compares: Sequence[Compare], writes: Sequence[Write]) -> int | None:
+        check_writes(writes)
+        return await self._write(lambda c, t: self._txn(c, t, compares, writes))
+
+    def _txn(
+        self, c: sqlite3.Connection, t: _Txn, compares: Sequence[Compare], writes: Sequence[Write]
+    ) -> int | None:
+        for cmp in compares:
+            if cmp.prefix:
+                newer = c.execute(
+                    "SELECT 1 FROM kv WHERE key >= ? AND key < ? AND modify_index > ? LIMIT 1",
+                    (cmp.key, _prefix_end(cmp.key), cmp.modify_index),
+                ).fetchone()
+                if newer:
+                    return None
+            else:
+                row = c.execute("SELECT modify_index FROM kv WHERE key=?", (cmp.key,)).fetchone()
+                if (row[0] if row else 0) != cmp.modify_index:
+                    return None
+        idx = t.index + 1
+        changed: list[str] = []
+        for i, w in enumerate(writes):
+            if i == 1:
+                crash_point("store-txn-mid", (x.key for x in writes))
+            if isinstance(w, Put):
+                if w.lease and not c.execute("SELECT 1 FROM leases WHERE id=?", (w.lease,)).fetchone():
+                    raise StoreUnavailable(f"lease {w.lease} not found (expired or revoked)")
+                c.execute(
+                    "INSERT INTO kv VALUES (?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, "
+                    "modify_index=excluded.modify_index, lease=excluded.lease",
+                    (w.key, w.value, idx, idx, w.lease),
+                )
+                changed.append(w.key)
+            elif w.prefix:
+                end = _prefix_end(w.key)
+                gone = [
+                    r[0] for r in c.execute("SELECT key FROM kv WHERE key >= ? AND key < ?", (w.key, end))
+                ]
+                c.execute("DELETE FROM kv WHERE key >= ? AND key < ?", (w.key, end))
+                changed += gone
+            elif c.execute("DELETE FROM kv WHERE key=?", (w.key,)).rowcount:
+                changed.append(w.key)
+        if not changed:
+            return t.index
+        t.index = idx
+        t.changes.extend((idx, k) for k in changed)
+        return idx
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         return await self._write(lambda c, t: self._put(c, t, key, value, lease, None))
@@ -266,3 +384,4 @@ class SQLiteStore:
         self._queue.put(_END)
         await asyncio.to_thread(self._writer.join, 10)
         self._reader.close()
+        os.close(self._lock_fd)  # last: the lock outlives every connection to the file

@@ -1,7 +1,6 @@
 import pytest
 
 from shoal.data.model import DEFAULT_PROFILES, Dataset, Intent, check_remove, decide, parse_intent, parse_size
-from shoal.data.plan import OnDisk, PoolState, plan
 from shoal.errors import BadRequest, Conflict, NotFound
 
 P = DEFAULT_PROFILES
@@ -78,16 +77,3 @@ def test_removal_is_refused_while_mounted_or_with_children():
     with pytest.raises(Conflict, match="has snapshot s made from it"):
         check_remove(a, [a, s], 0)
     check_remove(s, [a, s], 0)
-
-
-def test_plan_makes_parents_first_deletes_strays_and_waits_for_missing_parents():
-    recs = [
-        Dataset("c", "clone", "gold", "n1", parent="s"),
-        Dataset("s", "", "gold", "n1", parent="a", kind="snapshot"),
-        Dataset("a", "one", "gold", "n1", size=7),
-        Dataset("x", "elsewhere", "gold", "n2"),
-        Dataset("o", "orphan", "gold", "n1", parent="missing"),
-    ]
-    steps = plan("n1", recs, PoolState({"old": OnDisk("old")}))
-    assert [str(s) for s in steps] == ["create a", "snapshot s from a", "clone c from s", "delete old"]
-    assert plan("n1", recs[:3], PoolState({i: OnDisk(i, limit=7 if i == "a" else 0) for i in "asc"})) == []
