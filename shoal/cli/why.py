@@ -34,6 +34,8 @@ def decision_lines(d: dict[str, Any]) -> list[str]:
         lines.append("  reserves/needs " + "; ".join(extras))
     steps = " → ".join(f"{s['filter']} {s['left']}" for s in p.get("steps", []))
     lines.append(f"  filters: {p.get('candidates', 0)} nodes → {steps}")
+    if p.get("by_reason"):
+        lines.append("  removed: " + ", ".join(f"{k} {n}" for k, n in p["by_reason"].items()))
     for r in p.get("rejected", []):
         lines.append(f"  ✗ {r['node']}  [{r['filter']}] {r['reason']}")
     if (more := p.get("rejected_total", 0) - len(p.get("rejected", []))) > 0:
@@ -41,8 +43,22 @@ def decision_lines(d: dict[str, Any]) -> list[str]:
     if p.get("soft_dropped"):
         lines.append("  soft expressions dropped to find a node: " + ", ".join(p["soft_dropped"]))
     if p.get("scores"):
-        lines.append("  ranks: " + ", ".join(f"{s['node']} {s['score']:.3g}" for s in p["scores"]))
+        lines.append(f"  ranks ({p.get('strategy')}, higher wins):")
+        lines += ["    " + row for row in score_rows(p["scores"])]
     return lines
+
+
+def score_rows(scores: list[dict[str, Any]]) -> list[str]:
+    """One row per ranked node: `node2  load 0.12 ×1 + spread 0.33 ×1 → 0.45  (ties: containers 0.50)`."""
+    width = max(len(str(s["node"])) for s in scores)
+    rows = []
+    for s in scores:
+        parts = " + ".join(f"{c['name']} {c['value']:.2f} ×{c['weight']:g}" for c in s.get("components", []))
+        row = f"{s['node']:<{width}}  " + (f"{parts} → {s['score']:.2f}" if parts else f"{s['score']:.3g}")
+        if s.get("ties"):
+            row += "  (ties: " + ", ".join(f"{t['name']} {t['value']:.2f}" for t in s["ties"]) + ")"
+        rows.append(row)
+    return rows
 
 
 def _http_base(host: str) -> str:

@@ -1,84 +1,190 @@
-"""The cluster as the filters read it: node states, and indexes that make a decision over 10,000 nodes
-cost a few vectorised operations instead of a Python loop per node.
+"""The cluster as the filters' vectorised masks read it: node states, and indexes that make a decision over
+10,000 nodes cost a few numpy operations instead of a Python loop per node.
 
-- every key a constraint can name maps each distinct candidate string to the nodes that have it, so
-  `==`/`!=` visit distinct values (a handful for `architecture`), not nodes;
+- every key a constraint can name (node name/id, labels, facts) and every key an affinity can name
+  (container names and ids, images, container labels) maps each distinct string to the nodes offering it
+  (values.py says which strings: the same ones the filters' per-node `check` reads), so `==`/`!=` visit
+  distinct values, or, where there are more distinct values than nodes (30 containers a node), each
+  node once with one RE2 call over its strings (pattern.search_any);
 - numeric facts keep their float per node, compared as one numpy array;
-- an expression's node mask is cached until a node's value for that key changes (a per-key version).
+- an expression's node mask is cached and kept current from a per-key change log: after one node
+  changed, only that node is matched again, so placing a container (which changes its node's container
+  names) does not make the next `affinity:container==/re/` rescan the cluster;
+- containers, ports, volumes, networks, volume drivers and health by value, for the other filters.
 
-Updating one node (its facts changed, a container was placed) touches only that node's entries.
-Pure data structure: no I/O; the manager feeds it from the registry and the engines, the simulator
-from generated nodes, through the same `upsert`.
+Updating one node touches only that node's entries; `upsert` skips what did not change (a placement
+changes containers and reservations, never facts). Pure data structure, no I/O: the manager feeds it from
+the registry and the engines, the simulator from generated nodes, through the same `upsert`.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
+from shoal.scheduler import pattern
 from shoal.scheduler.expr import EQ, NUMERIC, Expr
 from shoal.scheduler.model import PASSING, NodeState
+from shoal.scheduler.values import affinity_keys, candidates, constraint_keys, number
 
-_BOOL = {True: ("true", "True"), False: ("false", "False")}
-ENGINE_KEYS = ("storagedriver", "kernelversion", "operatingsystem", "ostype")
+__all__ = ["ClusterIndex", "candidates", "number"]  # candidates/number: the per-node meaning, in values.py
 
-
-def candidates(node: NodeState, key: str) -> tuple[str, ...]:
-    """Every string a node offers for `key`: its name/id for `node`; else its label and its fact
-    (both, when both exist: `operatingsystem` is Docker's "Debian GNU/Linux 12" and Facter's "Debian")."""
-    if key == "node":
-        return (node.name, node.id) if node.id else (node.name,)
-    out: list[str] = []
-    if key in node.labels:
-        out.append(str(node.labels[key]))
-    if key in node.facts:
-        v = node.facts[key]
-        out.extend(_BOOL[v] if isinstance(v, bool) else (_fmt(v),))
-        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10:
-            out.append(f"0{v}")  # also as two digits: the seed's /[0-2][0-5]/ reads a 2-digit percentage
-    return tuple(out)
+_MAX_CACHED = 4096  # expression masks kept per namespace
+_COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
 
 
-def number(node: NodeState, key: str) -> float | None:
-    v = node.facts.get(key, node.labels.get(key))
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
+@dataclass(slots=True)
+class _Cached:
+    mask: np.ndarray  # one bool per node position, at least `covered` long
+    covered: int  # nodes 0..covered-1 are up to date as of ...
+    seen: int  # ... this many entries of the key's change log
+    epoch: int  # the log's epoch (a cleared log starts a new one)
 
 
-def _fmt(v: object) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v)) if abs(v) < 1e15 else str(v)
-    return str(v)
+class _Strings:
+    """One namespace of string-valued keys (constraint keys, or affinity keys)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, set[int]]] = defaultdict(dict)
+        self.of_node: list[dict[str, tuple[str, ...]]] = []
+        self.nodes_with: Counter[str] = Counter()
+        self._joined: dict[str, dict[int, bytes | None]] = defaultdict(dict)  # key -> node -> pattern.join
+        self._log: dict[str, list[int]] = defaultdict(list)
+        self._epoch: dict[str, int] = defaultdict(int)
+        self._cached: dict[Expr, _Cached] = {}
+
+    def set(self, j: int, keys: dict[str, tuple[str, ...]]) -> list[str]:
+        """Node j now offers `keys`; returns the keys whose values changed."""
+        if j == len(self.of_node):
+            self.of_node.append({})
+        old = self.of_node[j]
+        changed = []
+        for key in old.keys() | keys.keys():
+            before, after = old.get(key), keys.get(key)
+            if before == after:
+                continue
+            changed.append(key)
+            by_value = self.values[key]
+            was, now = set(before or ()), set(after or ())
+            for v in was - now:
+                s = by_value[v]
+                s.discard(j)
+                if not s:
+                    del by_value[v]
+            for v in now - was:
+                by_value.setdefault(v, set()).add(j)
+            self.nodes_with[key] += (after is not None) - (before is not None)
+            self._joined[key].pop(j, None)
+            log = self._log[key]
+            log.append(j)
+            if len(log) > max(1024, len(self.of_node)):  # cheaper to rebuild than to replay
+                log.clear()
+                self._epoch[key] += 1
+        self.of_node[j] = keys
+        return changed
+
+    def mask(self, e: Expr, n: int) -> np.ndarray:
+        """Nodes 0..n-1 for which e (== or != on strings) holds; read-only, valid until the next `set`."""
+        log = self._log[e.key]
+        c = self._cached.get(e)
+        if c is None or c.epoch != self._epoch[e.key]:
+            if len(self._cached) >= _MAX_CACHED:
+                self._cached.clear()
+            c = self._cached[e] = _Cached(self._build(e, n), n, len(log), self._epoch[e.key])
+        else:
+            if len(c.mask) < n:
+                grown = np.zeros(max(n, 2 * len(c.mask)), dtype=bool)
+                grown[: len(c.mask)] = c.mask
+                c.mask = grown
+            for j in log[c.seen :]:
+                if j < c.covered:
+                    c.mask[j] = self.holds(e, j)
+            for j in range(c.covered, n):
+                c.mask[j] = self.holds(e, j)
+            c.covered, c.seen = n, len(log)
+        view = c.mask[:n]
+        view.flags.writeable = False
+        return view
+
+    def holds(self, e: Expr, j: int) -> bool:
+        hit = self._hit(e, j)
+        return hit if e.op == EQ else not hit
+
+    def _hit(self, e: Expr, j: int) -> bool:
+        vals = self.of_node[j].get(e.key)
+        if not vals:
+            return False
+        if e.is_literal:
+            return e.value in vals
+        if len(vals) == 1:
+            return e.matches(vals[0])
+        return bool(self._scan(e, (j,)))
+
+    def _scan(self, e: Expr, nodes: Iterable[int]) -> list[int]:
+        """Which of `nodes` offer a string e's pattern occurs in: one RE2 call per node, over its strings
+        joined (kept per node until they change)."""
+        p, key, of_node = e.pattern, e.key, self.of_node
+        assert p is not None
+        joined = self._joined[key]
+        hits = []
+        for j in nodes:
+            vals = of_node[j].get(key)
+            if not vals:
+                continue
+            buf = joined.get(j, False)
+            if buf is False:
+                buf = joined[j] = pattern.join(vals)
+            if p.search_joined(buf) if (buf is not None and p.joinable) else p.search_any(vals):
+                hits.append(j)
+        return hits
+
+    def _build(self, e: Expr, n: int) -> np.ndarray:
+        by_value = self.values.get(e.key, {})
+        hits: list[int] = []
+        if e.is_literal:
+            hits.extend(by_value.get(e.value, ()))
+        elif len(by_value) <= self.nodes_with[e.key]:  # few distinct values: match each once
+            for value, nodes in by_value.items():
+                if e.matches(value):
+                    hits.extend(nodes)
+        else:  # more values than nodes (container names): one RE2 call per node over all its strings
+            hits = self._scan(e, range(n))
+        m = np.zeros(max(n, 16), dtype=bool)
+        if hits:
+            m[hits] = True
+        if e.op != EQ:
+            m[:n] = ~m[:n]
+        return m
 
 
 class ClusterIndex:
     def __init__(self, nodes: Iterable[NodeState] = ()) -> None:
         self.nodes: list[NodeState] = []
         self.pos: dict[str, int] = {}
-        self._values: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
-        self._keys_of: list[dict[str, tuple[str, ...]]] = []
+        self.constraints = _Strings()
+        self.affinities = _Strings()
         self._num: dict[str, np.ndarray] = {}
-        self._version: dict[str, int] = defaultdict(int)
-        self._cache: dict[tuple[Expr, int, int], np.ndarray] = {}
         self._cap = 0
         self.healthy = np.zeros(0, dtype=bool)
+        self.health_code = np.zeros(0, dtype=np.int16)
+        self.health_codes: dict[str, int] = {PASSING: 0}
+        self.health_count: Counter[str] = Counter()
         self.gathered_at = np.zeros(0)
         self.cpus = np.zeros(0)
         self.memory = np.zeros(0)
+        self.per_cpu = np.zeros(0)  # 1 / cpus (0 where the node reports none): shares are products
+        self.per_byte = np.zeros(0)  # 1 / memory, likewise
         self.reserved_cpus = np.zeros(0)
         self.reserved_memory = np.zeros(0)
         self.containers = np.zeros(0)
-        self.container_node: dict[str, int] = {}  # container name and id -> node
+        self.container_nodes: dict[str, set[int]] = defaultdict(set)  # container name and id -> nodes
         self.port_nodes: dict[tuple[int, str], set[int]] = defaultdict(set)
         self.driver_nodes: dict[str, set[int]] = defaultdict(set)
+        self.volume_nodes: dict[str, set[int]] = defaultdict(set)
+        self.network_nodes: dict[str, set[int]] = defaultdict(set)
         for n in nodes:
             self.upsert(n)
 
@@ -95,9 +201,12 @@ class ClusterIndex:
         cap = max(16, self._cap * 2)
         for name in (
             "healthy",
+            "health_code",
             "gathered_at",
             "cpus",
             "memory",
+            "per_cpu",
+            "per_byte",
             "reserved_cpus",
             "reserved_memory",
             "containers",
@@ -115,76 +224,63 @@ class ClusterIndex:
     def upsert(self, node: NodeState) -> int:
         """Adds or replaces one node; returns its position."""
         j = self.pos.get(node.name)
-        keys = {"node": candidates(node, "node")}
-        for key in {*node.facts, *node.labels}:
-            keys[key] = candidates(node, key)
+        old: NodeState | None = None
         if j is None:
             j = len(self.nodes)
             if j >= self._cap:
                 self._grow()
             self.nodes.append(node)
-            self._keys_of.append({})
             self.pos[node.name] = j
-            old_keys: dict[str, tuple[str, ...]] = {}
         else:
-            old_keys = self._keys_of[j]
-            self._forget_objects(j)
+            old = self.nodes[j]
             self.nodes[j] = node
-        # only keys whose values changed are touched, so placing a container (which changes no fact)
-        # keeps every cached expression mask valid
-        for key in old_keys.keys() - keys.keys():
-            self._unindex(j, key, old_keys[key])
-        for key, cands in keys.items():
-            if old_keys.get(key) == cands:
-                continue
-            if key in old_keys:
-                self._unindex(j, key, old_keys[key])
-            for c in cands:
-                self._values[key][c].add(j)
-            self._version[key] += 1
-            num = number(node, key) if key != "node" else None
-            if num is not None:
+            self.health_count[old.health] -= 1
+        same_facts = old is not None and (
+            old.facts is node.facts and old.labels is node.labels and old.id == node.id
+        )
+        if not same_facts:
+            for key in self.constraints.set(j, constraint_keys(node)):
+                num = number(node, key)
+                if num is None:
+                    if key in self._num:
+                        self._num[key][j] = np.nan
+                    continue
                 if key not in self._num:
                     self._num[key] = np.full(self._cap, np.nan)
                 self._num[key][j] = num
-        self._keys_of[j] = keys
+        if old is None or old.containers is not node.containers or old.images is not node.images:
+            self.affinities.set(j, affinity_keys(node))
         self.healthy[j] = node.health == PASSING
+        self.health_code[j] = self.health_codes.setdefault(node.health, len(self.health_codes))
+        self.health_count[node.health] += 1
         self.gathered_at[j] = node.gathered_at
         self.cpus[j] = node.cpus
         self.memory[j] = node.memory
+        self.per_cpu[j] = 1.0 / node.cpus if node.cpus > 0 else 0.0
+        self.per_byte[j] = 1.0 / node.memory if node.memory > 0 else 0.0
         self.reserved_cpus[j] = node.reserved_cpus
         self.reserved_memory[j] = node.reserved_memory
         self.containers[j] = len(node.containers)
-        for c in node.containers:
-            self.container_node[c.name] = j
-            self.container_node[c.id] = j
-            for p in c.ports:
-                self.port_nodes[p].add(j)
-        for d in node.volume_drivers:
-            self.driver_nodes[d].add(j)
+        if old is None or old.containers is not node.containers:
+            _diff(
+                self.container_nodes,
+                j,
+                {s for c in old.containers for s in (c.name, c.id)} if old else set(),
+                {s for c in node.containers for s in (c.name, c.id)},
+            )
+            _diff(
+                self.port_nodes,
+                j,
+                {p for c in old.containers for p in c.ports} if old else set(),
+                {p for c in node.containers for p in c.ports},
+            )
+        if old is None or old.volume_drivers is not node.volume_drivers:
+            _diff(self.driver_nodes, j, old.volume_drivers if old else (), node.volume_drivers)
+        if old is None or old.volumes is not node.volumes:
+            _diff(self.volume_nodes, j, old.volumes if old else (), node.volumes)
+        if old is None or old.networks is not node.networks:
+            _diff(self.network_nodes, j, old.networks if old else (), node.networks)
         return j
-
-    def _unindex(self, j: int, key: str, cands: tuple[str, ...]) -> None:
-        for c in cands:
-            s = self._values[key].get(c)
-            if s is not None:
-                s.discard(j)
-                if not s:
-                    del self._values[key][c]
-        self._version[key] += 1
-        if key in self._num:
-            self._num[key][j] = np.nan
-
-    def _forget_objects(self, j: int) -> None:
-        """Drops node j's containers, ports and drivers from the indexes (its keys are diffed instead)."""
-        old = self.nodes[j]
-        for c in old.containers:
-            self.container_node.pop(c.name, None)
-            self.container_node.pop(c.id, None)
-            for p in c.ports:
-                self.port_nodes[p].discard(j)
-        for d in old.volume_drivers:
-            self.driver_nodes[d].discard(j)
 
     # --- queries ----------------------------------------------------------------------------------
 
@@ -199,29 +295,36 @@ class ClusterIndex:
         return m
 
     def expr_mask(self, e: Expr) -> np.ndarray:
-        """Nodes for which constraint `e` holds, cached until a node's value for e.key changes."""
-        key = (e, self._version[e.key], len(self.nodes))
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
+        """Nodes for which `e` holds (a constraint on node keys, or an affinity on container keys).
+        Read-only; valid until the next `upsert`."""
         n = len(self.nodes)
         if e.op in NUMERIC:
             vals = self._num.get(e.key)
             if vals is None:
-                m = np.zeros(n, dtype=bool)
-            else:
-                v = vals[:n]
-                with np.errstate(invalid="ignore"):
-                    m = {"<": v < e.number, "<=": v <= e.number, ">": v > e.number, ">=": v >= e.number}[e.op]
-        else:
-            hits: list[int] = []
-            for value, nodes in self._values.get(e.key, {}).items():
-                if e.matches(value):
-                    hits.extend(nodes)
-            m = self.mask_of(hits)
-            if e.op != EQ:
-                m = ~m
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[key] = m
-        return m
+                return np.zeros(n, dtype=bool)
+            with np.errstate(invalid="ignore"):  # NaN (no number) fails every comparison
+                return _COMPARE[e.op](vals[:n], e.number)
+        space = self.affinities if e.kind == "affinity" else self.constraints
+        return space.mask(e, n)
+
+    # cluster-wide lookups a per-node check needs for its reason (filters.Lookups)
+
+    def container_homes(self, ref: str) -> tuple[str, ...]:
+        """The nodes holding a container with this name or id, in node order."""
+        return tuple(self.nodes[j].name for j in sorted(self.container_nodes.get(ref, ())))
+
+    def volume_homes(self, volume: str) -> tuple[str, ...]:
+        """The nodes holding a named volume (or dataset) of this name, in node order."""
+        return tuple(self.nodes[j].name for j in sorted(self.volume_nodes.get(volume, ())))
+
+
+def _diff(index: dict[object, set[int]], j: int, before: Iterable[object], after: Iterable[object]) -> None:
+    before, after = set(before), set(after)
+    for v in before - after:
+        s = index.get(v)
+        if s is not None:
+            s.discard(j)
+            if not s:
+                del index[v]
+    for v in after - before:
+        index[v].add(j)

@@ -1,4 +1,5 @@
-"""The scheduler's plain data: what a node looks like now, what a container asks for, what was decided."""
+"""The scheduler's plain data: what a node looks like now, what a container asks for, and the decision:
+why each node was left out (Reason) and how the rest ranked (Score, one Component per ranker)."""
 
 from __future__ import annotations
 
@@ -68,14 +69,71 @@ class ContainerSpec:
 
 @dataclass(frozen=True, slots=True)
 class Reason:
-    """Why one node was left out: which filter, and the detail a person can act on."""
+    """Why a filter left a node out, as data: the filter, the expression that failed (its text with its
+    prefix, e.g. `constraint:system_overload_10min<25`; "" for filters without expressions) and the
+    detail a person can act on (`system_overload_10min=83 (needs <25)`). `cause` names what failed where
+    there is no expression (`critical`, `80/tcp`, `memory`), so `key` groups nodes for the counts."""
 
     filter: str
-    node: str
+    expression: str
     detail: str
+    cause: str = ""
+
+    @property
+    def key(self) -> str:
+        """What Placement.by_reason counts under (Nomad's ConstraintFiltered key): `health:critical`."""
+        return self.expression or f"{self.filter}:{self.cause}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One node left out, and the first reason why; `str()` is how the error lists it."""
+
+    node: str
+    reason: Reason
+
+    @property
+    def filter(self) -> str:
+        return self.reason.filter
+
+    @property
+    def detail(self) -> str:
+        return self.reason.detail
+
+    @property
+    def expression(self) -> str:
+        return self.reason.expression
 
     def __str__(self) -> str:
-        return f"{self.node} {self.detail}"
+        return f"{self.node} {self.reason.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """One ranker's part of a node's score: its normalised value (0..1, higher is better) and weight."""
+
+    name: str
+    value: float
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """A candidate's rank: total = sum of value x weight over `components`, higher wins; equal totals are
+    decided by `ties` in order (weight 0: they never add to the total), then by node position."""
+
+    node: str
+    total: float
+    components: tuple[Component, ...]
+    ties: tuple[Component, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "score": self.total,
+            "components": [{"name": c.name, "value": c.value, "weight": c.weight} for c in self.components],
+            "ties": [{"name": c.name, "value": c.value} for c in self.ties],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +143,14 @@ class Placement:
     node: str | None
     candidates: int
     steps: tuple[tuple[str, int], ...]  # (filter, nodes left after it)
-    rejected: tuple[Reason, ...]  # the first reason of each rejected node (capped on big clusters)
+    rejected: tuple[Rejection, ...]  # the first reason of each rejected node (capped on big clusters)
     rejected_total: int
-    scores: tuple[tuple[str, float], ...]  # the best few, best first
+    scores: tuple[Score, ...]  # the best few, best first
     strategy: str
     expressions: tuple[str, ...] = ()
     soft_dropped: tuple[str, ...] = ()
+    filtered: tuple[tuple[str, int], ...] = ()  # (filter, nodes it removed), every filter that removed any
+    by_reason: tuple[tuple[str, int], ...] = ()  # (Reason.key, nodes it removed), most first
 
     def error(self) -> str:
         """Classic Swarm's first line (tools look for it), then shoal's per-node reasons."""
@@ -109,10 +169,15 @@ class Placement:
             "node": self.node,
             "candidates": self.candidates,
             "steps": [{"filter": f, "left": n} for f, n in self.steps],
-            "rejected": [{"node": r.node, "filter": r.filter, "reason": r.detail} for r in self.rejected],
+            "rejected": [
+                {"node": r.node, "filter": r.filter, "reason": r.detail, "expression": r.expression}
+                for r in self.rejected
+            ],
             "rejected_total": self.rejected_total,
-            "scores": [{"node": n, "score": s} for n, s in self.scores],
+            "scores": [s.to_dict() for s in self.scores],
             "strategy": self.strategy,
             "expressions": list(self.expressions),
             "soft_dropped": list(self.soft_dropped),
+            "filtered": dict(self.filtered),
+            "by_reason": dict(self.by_reason),
         }

@@ -1,24 +1,29 @@
-"""place(): one container create in, one Placement out — filters, then the strategy, as pure data.
+"""place(): one container create in, one Placement out — filters, then the strategy's rankers, as data.
 
-Soft expressions count as hard first; only when that leaves no node are they dropped and the
-filters run again (classic Swarm's SelectNodesForContainer). Reasons are computed only for nodes
-that were left out, and only as many as a person can read; every filter's survivor count is kept.
+Each filter's vectorised clauses (filters/__init__.py) give, on any cluster size, which nodes it removed
+and under which reason (Placement.filtered, .by_reason: Nomad's ConstraintFiltered); the per-node
+`check` gives the words, for the first few removed nodes only (on clusters over 100 nodes, only when
+nothing fits). Soft expressions count as hard first; only when that leaves no node are they dropped
+and the filters run again (classic Swarm's SelectNodesForContainer). The survivors are ranked by the
+strategy (rank.py), and the best few keep their named score components.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
 from shoal.scheduler.filters import FACT_TTL, Context, Filter, default_filters
 from shoal.scheduler.index import ClusterIndex
-from shoal.scheduler.model import ContainerSpec, Placement, Reason
+from shoal.scheduler.model import ContainerSpec, Placement, Reason, Rejection
+from shoal.scheduler.rank import rank
 from shoal.scheduler.strategy import Strategy, spread
 
 MAX_REASONS = 20
 TOP_SCORES = 5
-# on clusters larger than this a successful placement keeps per-filter counts, not per-node reasons
+# on clusters larger than this a successful placement keeps the counts, not per-node reasons
 EXPLAIN_ALWAYS_UP_TO = 100
 _DEFAULT_FILTERS = default_filters()
 
@@ -29,58 +34,89 @@ def place(
     now: float,
     *,
     strategy: Strategy = spread,
-    strategy_name: str = "spread",
+    strategy_name: str | None = None,
     filters: Sequence[Filter] | None = None,
     fact_ttl: float = FACT_TTL,
 ) -> Placement:
     filters = _DEFAULT_FILTERS if filters is None else filters
-    exprs = tuple(f"{e.kind}:{e}" for e in spec.expressions)
-    ctx = Context(now=now, fact_ttl=fact_ttl, soft=True)
-    mask, steps, fail_at = _filter(spec, ix, filters, ctx)
+    exprs = tuple(e.text for e in spec.expressions)
+    ctx = Context(now=now, fact_ttl=fact_ttl, soft=True, cluster=ix)
+    run = _filter(spec, ix, filters, ctx)
     dropped: tuple[str, ...] = ()
-    if not mask.any() and any(e.soft for e in spec.expressions):
-        dropped = tuple(f"{e.kind}:{e}" for e in spec.expressions if e.soft)
-        ctx = Context(now=now, fact_ttl=fact_ttl, soft=False)
-        mask, steps, fail_at = _filter(spec, ix, filters, ctx)
+    if not run.mask.any() and any(e.soft for e in spec.expressions):
+        dropped = tuple(e.text for e in spec.expressions if e.soft)
+        ctx = Context(now=now, fact_ttl=fact_ttl, soft=False, cluster=ix)
+        run = _filter(spec, ix, filters, ctx)
+    mask = run.mask
     rejected_idx = np.flatnonzero(~mask)
     explain = len(ix) <= EXPLAIN_ALWAYS_UP_TO or not mask.any()
     reasons = (
-        ()
-        if not explain
-        else tuple(
-            Reason(
-                filters[fail_at[j]].name, ix.nodes[j].name, filters[fail_at[j]].explain(ix, int(j), spec, ctx)
-            )
-            for j in rejected_idx[:MAX_REASONS]
+        tuple(
+            _rejection(ix, j, spec, ctx, filters[run.removed_by(j)])
+            for j in rejected_idx[:MAX_REASONS].tolist()
         )
+        if explain
+        else ()
     )
-    if not mask.any():
-        return Placement(
-            None, len(ix), tuple(steps), reasons, len(rejected_idx), (), strategy_name, exprs, dropped
-        )
-    scores = np.where(mask, strategy(ix, spec, mask), np.inf)
-    k = min(TOP_SCORES, int(mask.sum()))
-    best = np.argpartition(scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    best = best[np.argsort(scores[best])]
-    top = tuple((ix.nodes[int(j)].name, float(scores[j])) for j in best if np.isfinite(scores[j]))
+    scores = rank(ix, spec, mask, strategy, TOP_SCORES)
     return Placement(
-        top[0][0], len(ix), tuple(steps), reasons, len(rejected_idx), top, strategy_name, exprs, dropped
+        node=scores[0].node if scores else None,
+        candidates=len(ix),
+        steps=tuple(run.steps),
+        rejected=reasons,
+        rejected_total=len(rejected_idx),
+        scores=scores,
+        strategy=strategy_name or strategy.name,
+        expressions=exprs,
+        soft_dropped=dropped,
+        filtered=tuple(run.filtered.items()),
+        by_reason=tuple(run.by_reason.most_common()),
     )
 
 
-def _filter(
-    spec: ContainerSpec, ix: ClusterIndex, filters: Sequence[Filter], ctx: Context
-) -> tuple[np.ndarray, list[tuple[str, int]], np.ndarray]:
-    """The surviving nodes, the count after each filter, and for each node the filter that removed it."""
-    n = len(ix)
-    mask = np.ones(n, dtype=bool)
-    fail_at = np.full(n, -1)
-    steps = []
+def _rejection(ix: ClusterIndex, j: int, spec: ContainerSpec, ctx: Context, f: Filter) -> Rejection:
+    node = ix.nodes[j]
+    reason = f.check(node, spec, ctx)
+    if reason is None:  # mask and check disagree: a bug the property test exists to catch; say so, not crash
+        reason = Reason(f.name, "", f"fails {f.name} (the scheduler's index disagrees with its check)")
+    return Rejection(node.name, reason)
+
+
+class _Run:
+    """One pass of the filters: the survivors, the counts, and which nodes each filter removed."""
+
+    __slots__ = ("by_reason", "filtered", "mask", "removed", "steps")
+
+    def __init__(self, n: int) -> None:
+        self.mask = np.ones(n, dtype=bool)
+        self.steps: list[tuple[str, int]] = []
+        self.filtered: dict[str, int] = {}
+        self.by_reason: Counter[str] = Counter()
+        self.removed: list[tuple[int, np.ndarray]] = []  # (filter index, survivors before it)
+
+    def removed_by(self, j: int) -> int:
+        """The filter that removed node j: the last one it had survived up to."""
+        return next(i for i, before in reversed(self.removed) if before[j])
+
+
+def _filter(spec: ContainerSpec, ix: ClusterIndex, filters: Sequence[Filter], ctx: Context) -> _Run:
+    """Each filter's clauses, in order, narrow the survivors; a node counts under the first clause it
+    fails (the reason its `check` gives), which costs one AND and one count per clause."""
+    run = _Run(len(ix))
+    left = len(ix)
     for i, f in enumerate(filters):
-        m = f.mask(ix, spec, ctx)
-        if m is not None:
-            newly = mask & ~m
-            fail_at[newly] = i
-            mask &= m
-        steps.append((f.name, int(mask.sum())))
-    return mask, steps, fail_at
+        clauses = f.clauses(ix, spec, ctx)
+        if clauses and left:
+            before = survivors = run.mask
+            for key, passes in clauses:
+                after = survivors & passes
+                if k := left - int(np.count_nonzero(after)):
+                    run.by_reason[key] += k
+                    run.filtered[f.name] = run.filtered.get(f.name, 0) + k
+                    left -= k
+                    survivors = after
+            if survivors is not before:  # it removed some
+                run.removed.append((i, before))
+                run.mask = survivors
+        run.steps.append((f.name, left))
+    return run

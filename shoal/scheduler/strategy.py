@@ -1,50 +1,42 @@
-"""Strategies rank the nodes that passed every filter; each is a score per node, lower is better.
+"""Strategies, picked by name (classic Swarm's `--strategy`): each is a list of weighted rankers
+(rankers/), summed into a total where higher wins, and tie rankers that decide between equal totals;
+after those, the node's position decides, so every decision is deterministic for a given cluster.
 
 spread: the least reserved node (max of its CPU and memory share, counting this container), then the
 fewest containers; binpack: the most reserved node that still fits, then the most containers;
-random: any. Ties break on the node's position, so tests are deterministic (classic Swarm's
-weighNodes, with the same tie-break on container count).
+random: any (classic Swarm's weighNodes, with the same tie-break on container count).
 """
 
 from __future__ import annotations
 
-import random as _random
-from collections.abc import Callable
-
-import numpy as np
+from dataclasses import dataclass
 
 from shoal.errors import BadRequest
-from shoal.scheduler.index import ClusterIndex
-from shoal.scheduler.model import ContainerSpec
-
-Strategy = Callable[[ClusterIndex, ContainerSpec, np.ndarray], np.ndarray]
-
-
-def _load(ix: ClusterIndex, spec: ContainerSpec) -> np.ndarray:
-    n = len(ix)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cpu = np.where(ix.cpus[:n] > 0, (ix.reserved_cpus[:n] + spec.cpus) / ix.cpus[:n], 0.0)
-        mem = np.where(ix.memory[:n] > 0, (ix.reserved_memory[:n] + spec.memory) / ix.memory[:n], 0.0)
-    return np.maximum(cpu, mem)
+from shoal.scheduler.rankers import Ranker
+from shoal.scheduler.rankers.binpack import MostContainers, MostReserved
+from shoal.scheduler.rankers.random import Random
+from shoal.scheduler.rankers.spread import FewestContainers, LeastReserved
 
 
-def spread(ix: ClusterIndex, spec: ContainerSpec, mask: np.ndarray) -> np.ndarray:
-    n = len(ix)
-    return _load(ix, spec) * 1e6 + ix.containers[:n] + np.arange(n) * 1e-6
+@dataclass(frozen=True, slots=True)
+class Weighted:
+    ranker: Ranker
+    weight: float = 1.0
 
 
-def binpack(ix: ClusterIndex, spec: ContainerSpec, mask: np.ndarray) -> np.ndarray:
-    n = len(ix)
-    return -(_load(ix, spec) * 1e6 + ix.containers[:n]) + np.arange(n) * 1e-6
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    name: str
+    rankers: tuple[Weighted, ...]  # total = sum of weight x score, higher wins
+    ties: tuple[Ranker, ...] = ()  # only between equal totals, in order; then node position
+
+
+spread = Strategy("spread", (Weighted(LeastReserved()),), (FewestContainers(),))
+binpack = Strategy("binpack", (Weighted(MostReserved()),), (MostContainers(),))
 
 
 def make_random(seed: int | None = None) -> Strategy:
-    rng = _random.Random(seed)
-
-    def random(ix: ClusterIndex, spec: ContainerSpec, mask: np.ndarray) -> np.ndarray:
-        return np.array([rng.random() for _ in range(len(ix))])
-
-    return random
+    return Strategy("random", (Weighted(Random(seed)),))
 
 
 STRATEGIES = ("spread", "binpack", "random")

@@ -1,49 +1,32 @@
 """Affinities: `container==NAME` (be where that container is), `image==NAME` (where the image is),
-any other key a container label (be where a container with that label is); `!=` keeps away."""
+any other key a container label (be where a container with that label is); `!=` keeps away.
+
+The index holds every node's container names and ids, images and label values by value, so a literal
+name is one lookup and a `/regex/` one RE2 call per node, whatever the number of containers."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from shoal.scheduler.expr import EQ, Expr
-from shoal.scheduler.filters import Context
+from shoal.scheduler.filters import Clause, Context
 from shoal.scheduler.index import ClusterIndex
-from shoal.scheduler.model import ContainerSpec, NodeState
-
-
-def _strings(node: NodeState, key: str) -> list[str]:
-    if key == "container":
-        return [s for c in node.containers for s in (c.name, c.id)]
-    if key == "image":
-        return sorted(node.images)
-    return [c.labels[key] for c in node.containers if key in c.labels]
+from shoal.scheduler.model import ContainerSpec, NodeState, Reason
+from shoal.scheduler.values import affinity_strings
 
 
 def holds(node: NodeState, e: Expr) -> bool:
-    hit = any(e.matches(s) for s in _strings(node, e.key))
-    return hit if e.op == EQ else not hit
+    return e.holds(affinity_strings(node, e.key))
 
 
 class AffinityFilter:
     name = "affinity"
 
-    def mask(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> np.ndarray | None:
-        exprs = [e for e in spec.affinities if ctx.soft or not e.soft]
-        if not exprs:
-            return None
-        m = ix.all()
-        for e in exprs:
-            if e.key == "container" and e.op == EQ and not e.is_regex and "*" not in e.value:
-                j = ix.container_node.get(e.value)  # the common case, by name or id: no scan
-                m &= ix.mask_of([j] if j is not None else [])
-            else:
-                m &= np.fromiter((holds(node, e) for node in ix.nodes), dtype=bool, count=len(ix))
-        return m
-
-    def explain(self, ix: ClusterIndex, j: int, spec: ContainerSpec, ctx: Context) -> str:
-        node = ix.nodes[j]
+    def check(self, node: NodeState, spec: ContainerSpec, ctx: Context) -> Reason | None:
         for e in spec.affinities:
-            if (ctx.soft or not e.soft) and not holds(node, e):
+            if ctx.counts(e.soft) and not holds(node, e):
                 what = {"container": "container", "image": "image"}.get(e.key, f"container labelled {e.key}")
-                return f"{'has no' if e.op == EQ else 'has a'} {what} {e.value} (affinity {e})"
-        return "fails an affinity"
+                detail = f"{'has no' if e.op == EQ else 'has a'} {what} {e.value} (affinity {e})"
+                return Reason(self.name, e.text, detail)
+        return None
+
+    def clauses(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> list[Clause]:
+        return [(e.text, ix.expr_mask(e)) for e in spec.affinities if ctx.counts(e.soft)]

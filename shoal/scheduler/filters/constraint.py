@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from shoal.scheduler.expr import NUMERIC, Expr
-from shoal.scheduler.filters import Context
-from shoal.scheduler.index import ClusterIndex, candidates, number
-from shoal.scheduler.model import ContainerSpec, NodeState
+from shoal.scheduler.filters import Clause, Context
+from shoal.scheduler.index import ClusterIndex
+from shoal.scheduler.model import ContainerSpec, NodeState, Reason
+from shoal.scheduler.values import candidates, number
 
 
-def _active(exprs: tuple[Expr, ...], ctx: Context) -> list[Expr]:
-    return [e for e in exprs if ctx.soft or not e.soft]
+def holds(node: NodeState, e: Expr) -> bool:
+    if e.op in NUMERIC:
+        v = number(node, e.key)
+        return v is not None and e.compare(v)
+    return e.holds(candidates(node, e.key))
 
 
 def describe(node: NodeState, e: Expr) -> str:
@@ -35,18 +37,11 @@ def describe(node: NodeState, e: Expr) -> str:
 class ConstraintFilter:
     name = "constraint"
 
-    def mask(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> np.ndarray | None:
-        exprs = _active(spec.constraints, ctx)
-        if not exprs:
-            return None
-        m = ix.expr_mask(exprs[0])
-        for e in exprs[1:]:
-            m = m & ix.expr_mask(e)
-        return m
+    def check(self, node: NodeState, spec: ContainerSpec, ctx: Context) -> Reason | None:
+        for e in spec.constraints:
+            if ctx.counts(e.soft) and not holds(node, e):
+                return Reason(self.name, e.text, describe(node, e))
+        return None
 
-    def explain(self, ix: ClusterIndex, j: int, spec: ContainerSpec, ctx: Context) -> str:
-        node = ix.nodes[j]
-        for e in _active(spec.constraints, ctx):
-            if not ix.expr_mask(e)[j]:
-                return describe(node, e)
-        return "fails a constraint"
+    def clauses(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> list[Clause]:
+        return [(e.text, ix.expr_mask(e)) for e in spec.constraints if ctx.counts(e.soft)]

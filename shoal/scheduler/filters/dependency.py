@@ -1,33 +1,31 @@
 """Dependencies: links, --volumes-from and --net/--pid/--ipc container: put a container on the node
-of the containers it refers to."""
+of the containers it refers to (a node passes when it holds every one, by name or id)."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from shoal.scheduler.filters import Context
+from shoal.scheduler.filters import Clause, Context
 from shoal.scheduler.index import ClusterIndex
-from shoal.scheduler.model import ContainerSpec
+from shoal.scheduler.model import ContainerSpec, NodeState, Reason
+from shoal.scheduler.values import holds_container
 
 
 class DependencyFilter:
     name = "dependency"
 
-    def mask(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> np.ndarray | None:
-        if not spec.depends_on:
+    def check(self, node: NodeState, spec: ContainerSpec, ctx: Context) -> Reason | None:
+        lacks = [d for d in spec.depends_on if not holds_container(node, d)]
+        if not lacks:
             return None
-        homes = {ix.container_node.get(d) for d in spec.depends_on}
-        if None in homes or len(homes) != 1:
-            return np.zeros(len(ix), dtype=bool)
-        return ix.mask_of(homes)  # type: ignore[arg-type]
-
-    def explain(self, ix: ClusterIndex, j: int, spec: ContainerSpec, ctx: Context) -> str:
-        missing = [d for d in spec.depends_on if d not in ix.container_node]
-        if missing:
-            return f"no node has container {', '.join(missing)} (a dependency)"
-        homes = {d: ix.nodes[ix.container_node[d]].name for d in spec.depends_on}
-        if len(set(homes.values())) > 1:
-            return "dependencies are on different nodes: " + ", ".join(
-                f"{d} on {n}" for d, n in homes.items()
+        homes = {d: ctx.cluster.container_homes(d) for d in spec.depends_on}
+        if missing := [d for d, h in homes.items() if not h]:
+            detail = f"no node has container {', '.join(missing)} (a dependency)"
+        elif not set.intersection(*(set(hs) for hs in homes.values())):  # no one node holds them all
+            detail = "dependencies are on different nodes: " + ", ".join(
+                f"{d} on {'/'.join(h)}" for d, h in homes.items()
             )
-        return f"does not hold {', '.join(spec.depends_on)} (a dependency)"
+        else:
+            detail = f"does not hold {', '.join(spec.depends_on)} (a dependency)"
+        return Reason(self.name, "", detail, lacks[0])
+
+    def clauses(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> list[Clause]:
+        return [(f"{self.name}:{d}", ix.mask_of(ix.container_nodes.get(d, ()))) for d in spec.depends_on]

@@ -3,23 +3,20 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from shoal.scheduler.filters import Context
+from shoal.scheduler.filters import Clause, Context
 from shoal.scheduler.index import ClusterIndex
-from shoal.scheduler.model import ContainerSpec
+from shoal.scheduler.model import ContainerSpec, NodeState, Reason
 
 
 class NetworkFilter:
     name = "network"
 
-    def mask(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> np.ndarray | None:
-        if not spec.networks:
+    def check(self, node: NodeState, spec: ContainerSpec, ctx: Context) -> Reason | None:
+        missing = [net for net in spec.networks if net not in node.networks]
+        if not missing:
             return None
-        return np.fromiter(
-            (all(net in n.networks for net in spec.networks) for n in ix.nodes), dtype=bool, count=len(ix)
-        )
+        detail = f"has no network {', '.join(missing)} (docker network create {missing[0]} makes it)"
+        return Reason(self.name, "", detail, missing[0])
 
-    def explain(self, ix: ClusterIndex, j: int, spec: ContainerSpec, ctx: Context) -> str:
-        missing = [net for net in spec.networks if net not in ix.nodes[j].networks]
-        return f"has no network {', '.join(missing)} (docker network create {missing[0]} makes it)"
+    def clauses(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> list[Clause]:
+        return [(f"{self.name}:{net}", ix.mask_of(ix.network_nodes.get(net, ()))) for net in spec.networks]

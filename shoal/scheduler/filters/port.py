@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from shoal.scheduler.filters import Context
+from shoal.scheduler.filters import Clause, Context
 from shoal.scheduler.index import ClusterIndex
-from shoal.scheduler.model import ContainerSpec
+from shoal.scheduler.model import ContainerSpec, NodeState, Reason
+from shoal.scheduler.values import published_ports
 
 
 class PortFilter:
     name = "port"
 
-    def mask(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> np.ndarray | None:
-        if not spec.ports:
+    def check(self, node: NodeState, spec: ContainerSpec, ctx: Context) -> Reason | None:
+        used = published_ports(node)
+        taken = [p for p in spec.ports if p in used]
+        if not taken:
             return None
-        used: set[int] = set()
-        for p in spec.ports:
-            used |= ix.port_nodes.get(p, set())
-        return ~ix.mask_of(used)
+        detail = ", ".join(f"port {port}/{proto} (Host mode) is in use" for port, proto in taken)
+        return Reason(self.name, "", detail, f"{taken[0][0]}/{taken[0][1]}")
 
-    def explain(self, ix: ClusterIndex, j: int, spec: ContainerSpec, ctx: Context) -> str:
-        taken = [p for p in spec.ports if j in ix.port_nodes.get(p, set())]
-        return ", ".join(f"port {port}/{proto} (Host mode) is in use" for port, proto in taken)
+    def clauses(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> list[Clause]:
+        return [
+            (f"{self.name}:{p}/{proto}", ~ix.mask_of(ix.port_nodes.get((p, proto), ())))
+            for p, proto in spec.ports
+        ]

@@ -4,36 +4,42 @@ while a name that exists nowhere yet may land anywhere (the engine makes it)."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from shoal.scheduler.filters import Context
+from shoal.scheduler.filters import Clause, Context
 from shoal.scheduler.index import ClusterIndex
-from shoal.scheduler.model import ContainerSpec
+from shoal.scheduler.model import ContainerSpec, NodeState, Reason
 
 
-def _holders(ix: ClusterIndex, volume: str) -> list[int]:
-    return [j for j, n in enumerate(ix.nodes) if volume in n.volumes]
+def _driver(spec: ContainerSpec) -> str:
+    """The driver a node must serve ("": none beyond `local`, which every engine has)."""
+    return spec.volume_driver if spec.volume_driver not in ("", "local") else ""
 
 
 class VolumeFilter:
     name = "volume"
 
-    def mask(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> np.ndarray | None:
-        if not (spec.volume_driver and spec.volume_driver != "local") and not spec.volumes:
-            return None
-        m = ix.all()
-        if spec.volume_driver and spec.volume_driver != "local":
-            m &= ix.mask_of(ix.driver_nodes.get(spec.volume_driver, set()))
-        for v in spec.volumes:
-            if holders := _holders(ix, v):
-                m &= ix.mask_of(holders)
-        return m
-
-    def explain(self, ix: ClusterIndex, j: int, spec: ContainerSpec, ctx: Context) -> str:
-        node = ix.nodes[j]
-        if spec.volume_driver and spec.volume_driver not in node.volume_drivers:
+    def check(self, node: NodeState, spec: ContainerSpec, ctx: Context) -> Reason | None:
+        driver = _driver(spec)
+        if driver and driver not in node.volume_drivers:
             serves = ", ".join(sorted(node.volume_drivers))
-            return f"does not serve volume driver {spec.volume_driver} (it serves {serves})"
-        missing = [v for v in spec.volumes if v not in node.volumes and _holders(ix, v)]
-        where = ", ".join(ix.nodes[h].name for h in _holders(ix, missing[0])) if missing else ""
-        return f"does not hold volume {', '.join(missing)} (it lives on {where})"
+            return Reason(
+                self.name,
+                "",
+                f"does not serve volume driver {driver} (it serves {serves})",
+                f"driver={driver}",
+            )
+        missing = [v for v in spec.volumes if v not in node.volumes and ctx.cluster.volume_homes(v)]
+        if not missing:
+            return None
+        where = ", ".join(ctx.cluster.volume_homes(missing[0]))
+        return Reason(
+            self.name, "", f"does not hold volume {', '.join(missing)} (it lives on {where})", missing[0]
+        )
+
+    def clauses(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> list[Clause]:
+        out = []
+        if driver := _driver(spec):
+            out.append((f"{self.name}:driver={driver}", ix.mask_of(ix.driver_nodes.get(driver, ()))))
+        for v in spec.volumes:
+            if holders := ix.volume_nodes.get(v):
+                out.append((f"{self.name}:{v}", ix.mask_of(holders)))
+        return out
