@@ -22,10 +22,13 @@ FORMATS = ("logfmt", "json")
 _BARE = re.compile(r"^[A-Za-z0-9_.:/@+-]+$")
 
 
-def kv(logger: logging.Logger, event: str, /, level: int = logging.INFO, **fields: Any) -> None:
-    """One event with its fields; None-valued fields are left out."""
+def kv(
+    logger: logging.Logger, event: str, /, level: int = logging.INFO, *, exc_info: bool = False, **fields: Any
+) -> None:
+    """One event with its fields; None-valued fields are left out; `exc_info` adds the traceback."""
     if logger.isEnabledFor(level):
-        logger.log(level, event, extra={"kv": {k: v for k, v in fields.items() if v is not None}})
+        clean = {k: v for k, v in fields.items() if v is not None}
+        logger.log(level, event, exc_info=exc_info, extra={"kv": clean})
 
 
 def _value(v: Any) -> str:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.state import Cluster
-from shoal.data.model import Dataset
+from shoal.data.model import Dataset, Deletion
 from shoal.data.records import new_ids
 from shoal.data.requests import dataset_request, decide_all
 from shoal.errors import BadRequest, NoPlacement, NotFound
@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
 @contextlib.asynccontextmanager
 async def committed(c: Cluster, new: list[Dataset]) -> AsyncIterator[None]:
-    """Writes a decision's new dataset records for what follows (the engine's create); if that fails, takes
-    them back, so nothing is left half-made."""
+    """Writes a decision's new dataset records for what follows (the engine's create); if that fails, asks
+    their node to delete them again (children first), so nothing is left half-made. A deletion request, not
+    a removed record: the node may have made the dataset already, and a node never deletes data because a
+    record went missing (it would re-publish it instead)."""
     if not new:
         yield
         return
@@ -31,8 +33,9 @@ async def committed(c: Cluster, new: list[Dataset]) -> AsyncIterator[None]:
     try:
         yield
     except BaseException:
+        now = c.now()
         for d in reversed(new):
-            await c.records.remove(d)
+            await c.records.request_deletion(Deletion(d.id, d.node, d.name, "a refused create", now))
         c.datasets = [d for d in c.datasets if d not in new]
         raise
 

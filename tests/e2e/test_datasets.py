@@ -206,6 +206,27 @@ def test_bad_dataset_requests_are_refused_and_leave_nothing(dev_cluster, args, m
     assert dev_cluster.cli("ps", "-aq").stdout.split() == containers
 
 
+def test_a_create_the_engine_refuses_leaves_no_dataset_behind(dev_cluster):
+    """The manager writes a new dataset's records before the engine is asked; when the engine then refuses
+    the container, the dataset is deleted again by its node (a deletion request: the node may have made it
+    already), so neither a record nor a subvolume is left."""
+    records, subvols = _records(dev_cluster), _subvolumes(dev_cluster)
+    name = _name("refused")
+    out = dev_cluster.cli(
+        "run", "-d", "-m", "64m", "--memory-swap", "32m", "-v", f"{name}@gold:/data", "busybox", "true",
+        check=False,
+    )  # fmt: skip
+    assert out.returncode != 0 and "memory" in out.stderr.lower(), out.stderr
+    _wait(lambda: _records(dev_cluster) == records, 20, "the refused create's records were not taken back")
+    _wait(lambda: _subvolumes(dev_cluster) == subvols, 20, "the refused create's dataset was not deleted")
+    _, left = _consul(dev_cluster).kv.get("shoal/deletions/", recurse=True)
+    _wait(
+        lambda: not _consul(dev_cluster).kv.get("shoal/deletions/", recurse=True)[1],
+        20,
+        f"requests left: {left}",
+    )
+
+
 def test_an_ambiguous_snapshot_prefix_lists_the_candidates(dev_cluster):
     c = _consul(dev_cluster)
     ids = [
@@ -494,7 +515,9 @@ def test_a_wiped_registry_is_rebuilt_from_the_nodes(dev_cluster, kept):
     for k in seeded:
         assert recs[k.id]["node"] == k.node and recs[k.id]["name"] == k.name and recs[k.id]["conflict"] == ""
         assert k.id in _subvolumes(dev_cluster)[k.node]
-        assert f"dataset re-published dataset={k.id}" in _log_since(dev_cluster, k.node, marks[k.node])
+        assert f'event="dataset re-published" dataset={k.id}' in _log_since(
+            dev_cluster, k.node, marks[k.node]
+        )
     listing = _shoal(dev_cluster, "ls").stdout
     assert all("recovered" in _state_of(listing, k.id) for k in seeded)
     snap = recs[recs[seeded[-1].id]["parent"]]
@@ -632,7 +655,7 @@ def test_an_agent_pointed_at_an_empty_registry_keeps_its_data_and_a_name_claimed
         f"node3: conflict: {twice.name} ({dup['id']}): name {twice.name} is held by dataset {twice.id}"
         in listing
     )
-    assert f"name conflict dataset={dup['id']}" in _log_since(dev_cluster, "node3", marks["node3"])
+    assert f'event="name conflict" dataset={dup["id"]}' in _log_since(dev_cluster, "node3", marks["node3"])
     assert dup["id"] in _subvolumes(dev_cluster)["node3"] and twice.id in _subvolumes(dev_cluster)["node1"]
     _read_back(dev_cluster, seeded)  # the name still means node1's dataset, bytes and all
     rescued = _name("rescued")  # the conflicting one is reached by its id, never deleted for the clash
@@ -723,7 +746,9 @@ def test_a_failing_step_is_retried_with_backoff_and_holds_up_nothing_else(dev_cl
            "parent": snap_id, "created": time.time(), "volume": name}  # fmt: skip
     c.kv.put(f"shoal/dataset-names/{name}", clone_id)
     c.kv.put(f"shoal/datasets/{clone_id}", json.dumps(doc))
-    failing = f"step failed step=clone dataset={clone_id} name={name} source={snap_id} node=node2 attempt="
+    failing = (
+        f'event="step failed" step=clone dataset={clone_id} name={name} source={snap_id} node=node2 attempt='
+    )
     _wait(lambda: f"{failing}3" in _log_since(dev_cluster, "node2", mark), 60, "the step was not retried")
     log = _log_since(dev_cluster, "node2", mark)
     assert "is not on this node's pool" in log and f"{failing}1" in log and f"{failing}2" in log
@@ -738,7 +763,7 @@ def test_a_failing_step_is_retried_with_backoff_and_holds_up_nothing_else(dev_cl
     c.kv.put(f"shoal/datasets/{snap_id}", json.dumps(snap))
     pool = dev_cluster.node_dir("node2") / "pool" / "datasets"
     _wait(lambda: (pool / clone_id).is_dir(), 90, "the clone was never made")
-    assert f"step recovered step=clone dataset={clone_id}" in _log_since(dev_cluster, "node2", mark)
+    assert f'event="step recovered" step=clone dataset={clone_id}' in _log_since(dev_cluster, "node2", mark)
     _wait(lambda: "failing: clone" not in _shoal(dev_cluster, "ls").stdout, 30)
     _read_back(dev_cluster, [source, Kept(name, "node2", clone_id, source.sha)])
 
