@@ -185,7 +185,10 @@ class Cluster:
         index = 0
         while True:
             try:
-                index = await load(index or 1)
+                new = await load(index or 1)
+                # an index that goes backwards is a registry that lost or restored its state: start over
+                # (Consul's advice to every blocking client), rather than wait for it to catch up
+                index = new if new >= index else 0
             except asyncio.CancelledError:
                 raise
             except Exception as e:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.engine import path
 from shoal.errors import BadRequest, EngineError, NotFound, ShoalError
-from shoal.manager.objects import fan_out, successes
+from shoal.manager.objects import on_every_node, successes
 from shoal.manager.service import Route
 
 if TYPE_CHECKING:
@@ -56,9 +56,7 @@ class Images:
 
     async def listed(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
         c = self.m.cluster
-        results = await fan_out(
-            list(c.engines.values()), lambda e: e.call("GET", "/images/json", params=dict(query))
-        )
+        results = await on_every_node(c, "GET", "/images/json", params=dict(query))
         return merged([r for _, r in successes(results)])
 
     async def route(self, name: str, what: str) -> Route:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from shoal.cluster.engine import Engine, path
 from shoal.cluster.state import Cluster
 from shoal.errors import Ambiguous, BadRequest, Conflict, NotFound
-from shoal.manager.objects import failures, fan_out, first_error, split, successes
+from shoal.manager.objects import failures, fan_out, first_error, on_every_node, split, successes
 from shoal.manager.service import Route
 
 if TYPE_CHECKING:
@@ -47,9 +47,7 @@ class Networks:
 
     async def listed(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
         c = self.m.cluster
-        results = await fan_out(
-            list(c.engines.values()), lambda e: e.call("GET", "/networks", params=dict(query))
-        )
+        results = await on_every_node(c, "GET", "/networks", params=dict(query))
         return [{**n, "Name": f"{e.node}/{n['Name']}"} for e, r in successes(results) for n in r]
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -107,9 +105,7 @@ class Networks:
 
     async def prune(self, query: Mapping[str, str]) -> dict[str, Any]:
         c = self.m.cluster
-        results = await fan_out(
-            list(c.engines.values()), lambda e: e.call("POST", "/networks/prune", params=dict(query))
-        )
+        results = await on_every_node(c, "POST", "/networks/prune", params=dict(query))
         deleted = [f"{e.node}/{n}" for e, r in successes(results) for n in r.get("NetworksDeleted") or []]
         await c.changed({"networks"})
         return {"NetworksDeleted": deleted}

@@ -44,6 +44,11 @@ async def fan_out(engines: list[Engine], call: Callable[[Engine], Awaitable[Any]
     return list(zip(engines, results, strict=True))
 
 
+async def on_every_node(c: Cluster, method: str, api_path: str, **kw: Any) -> Results:
+    """One call on every node's engine at once (a list, a prune): each engine's answer or its error."""
+    return await fan_out(list(c.engines.values()), lambda e: e.call(method, api_path, **kw))
+
+
 def failures(results: Results) -> list[tuple[Engine, BaseException]]:
     return [(e, r) for e, r in results if isinstance(r, BaseException)]
 

@@ -14,7 +14,7 @@ import aiohttp
 
 from shoal.cluster.engine import CONNECT, Engine
 from shoal.errors import ShoalError
-from shoal.manager.objects import fan_out, successes
+from shoal.manager.objects import on_every_node, successes
 from shoal.manager.overview import overview
 from shoal.scheduler.model import NodeState
 
@@ -140,7 +140,7 @@ class System:
 
     async def df(self) -> dict[str, Any]:
         c = self.m.cluster
-        results = await fan_out(list(c.engines.values()), lambda e: e.call("GET", "/system/df", timeout=60))
+        results = await on_every_node(c, "GET", "/system/df", timeout=60)
         return merge_df([(e.node, r) for e, r in successes(results)])
 
     async def events(self, query: Mapping[str, str]) -> AsyncIterator[dict[str, Any]]:

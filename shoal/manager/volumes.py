@@ -11,7 +11,7 @@ from shoal.cluster.engine import path
 from shoal.data.model import DRIVERS
 from shoal.errors import BadRequest, EngineError, NotFound
 from shoal.manager.datasets import create_dataset_volume
-from shoal.manager.objects import failures, fan_out, first_error, split, successes
+from shoal.manager.objects import failures, fan_out, first_error, on_every_node, split, successes
 
 if TYPE_CHECKING:
     from shoal.manager.service import Manager
@@ -23,9 +23,7 @@ class Volumes:
 
     async def listed(self, query: Mapping[str, str]) -> dict[str, Any]:
         c = self.m.cluster
-        results = await fan_out(
-            list(c.engines.values()), lambda e: e.call("GET", "/volumes", params=dict(query))
-        )
+        results = await on_every_node(c, "GET", "/volumes", params=dict(query))
         vols, warnings = [], []
         for e, r in results:
             if isinstance(r, BaseException):
@@ -84,9 +82,7 @@ class Volumes:
 
     async def prune(self, query: Mapping[str, str]) -> dict[str, Any]:
         c = self.m.cluster
-        results = await fan_out(
-            list(c.engines.values()), lambda e: e.call("POST", "/volumes/prune", params=dict(query))
-        )
+        results = await on_every_node(c, "POST", "/volumes/prune", params=dict(query))
         deleted, space = [], 0
         for e, r in successes(results):
             deleted += [f"{e.node}/{v}" for v in r.get("VolumesDeleted") or []]

@@ -525,16 +525,20 @@ def test_a_wiped_registry_is_rebuilt_from_the_nodes(dev_cluster, kept):
     _read_back(dev_cluster, seeded)
 
 
-def _restart_registry(dev_cluster, wipe: bool) -> None:
-    """Stops the cluster's registry and starts it again as `dev up` does (recording its pid, so `dev down`
-    still stops it); with `wipe`, its SQLite file is deleted in between: it starts empty."""
+def _restart_registry(dev_cluster, wipe: bool, kill: bool = False) -> None:
+    """Stops the cluster's registry (with `kill`, kill -9 mid-work) and starts it again as `dev up` does
+    (recording its pid, so `dev down` still stops it); with `wipe`, its SQLite file is deleted in between:
+    it starts empty."""
     from shoal.dev import engine, state
     from shoal.dev.node import cluster_services, start
 
     layout = dev_cluster.layout()
     st = state.read(layout.state_file)
     assert st is not None
-    host.terminate({st.pids[""]["registry"]}, grace=10.0)
+    if kill:
+        host.kill({st.pids[""]["registry"]})
+    else:
+        host.terminate({st.pids[""]["registry"]}, grace=10.0)
     if wipe:
         for f in layout.root.glob("registry.db*"):
             f.unlink()
@@ -542,6 +546,50 @@ def _restart_registry(dev_cluster, wipe: bool) -> None:
     pid = start(svc)
     state.write(layout.state_file, replace(st, pids={**st.pids, "": {**st.pids[""], "registry": pid}}))
     engine.wait_http(svc.ready_url, pid, svc.log, "registry")
+
+
+def test_kill_9_of_the_registry_under_dataset_creates_loses_no_acknowledged_one(dev_cluster, kept):
+    """Dataset creates through the manager while the registry is killed -9 and started again: every create
+    the manager acknowledged is in the registry afterwards, on its node's pool, and usable."""
+    import threading
+
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def create(worker: int) -> None:
+        i = 0
+        while not stop.is_set():
+            name = f"dur{worker}x{i}{uuid.uuid4().hex[:4]}"
+            i += 1
+            out = dev_cluster.cli("volume", "create", "-d", "shoal", name, check=False, timeout=60)
+            if out.returncode == 0:
+                acked.append(name)
+
+    workers = [threading.Thread(target=create, args=(w,)) for w in range(3)]
+    for t in workers:
+        t.start()
+    try:
+        _wait(lambda: len(acked) >= 5, 60, "no dataset create was acknowledged")
+        _restart_registry(dev_cluster, wipe=False, kill=True)
+        seen = len(acked)
+        _wait(lambda: len(acked) >= seen + 3, 60, "creates did not resume after the registry came back")
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(timeout=90)
+    kept["volumes"] += acked
+    by_name = {}
+
+    def all_there() -> bool:
+        by_name.clear()
+        by_name.update({d["name"]: d for d in _records(dev_cluster).values() if d.get("kind") == "dataset"})
+        return all(n in by_name for n in acked)
+
+    _wait(all_there, 30, f"acknowledged creates missing: {sorted(set(acked) - set(by_name))}")
+    on_pools = lambda: all(by_name[n]["id"] in _subvolumes(dev_cluster)[by_name[n]["node"]] for n in acked)  # noqa: E731
+    _wait(on_pools, 30, "an acknowledged dataset is not on its node's pool")
+    probe = acked[len(acked) // 2]
+    assert _in_container(dev_cluster, probe, "echo ok > /d/f && cat /d/f", by_name[probe]["node"]) == "ok"
 
 
 def test_a_registry_restarted_empty_is_rebuilt_from_the_nodes(dev_cluster, kept):
