@@ -43,6 +43,7 @@ bench: venv
 	$(PY) benchmarks/scheduler.py
 	$(PY) benchmarks/manager.py
 	$(PY) benchmarks/datasets.py
+	$(PY) benchmarks/safety.py
 
 down:
 	@$(SHOAL) dev down

@@ -1,11 +1,18 @@
-"""Safety figures (issue 12): how much bad input shoal takes without a 5xx, and how bounded its work stays.
+r"""Safety figures (issue 12): how much bad input shoal takes without a 5xx, and how bounded its work stays.
 
 Sections, each printing its own figures against its goal:
   registry  the fuzzers' counts against a real `shoal registry` (tests/registry/test_fuzz.py): inputs
             tried per store and endpoint group, inputs accepted and refused, Consul's own documented
             500s (unknown session, node, datacenter), and unexpected 5xx (goal: 0); DNS packets sent.
-  (the manager's sections — the pathological regex's placement time, `docker ps` with a hung node, RSS
-  with a stalled log reader — are added beside this one.)
+  regex     `affinity:container==/^(\w|\w)+x$/` placed over 1,000 nodes x 30 containers with 40-character
+            names (goal < 10 ms; a backtracking engine takes ~2^40 steps per name).
+  manager   on a 3-node dev cluster of its own (`sfbench`, 10.99.13.0/24): `docker ps` while one node's
+            engine is SIGSTOPped (goal <= 200 ms) and `docker run --rm` on the others during / before (goal
+            <= 1.5); the manager's RSS growth while a client stalls on `docker logs -f` of a container
+            printing 100 MB (goal <= 20 MB).
+  fuzz      the manager's and the volume plugin's fuzzers (tests/e2e/test_manager_fuzz.py,
+            test_plugin_fuzz.py) on a cluster of their own (`sfz`, 10.99.14.0/24): inputs per endpoint
+            group, 5xx and state changes seen (goal 0).
 
 Run: `.venv/bin/python benchmarks/safety.py [--examples 2000] [--only registry]`. --examples is the
 hypothesis budget per fuzzer (SHOAL_FUZZ_EXAMPLES; the test suite's own default is a few hundred).
@@ -16,13 +23,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
+from _bench import ROOT as BENCH_ROOT
+from _bench import bench_cluster, pct
+
+from shoal.cluster.nodes import node_state
+from shoal.dev.layout import ClusterSpec
+from shoal.scheduler.expr import parse
+from shoal.scheduler.index import ClusterIndex
+from shoal.scheduler.model import ContainerRef, ContainerSpec
+from shoal.scheduler.place import place
+from shoal.sim.nodes import documents
+
 ROOT = Path(__file__).resolve().parent.parent
+NAME, SUBNET = "sfbench", "10.99.13.0/24"
+PATHOLOGICAL = r"/^(\w|\w)+x$/"
+WRITER = "sleep 1; head -c 100000000 /dev/zero | tr '\\0' x; sleep 600"  # 100 MB of log, then quiet
 
 
 # --- registry ------------------------------------------------------------------------------------------
@@ -61,7 +86,157 @@ def registry(examples: int) -> bool:
     return proc.returncode == 0 and total_5xx == 0
 
 
-SECTIONS = {"registry": registry}
+def regex_placement(nodes: int = 1000, per_node: int = 30) -> None:
+    now = time.time()
+    ix = ClusterIndex()
+    for i, (facts, info) in enumerate(documents(nodes, now)):
+        refs = [ContainerRef(f"{i:06d}{j:058d}", "a" * 38 + f"{j:02d}", "busybox") for j in range(per_node)]
+        ix.upsert(node_state(facts, info, "passing", refs))
+    spec = ContainerSpec(image="busybox", affinities=(parse("affinity", f"container=={PATHOLOGICAL}"),))
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        p = place(spec, ix, now)
+        times.append(time.perf_counter() - t0)
+    assert p.node is None
+    print(
+        f"(1) {PATHOLOGICAL} over {nodes} nodes x {per_node} containers: placement median "
+        f"{statistics.median(times) * 1000:.2f} ms, max {max(times) * 1000:.2f} ms (goal < 10 ms)"
+    )
+
+
+def _timed(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def hung_node(manager: str, engine_pid: int) -> None:
+    dk = ["docker", "-H", manager]
+    run = [*dk, "run", "--rm", "-e", "constraint:node!=node3", "busybox", "true"]
+    for _ in range(3):
+        _timed(run)
+    before = [_timed(run) for _ in range(10)]
+    victim = [
+        *dk,
+        "run",
+        "-d",
+        "--name",
+        "sf-victim",
+        "-e",
+        "constraint:node==node3",
+        "busybox",
+        "sleep",
+        "600",
+    ]
+    subprocess.run(victim, check=True, capture_output=True)
+    time.sleep(1.0)
+    os.kill(engine_pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 30
+        while "Host Down" not in subprocess.run([*dk, "ps"], capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "the manager never marked node3 down"
+            time.sleep(0.2)
+        ps = [_timed([*dk, "ps", "-a"]) for _ in range(30)]
+        during = [_timed(run) for _ in range(10)]
+    finally:
+        os.kill(engine_pid, signal.SIGCONT)
+    ratio = statistics.median(during) / statistics.median(before)
+    print(
+        f"(2) node3 SIGSTOPped: docker ps -a p50 {pct(ps, 50) * 1000:.0f} ms, "
+        f"p99 {pct(ps, 99) * 1000:.0f} ms "
+        f"(goal <= 200 ms); docker run --rm on the others {statistics.median(during) * 1000:.0f} ms vs "
+        f"{statistics.median(before) * 1000:.0f} ms before: {ratio:.2f}x (goal <= 1.5)"
+    )
+
+
+def stalled_logs(manager: str, manager_pid: int) -> None:
+    """A client asks for `docker logs -f` and reads nothing while the container writes 100 MB: the manager
+    relays only as fast as the client reads, so its memory stays flat."""
+    dk = ["docker", "-H", manager]
+    cid = subprocess.run(
+        [*dk, "run", "-d", "busybox", "sh", "-c", WRITER],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    log_path = Path(
+        subprocess.run(
+            [*dk, "inspect", "-f", "{{.LogPath}}", cid], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
+    proc = psutil.Process(manager_pid)
+    rss0 = peak = proc.memory_info().rss
+    host, port = manager.removeprefix("tcp://").split(":")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    s.connect((host, int(port)))
+    s.sendall(f"GET /v1.41/containers/{cid}/logs?follow=1&stdout=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not log_path.exists() or log_path.stat().st_size < 100_000_000):
+        time.sleep(0.5)
+        peak = max(peak, proc.memory_info().rss)
+    for _ in range(10):  # and a while after, as the relay would catch up if it buffered
+        time.sleep(0.5)
+        peak = max(peak, proc.memory_info().rss)
+    written = log_path.stat().st_size if log_path.exists() else 0
+    s.close()
+    subprocess.run([*dk, "rm", "-f", cid], capture_output=True)
+    print(
+        f"(3) a client stalled on docker logs -f while the container wrote {written / 1e6:.0f} MB of log: "
+        "manager "
+        f"RSS {rss0 >> 20} MiB -> peak {peak >> 20} MiB, +{(peak - rss0) / (1 << 20):.1f} MiB (goal <= 20 MB)"
+    )
+
+
+def fuzz_counts(cluster_env: dict[str, str], examples: int) -> bool:
+    """The manager's and the plugin socket's fuzzers on one cluster: inputs per endpoint group; any 5xx or
+    state change fails the run (the tests assert both)."""
+    manager_report = Path(tempfile.mkdtemp()) / "manager.json"
+    plugin_report = manager_report.with_name("plugin.json")
+    env = {**os.environ, **cluster_env, "SHOAL_FUZZ_EXAMPLES": str(examples)}
+    env |= {"SHOAL_FUZZ_REPORT": str(manager_report), "SHOAL_FUZZ_REPORT_PLUGIN": str(plugin_report)}
+    files = ["tests/e2e/test_manager_fuzz.py", "tests/e2e/test_plugin_fuzz.py"]
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    took = time.monotonic() - t0
+    for what, report in (("manager", manager_report), ("volume plugin", plugin_report)):
+        counts = json.loads(report.read_text()) if report.exists() else {}
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        print(f"{what} fuzzing ({examples} examples per fuzzer): {listed}; total {sum(counts.values())}")
+    verdict = "0 5xx, no state change" if proc.returncode == 0 else "FAILURES (below)"
+    print(f"  {took:.0f} s, pytest exit {proc.returncode}: {verdict} (goal 0)")
+    if proc.returncode != 0:
+        print("\n".join("    " + line for line in proc.stdout.splitlines()[-30:]))
+    return proc.returncode == 0
+
+
+def regex(examples: int) -> bool:
+    regex_placement()
+    return True
+
+
+def manager(examples: int) -> bool:
+    spec = ClusterSpec(name=NAME, nodes=3, subnet=SUBNET, root=BENCH_ROOT, agent_interval=1.0)
+    with bench_cluster(spec) as layout:
+        st = json.loads(layout.state_file.read_text())
+        url = layout.manager_url.replace("http://", "tcp://")
+        hung_node(url, st["pids"]["node3"]["engine"])
+        stalled_logs(url, st["pids"][""]["manager"])
+    return True
+
+
+def fuzz(examples: int) -> bool:
+    cluster = {
+        "SHOAL_TEST_CLUSTER": "sfz",
+        "SHOAL_TEST_SUBNET": "10.99.14.0/24",
+        "SHOAL_TEST_ROOT": str(BENCH_ROOT),
+    }
+    return fuzz_counts(cluster, examples)
+
+
+SECTIONS = {"registry": registry, "regex": regex, "manager": manager, "fuzz": fuzz}
 
 
 def main() -> None:

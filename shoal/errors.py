@@ -16,6 +16,9 @@ from typing import Any
 
 BAD_REQUEST, NOT_FOUND, CONFLICT, TOO_LARGE = "bad_request", "not_found", "conflict", "too_large"
 DENIED, UNAVAILABLE, ENGINE, FAILED = "denied", "unavailable", "engine", "failed"
+# the HTTP status of each kind, for the edges that speak HTTP (Docker's and Consul's APIs); any other kind is
+# a 500 there, except an engine's own error, which keeps the engine's status at the Docker edge
+HTTP_STATUS = {BAD_REQUEST: 400, DENIED: 403, NOT_FOUND: 404, CONFLICT: 409, TOO_LARGE: 413}
 
 
 class ShoalError(Exception):

@@ -86,12 +86,20 @@ class DevCluster:
         return plan_layout(State.from_json((self.root / self.name / "state.json").read_text()).spec)
 
     def start_agent(self, node: str) -> int:
-        """Starts the node's agent again exactly as `dev up` does (inside the engine's namespaces)."""
+        """Starts the node's agent again exactly as `dev up` does (inside the engine's namespaces), and
+        keeps the state file true (as `shoal dev node start` does), so later tests find the live agent."""
+        from dataclasses import replace
+
+        from shoal.dev import state
         from shoal.dev.node import node_services, start
 
         layout = self.layout()
         [spec] = node_services(layout, layout.node(node))
-        return start(spec, join_pid=self.pid(node, "engine"))
+        pid = start(spec, join_pid=self.pid(node, "engine"))
+        st = state.read(layout.state_file)
+        assert st is not None
+        state.write(layout.state_file, replace(st, pids={**st.pids, node: {**st.pids[node], "agent": pid}}))
+        return pid
 
     def pid(self, node: str, process: str) -> int:
         import json

@@ -6,7 +6,7 @@ blocking query on each), and otherwise on a timer with jitter (so a registry res
 does not move, is still noticed). A step that fails is held back with its own backoff (1 s, 2 s, 4 s, ...
 up to a minute) and retried, never forgotten until the next change, and never holds up the other
 datasets; a registry that does not answer backs the whole loop off. When nothing is left to do the loop
-sleeps (Flocker's `NoOp(sleep=...)`). Log lines are `event key=value ...`.
+sleeps (Flocker's `NoOp(sleep=...)`). Log lines are `key=value` (shoal.logs).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from shoal import keys
 from shoal.data.model import Dataset, containers_using
 from shoal.data.plan import POOL_OPS, Cluster, Plan, PoolState, Step, plan
 from shoal.errors import RegistryUnreachable
+from shoal.logs import kv
 
 if TYPE_CHECKING:
     from shoal.agent.datasets import DataService
@@ -40,17 +41,8 @@ def jittered(seconds: float, rand: Callable[[], float] = random.random) -> float
     return seconds * (0.8 + 0.4 * rand())
 
 
-def line(event: str, **fields: object) -> str:
-    """`event key=value ...`, values with spaces quoted: one greppable line per thing that happened."""
-    parts = [event]
-    for k, v in fields.items():
-        text = str(v)
-        parts.append(f"{k}={text!r}" if (not text or any(c in text for c in " \"'=")) else f"{k}={text}")
-    return " ".join(parts)
-
-
 def _log(level: int, event: str, **fields: object) -> None:
-    log.log(level, line(event, **fields), extra={"fields": fields})
+    kv(log, event, level, **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +261,14 @@ class Convergence:
                     retry_in=f"{sleep:.1f}s",
                 )
             except Exception as e:  # a bug or a surprise: say so and come back, never stop converging
-                log.exception(line("convergence round failed", node=self.service.node, error=e))
+                kv(
+                    log,
+                    "convergence round failed",
+                    logging.ERROR,
+                    exc_info=True,
+                    node=self.service.node,
+                    error=str(e),
+                )
                 backoff = min(REGISTRY_BACKOFF[1], backoff * 2 if backoff else REGISTRY_BACKOFF[0])
                 sleep = jittered(backoff)
             with contextlib.suppress(TimeoutError):

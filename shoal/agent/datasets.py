@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from shoal.agent.convergence import RESYNC_EVERY, Convergence, line
+from shoal.agent.convergence import RESYNC_EVERY, Convergence
 from shoal.agent.plugin import PluginServer
 from shoal.data.model import (
     DRIVERS,
@@ -41,6 +41,7 @@ from shoal.data.plan import Cluster, PoolState
 from shoal.data.pool.base import Pool
 from shoal.data.records import Records, new_ids
 from shoal.errors import Conflict, RegistryUnreachable, ShoalError, Unavailable
+from shoal.logs import kv
 
 log = logging.getLogger("shoal.agent.datasets")
 ENGINE_TIMEOUT = 5.0
@@ -84,20 +85,19 @@ class DataService:
         try:
             self.mounts = await self.records.mounts(self.node)
         except ShoalError as e:
-            log.warning(line("mounts not read", node=self.node, error=e))
+            kv(log, "mounts not read", logging.WARNING, node=self.node, error=str(e))
         self.local = await asyncio.to_thread(self.pool.discover)
         await self.plugin.start()
         self.convergence.start()
-        log.info(
-            line(
-                "data service started",
-                node=self.node,
-                drivers="/".join(DRIVERS),
-                plugins=self.plugin.plugins_dir,
-                pool=self.pool.root,
-                kind=self.pool.kind,
-                datasets=len(self.local.datasets),
-            )
+        kv(
+            log,
+            "data service started",
+            node=self.node,
+            drivers="/".join(DRIVERS),
+            plugins=self.plugin.plugins_dir,
+            pool=self.pool.root,
+            kind=self.pool.kind,
+            datasets=len(self.local.datasets),
         )
 
     async def stop(self) -> None:
@@ -133,7 +133,7 @@ class DataService:
                 r.raise_for_status()
                 got = await r.json()
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-            log.warning(line("engine not asked", node=self.node, error=e or type(e).__name__))
+            kv(log, "engine not asked", logging.WARNING, node=self.node, error=str(e) or type(e).__name__)
             return None
         return [c for c in got if isinstance(c, dict)] if isinstance(got, list) else None
 
@@ -167,7 +167,7 @@ class DataService:
         try:
             records, _ = await self.records.all()
         except RegistryUnreachable as e:
-            log.warning(line("registry away; answering from the pool", node=self.node, error=e))
+            kv(log, "registry away; answering from the pool", logging.WARNING, node=self.node, error=str(e))
             records = list(self.cluster.records.values()) if self.cluster is not None else []
         merged = {d.id: d for d in records}
         for d in self._local_records():
@@ -247,7 +247,7 @@ class DataService:
         try:
             await self.records.set_mounts(self.node, dataset_id, list(self.mounts.get(dataset_id, [])))
         except RegistryUnreachable as e:  # the loop writes them again once the registry answers
-            log.warning(line("mounts not saved", node=self.node, dataset=dataset_id, error=e))
+            kv(log, "mounts not saved", logging.WARNING, node=self.node, dataset=dataset_id, error=str(e))
 
     async def mountpoint(self, raw: str) -> str:
         d, _ = await self._find(raw)  # the path holds whenever the dataset is on the pool

@@ -31,6 +31,7 @@ from shoal.data.pool import open_pool
 from shoal.data.profiles import load_profiles
 from shoal.data.records import Records
 from shoal.errors import Conflict, RegistryUnreachable
+from shoal.logs import kv
 from shoal.registry.client import RegistryClient
 
 FACTS_D_POLL = 0.2  # seconds between looks at facts.d for a changed file
@@ -94,7 +95,7 @@ class Agent:
         self._samples: list[tuple[float, float]] = []
         self._facter: Facts = {}
         self._facter_at = 0.0
-        self._last_errors: frozenset[str] = frozenset()
+        self._last_errors: frozenset[tuple[str, str]] = frozenset()
         self._http: aiohttp.ClientSession | None = None
         self._engine: aiohttp.ClientSession | None = None
         self._engine_base = ""
@@ -181,11 +182,12 @@ class Agent:
         return Snapshot(facts, tuple(errors), engine_labels, now, time.perf_counter() - t0)
 
     def _report(self, errors: list[SourceError]) -> None:
-        now = frozenset(str(e) for e in errors)
-        for e in sorted(now - self._last_errors):
-            log.warning("fact source skipped: %s", e)
-        for e in sorted(self._last_errors - now):
-            log.info("fact source recovered: %s", e.split(":")[0])
+        now = frozenset((e.source, e.reason) for e in errors)
+        for source, reason in sorted(now - self._last_errors):
+            node = self.config.node
+            kv(log, "fact source skipped", logging.WARNING, node=node, source=source, reason=reason)
+        for source in sorted({s for s, _ in self._last_errors} - {s for s, _ in now}):
+            kv(log, "fact source recovered", node=self.config.node, source=source)
         self._last_errors = now
 
     def advertised_engine(self, address: str) -> str:
@@ -228,9 +230,10 @@ class Agent:
         info = self._info = self.info(snap)
         if self.claim is None:
             self.claim = await publish.claim(reg, self.config.node, info["address"], self.config.state_file)
-            log.info("claimed node %s (session %s)", self.config.node, self.claim.session_id)
+            kv(log, "claimed node", node=self.config.node, session=self.claim.session_id)
         elif not await reg.session_renew(self.claim.session_id):
-            log.warning("session %s was lost; claiming the node again", self.claim.session_id)
+            kv(log, "session lost; claiming the node again", logging.WARNING, node=self.config.node,
+               session=self.claim.session_id)  # fmt: skip
             self.claim = None
             return await self.publish(snap)
         doc = {
@@ -260,7 +263,8 @@ class Agent:
             try:
                 await self.publish(snap)
                 if backoff:
-                    log.info("registry at %s is back; facts published", self.config.manager)
+                    kv(log, "registry is back; facts published", node=self.config.node,
+                       registry=self.config.manager)  # fmt: skip
                 backoff = 0.0
                 delay = self.config.interval - (time.monotonic() - t0)
             except Conflict:
@@ -268,7 +272,8 @@ class Agent:
             except RegistryUnreachable as e:
                 backoff = min(MAX_BACKOFF, backoff * 2 if backoff else 0.5)
                 delay = backoff * random.uniform(0.8, 1.2)
-                log.warning("%s; retrying in %.1fs", e, delay)
+                kv(log, "registry unreachable; retrying", logging.WARNING, node=self.config.node,
+                   error=e.message, retry_in=round(delay, 1))  # fmt: skip
             await self._sleep(stop, delay, seen if not backoff else None)
 
     async def _sleep(self, stop: asyncio.Event, delay: float, seen: tuple | None) -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from shoal.data.model import DRIVERS
 from shoal.errors import BadRequest, ShoalError
+from shoal.logs import kv
 
 if TYPE_CHECKING:
     from shoal.agent.datasets import DataService
@@ -109,12 +110,12 @@ def _wrap(path: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.
                 raise BadRequest("the plugin request must be a JSON object")
             out = await handler(body)
         except ShoalError as e:
-            log.info("plugin call=%s refused: %s", path.rsplit(".", 1)[-1], e.message)
+            kv(log, "plugin call refused", call=path.rsplit(".", 1)[-1], error=e.message)
             return plugin_reply(e)
         except web.HTTPRequestEntityTooLarge:
             return plugin_reply(BadRequest(f"the plugin request is over {MAX_BODY} bytes"))
         except Exception as e:  # a surprise is still an answer in the protocol's form, and in the log
-            log.exception("plugin call=%s failed", path.rsplit(".", 1)[-1])
+            kv(log, "plugin call failed", logging.ERROR, exc_info=True, call=path.rsplit(".", 1)[-1])
             return plugin_reply(ShoalError(f"the shoal agent failed on {path}: {e}; see its log"))
         return web.Response(body=json.dumps(out).encode(), content_type=PLUGIN_TYPE)
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 from pathlib import Path
 
 import click
 
+from shoal import logs
 from shoal.agent.loop import Agent, AgentConfig
 from shoal.errors import BadRequest
 from shoal.registry.client import base_url
@@ -77,6 +77,7 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     help="Measure system_overload_* as this cgroup's CPU use (nodes sharing one kernel), not the loadavg.",
 )
 @click.option("--log-level", default="info", show_default=True)
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="logfmt", show_default=True)
 def agent(
     manager: str,
     node: str,
@@ -95,9 +96,10 @@ def agent(
     profiles_file: Path | None,
     load_cgroup: str,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Publish this node's facts to the registry every --interval seconds."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup(log_level, log_format)
     if fact_timeout is None:
         fact_timeout = min(5.0, interval)
     if interval <= 0 or fact_timeout <= 0:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import click
 
+from shoal import logs
 from shoal.api.docker.server import serve
 from shoal.cli.registry import _hostport
 from shoal.registry.client import base_url
@@ -34,6 +34,7 @@ from shoal.scheduler.strategy import STRATEGIES
 )
 @click.option("--profiles", "profiles_file", type=click.Path(path_type=Path), help="Storage profiles (YAML).")
 @click.option("--log-level", default="info", show_default=True)
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="logfmt", show_default=True)
 def manager(
     registry: str,
     listen: str,
@@ -42,9 +43,10 @@ def manager(
     fact_ttl: float,
     profiles_file: Path | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve the Docker Engine API over every node of the cluster."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup(log_level, log_format)
     host, port = _hostport(listen, 2375)
     asyncio.run(
         serve(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 
 import click
 
+from shoal import logs
 from shoal.registry.core import Config
 from shoal.registry.server import serve_forever
 
@@ -51,6 +51,7 @@ def _hostport(value: str, default_port: int) -> tuple[str, int]:
 @click.option("--domain", default="shoal", show_default=True, help="DNS domain: NAME.service.DOMAIN.")
 @click.option("--enable-script-checks", is_flag=True, help="Allow checks that run commands (Args).")
 @click.option("--log-level", default="info", show_default=True)
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="logfmt", show_default=True)
 def registry(
     store_url: str,
     http_addr: str,
@@ -61,9 +62,10 @@ def registry(
     domain: str,
     enable_script_checks: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve the Consul HTTP API and DNS over the chosen store."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup(log_level, log_format)
     http_host, http_port = _hostport(http_addr, 8500)
     dns_host, dns_port = _hostport(dns_addr, 8600)
     config = Config(

@@ -1,9 +1,12 @@
 """The manager's cache of the cluster: nodes (from the registry, watched), and each engine's containers,
-images and /info (listed at start, after every change the manager makes, and on a periodic resync).
+images, volumes, networks and /info (listed at start, after every change, on each engine's events and on
+a periodic resync).
 
 The engines are the truth about containers and the registry the truth about nodes; this cache can be
 thrown away at any time (a manager restart rebuilds it). It feeds the scheduler's ClusterIndex only
-through `shoal.cluster.nodes.node_state`.
+through `shoal.cluster.nodes.node_state`, one node at a time, and the service layer (shoal.manager) is
+the only thing that reads it. Every engine call has a deadline, and each engine refreshes on its own
+task: a hung node goes stale alone.
 """
 
 from __future__ import annotations
@@ -13,24 +16,31 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from shoal import keys
+from shoal.cluster.engine import CONNECT, LIST, Engine
 from shoal.cluster.nodes import node_state
 from shoal.data.model import Dataset
 from shoal.data.records import Records
-from shoal.errors import Ambiguous, EngineError, NotFound, ShoalError
+from shoal.errors import Ambiguous, EngineError, NotFound, ShoalError, Unavailable
+from shoal.logs import kv
 from shoal.registry.client import RegistryClient
+from shoal.scheduler.consume import consume
 from shoal.scheduler.index import ClusterIndex
-from shoal.scheduler.model import ContainerRef
+from shoal.scheduler.model import ContainerRef, ContainerSpec
 
 log = logging.getLogger("shoal.cluster")
 RESYNC = 5.0
 EVENT_DEBOUNCE = 0.02  # one refresh for a burst of events (create, attach, start...)
-KINDS = frozenset({"info", "containers", "images", "volumes", "networks"})
+FRESH_WAIT = 1.0  # a read waits at most this long for refreshes under way (a hung engine stays stale)
+LOOK_AGAIN = 2.0  # a lookup that missed asks the engines again, for at most this long
+LOOK_EVERY = 1.0  # and not more often than this
+KINDS = ("info", "containers", "images", "volumes", "networks")
 _LIST = {
     "info": "/info",
     "containers": "/containers/json?all=1",
@@ -51,32 +61,34 @@ def tagged(image: str) -> str:
     return image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
 
 
-@dataclass
-class Engine:
+def container_name(doc: dict[str, Any]) -> str:
+    names = doc.get("Names") or []
+    return names[0].lstrip("/") if names else ""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Reservation:
+    """A placement's resources, taken while its create is on the way to the engine."""
+
     node: str
-    url: str  # tcp://host:port
-    session: aiohttp.ClientSession
-    info: dict[str, Any] = field(default_factory=dict)
-    containers: list[dict[str, Any]] = field(default_factory=list)
-    images: list[dict[str, Any]] = field(default_factory=list)
-    volumes: list[dict[str, Any]] = field(default_factory=list)
-    networks: list[dict[str, Any]] = field(default_factory=list)
-    reachable: bool = False
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # container id -> inspect's State
-    dirty: set[str] = field(default_factory=set)  # kinds of object waiting to be listed again
-    stale: set[str] = field(default_factory=set)  # container ids waiting to be inspected again
-    refreshing: asyncio.Task[None] | None = None
+    spec: ContainerSpec
+    ref: ContainerRef
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A container the cache knows: its engine and its list entry."""
+
+    engine: Engine
+    doc: dict[str, Any]
 
     @property
-    def base(self) -> str:
-        return self.url.replace("tcp://", "http://", 1)
+    def id(self) -> str:
+        return str(self.doc["Id"])
 
-    async def json(self, method: str, path: str, **kw: Any) -> Any:
-        async with self.session.request(method, f"{self.base}/v1.41{path}", **kw) as r:
-            body = await r.read()
-            if r.status >= 400:
-                raise EngineError.from_reply(r.status, body, self.node)
-            return json.loads(body) if body else None
+    @property
+    def node(self) -> str:
+        return self.engine.node
 
 
 class Cluster:
@@ -89,14 +101,19 @@ class Cluster:
         self._health: dict[str, str] = {}
         self.reservations: dict[str, tuple[float, int]] = {}  # container id -> (cpus, memory)
         self.datasets: list[Dataset] = []  # every dataset record, watched
-        self.records: Records | None = None
+        self._pending: dict[str, list[Reservation]] = {}  # node -> creates on their way to its engine
+        self._looking: asyncio.Future[None] | None = None
+        self._looked_at = 0.0
         self._session: aiohttp.ClientSession | None = None
+        self._client: RegistryClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
-        self.client = RegistryClient(self.registry, self._session)
-        self.records = Records(self.client)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
+        self._client = RegistryClient(self.registry, self._session)
         await self._load_nodes()
         await self._load_health()
         await self._load_datasets()
@@ -111,11 +128,15 @@ class Cluster:
         ]
 
     @property
-    def http(self) -> aiohttp.ClientSession:
-        """The manager's client session (registry and engines), once started."""
-        if self._session is None:
+    def client(self) -> RegistryClient:
+        """The manager's registry client, once started."""
+        if self._client is None:
             raise ShoalError("the cluster cache is not started")
-        return self._session
+        return self._client
+
+    @property
+    def records(self) -> Records:
+        return Records(self.client)
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -140,7 +161,8 @@ class Cluster:
             del self.engines[gone]
         for node, doc in info.items():
             if node not in self.engines and doc.get("engine"):
-                self.engines[node] = Engine(node, doc["engine"], self.http)
+                assert self._session is not None
+                self.engines[node] = Engine(node, doc["engine"], self._session)
         self.reindex()
         return new_index
 
@@ -151,7 +173,6 @@ class Cluster:
         return new_index
 
     async def _load_datasets(self, index: int = 0) -> int:
-        assert self.records is not None
         self.datasets, new_index = await self.records.all(index, 60.0)
         self.reindex()
         return new_index
@@ -160,28 +181,34 @@ class Cluster:
         """What the node's agent says of its pool (kind, device, free_bytes), or {}."""
         return dict(self._info.get(node, {}).get("pool") or {})
 
-    async def _watch(self, load) -> None:
+    async def _watch(self, load: Callable[[int], Awaitable[int]]) -> None:
         index = 0
         while True:
             try:
-                index = await load(index or 1)
+                new = await load(index or 1)
+                # an index that goes backwards is a registry that lost or restored its state: start over
+                # (Consul's advice to every blocking client), rather than wait for it to catch up
+                index = new if new >= index else 0
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("registry watch failed (%s); retrying", e)
+                kv(log, "registry watch failed; retrying", logging.WARNING, error=str(e))
                 await asyncio.sleep(1.0)
 
     # --- engines ----------------------------------------------------------------------------------
 
-    async def _sync_engine(self, e: Engine, kinds: frozenset[str] | set[str] = KINDS) -> None:
+    async def _sync_engine(self, e: Engine, kinds: set[str] | tuple[str, ...] = KINDS) -> None:
         order = [k for k in KINDS if k in kinds]
         try:
-            got = await asyncio.gather(*(e.json("GET", _LIST[k]) for k in order))
-            e.reachable = True
-        except (aiohttp.ClientError, TimeoutError, OSError, EngineError) as err:
+            got = await asyncio.gather(*(e.call("GET", _LIST[k], timeout=LIST) for k in order))
+        except (Unavailable, EngineError) as err:
+            if e.reachable:
+                kv(log, "engine unreachable", logging.WARNING, node=e.node, engine=e.url, error=str(err))
             e.reachable = False
-            log.warning("engine %s (%s) unreachable: %s", e.node, e.url, err)
             return
+        if not e.reachable and e.containers:
+            kv(log, "engine reachable again", node=e.node, engine=e.url)
+        e.reachable = True
         for kind, value in zip(order, got, strict=True):
             setattr(e, kind, (value.get("Volumes") or []) if kind == "volumes" else value)
         if "containers" in kinds:
@@ -203,7 +230,7 @@ class Cluster:
 
         async def one(cid: str) -> None:
             async with limit:
-                doc = await e.json("GET", f"/containers/{cid}/json")
+                doc = await e.call("GET", f"/containers/{cid}/json", timeout=LIST)
             e.states[cid] = doc.get("State") or {}
             host = doc.get("HostConfig") or {}
             cpus = (host.get("NanoCpus") or 0) / 1e9 or (host.get("CpuShares") or 0) / 1024
@@ -211,11 +238,18 @@ class Cluster:
 
         await asyncio.gather(*(one(cid) for cid in todo), return_exceptions=True)
 
-    async def resync(self, node: str | None = None) -> None:
-        """Everything about one engine (or all), now."""
-        engines = [self.engines[node]] if node else list(self.engines.values())
-        await asyncio.gather(*(self._sync_engine(e) for e in engines))
-        self.reindex()
+    async def resync(self, node: str | None = None, timeout: float | None = None) -> None:
+        """Everything about one engine (or all), now. With `timeout`, waits no longer than that: an engine
+        still answering goes on in the background, and the cache keeps what it said last."""
+        engines = [self.engines[node]] if node in self.engines else list(self.engines.values())
+
+        async def one(e: Engine) -> None:
+            await self._sync_engine(e)
+            self.reindex(e.node)
+
+        tasks = [asyncio.ensure_future(one(e)) for e in engines]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     def mark(self, node: str, kinds: set[str], containers: tuple[str, ...] = (), delay: float = 0.0) -> None:
         """Something changed on `node`: list those kinds again (and re-inspect those containers) soon,
@@ -233,13 +267,21 @@ class Cluster:
         while e.dirty:
             kinds, e.dirty = e.dirty, set()
             await self._sync_engine(e, kinds)
-            self.reindex()
+            self.reindex(e.node)
 
-    async def fresh(self) -> None:
-        """Wait for every refresh under way (each change marked before this call is then in the cache)."""
+    async def changed(self, kinds: set[str], nodes: list[str] | None = None) -> None:
+        """After a write through the manager: those kinds listed again on those nodes (every node by
+        default), waited for a bounded while, so the reply's reader sees the write."""
+        for node in nodes if nodes is not None else list(self.engines):
+            self.mark(node, kinds)
+        await self.fresh()
+
+    async def fresh(self, timeout: float = FRESH_WAIT) -> None:
+        """Wait (a bounded while) for every refresh under way: each change marked before this call is then
+        in the cache, unless its engine is too slow to say, which then shows what it said last."""
         pending = [e.refreshing for e in self.engines.values() if e.refreshing and not e.refreshing.done()]
         if pending:
-            await asyncio.wait(pending, timeout=5)
+            await asyncio.wait(pending, timeout=timeout)
 
     async def _follow_events(self) -> None:
         """Each engine's event stream marks what changed, so objects made behind the manager's back
@@ -254,7 +296,7 @@ class Cluster:
     async def _follow(self, e: Engine) -> None:
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
             async with e.session.get(
-                f"{e.base}/v1.41/events", timeout=aiohttp.ClientTimeout(total=None)
+                e.url_for("/events"), timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT)
             ) as r:
                 async for line in r.content:
                     if not line.strip():
@@ -271,72 +313,140 @@ class Cluster:
             with contextlib.suppress(Exception):
                 await self.resync()
 
-    def reindex(self) -> None:
+    # --- the scheduler's view ---------------------------------------------------------------------
+
+    def reindex(self, only: str | None = None) -> None:
+        """The scheduler's index from the cache: one node (after its engine changed) or every node."""
         if set(self.index.pos) - self._facts.keys():  # a node left: rare, so rebuild rather than unindex
             self.index = ClusterIndex()
-        for node, facts_doc in self._facts.items():
-            info_doc = self._info.get(node, {})
-            e = self.engines.get(node)
-            containers, images, cpus, mem = [], set(), 0.0, 0
-            if e is not None:
-                for c in e.containers:
-                    ports = tuple(
-                        (p["PublicPort"], p.get("Type", "tcp"))
-                        for p in c.get("Ports") or []
-                        if p.get("PublicPort")
-                    )
-                    running = c.get("State") == "running"
-                    containers.append(
-                        ContainerRef(
-                            c["Id"],
-                            c["Names"][0].lstrip("/") if c.get("Names") else "",
-                            c.get("Image", ""),
-                            c.get("Labels") or {},
-                            ports,
-                            running,
-                        )
-                    )
-                    if running:
-                        rc, rm = self.reservations.get(c["Id"], (0.0, 0))
-                        cpus, mem = cpus + rc, mem + rm
-                for i in e.images:
-                    images.add(i["Id"])
-                    images.update(t for t in i.get("RepoTags") or [] if t != "<none>:<none>")
-            health = self._health.get(node, "unknown")
-            if e is not None and not e.reachable:
-                health = "critical"
-            self.index.upsert(
-                node_state(
-                    facts_doc,
-                    info_doc,
-                    health,
-                    containers,
-                    e.info if e else None,
-                    frozenset(images),
-                    cpus,
-                    mem,
-                    frozenset(v["Name"] for v in (e.volumes if e else []))
-                    | {d.name for d in self.datasets if d.node == node and d.kind == "dataset"},
-                    frozenset(n["Name"] for n in e.networks) if e else frozenset(),
+            only = None
+        for node in [only] if only is not None else list(self._facts):
+            if node in self._facts:
+                self.index.upsert(self._node_state(node))
+
+    def _node_state(self, node: str):
+        e = self.engines.get(node)
+        containers, images, cpus, mem = [], set(), 0.0, 0
+        if e is not None:
+            for c in e.containers:
+                ports = tuple(
+                    (p["PublicPort"], p.get("Type", "tcp"))
+                    for p in c.get("Ports") or []
+                    if p.get("PublicPort")
                 )
-            )
+                running = c.get("State") == "running"
+                containers.append(
+                    ContainerRef(
+                        c["Id"], container_name(c), c.get("Image", ""), c.get("Labels") or {}, ports, running
+                    )
+                )
+                if running:
+                    rc, rm = self.reservations.get(c["Id"], (0.0, 0))
+                    cpus, mem = cpus + rc, mem + rm
+            for res in self._pending.get(node, []):
+                containers.append(res.ref)
+                cpus, mem = cpus + res.spec.cpus, mem + res.spec.memory
+            for i in e.images:
+                images.add(i["Id"])
+                images.update(t for t in i.get("RepoTags") or [] if t != "<none>:<none>")
+        health = self._health.get(node, "unknown")
+        if e is not None and not e.reachable:
+            health = "critical"
+        return node_state(
+            self._facts[node],
+            self._info.get(node, {}),
+            health,
+            containers,
+            e.info if e else None,
+            frozenset(images),
+            cpus,
+            mem,
+            frozenset(v["Name"] for v in (e.volumes if e else []))
+            | {d.name for d in self.datasets if d.node == node and d.kind == "dataset"},
+            frozenset(n["Name"] for n in e.networks) if e else frozenset(),
+        )
+
+    def reserve(self, node: str, spec: ContainerSpec, ref: ContainerRef) -> Reservation:
+        """Takes a placement's resources (the scheduler's pure `consume`) before the engine is asked, so
+        the next decision sees them while this create is still on its way; `commit` or `release` it."""
+        res = Reservation(node, spec, ref)
+        self._pending.setdefault(node, []).append(res)
+        state = self.index.get(node)
+        if state is not None:
+            self.index.upsert(consume(state, spec, ref))
+        return res
+
+    def release(self, res: Reservation) -> None:
+        """The engine refused: the resources are free again."""
+        with contextlib.suppress(ValueError):
+            self._pending.get(res.node, []).remove(res)
+        self.reindex(res.node)
+
+    def commit(self, res: Reservation, container_id: str) -> None:
+        """The engine made it: listed at once under its id, until the engine's own list says more."""
+        with contextlib.suppress(ValueError):
+            self._pending.get(res.node, []).remove(res)
+        e = self.engine(res.node)
+        self.reservations[container_id] = (res.spec.cpus, res.spec.memory)
+        e.containers.append(
+            {
+                "Id": container_id,
+                "Names": [f"/{res.ref.name or container_id[:12]}"],
+                "Image": res.ref.image,
+                "State": "created",
+                "Labels": dict(res.ref.labels),
+                "Ports": [],
+                "Created": int(time.time()),
+            }
+        )
+        self.reindex(res.node)
+        self.mark(res.node, {"containers"}, (container_id,))
+
+    def suspect(self, node: str) -> None:
+        """An engine that did not answer a call: unreachable (critical to the scheduler) until a list says
+        otherwise; the periodic resync looks again."""
+        e = self.engines.get(node)
+        if e is not None and e.reachable:
+            e.reachable = False
+            kv(log, "engine unreachable", logging.WARNING, node=node, engine=e.url, error="a call timed out")
+            self.reindex(node)
+
+    def pending_name(self, name: str) -> bool:
+        return any(r.ref.name == name for rs in self._pending.values() for r in rs)
+
+    def forget(self, node: str, container_id: str) -> None:
+        """A container removed through the manager: gone at once from lists, /info and the scheduler."""
+        e = self.engines.get(node)
+        if e is None:
+            return
+        e.containers = [x for x in e.containers if x["Id"] != container_id]
+        e.states.pop(container_id, None)
+        self.reservations.pop(container_id, None)
+        self.reindex(node)
+        self.mark(node, {"containers"})
 
     # --- lookups ----------------------------------------------------------------------------------
 
-    def locate(self, ref: str) -> tuple[Engine, dict[str, Any]]:
+    def all_containers(self) -> Iterator[tuple[Engine, dict[str, Any]]]:
+        for e in self.engines.values():
+            for c in e.containers:
+                yield e, c
+
+    def locate(self, ref: str) -> Located:
         """A container by full id, unique id prefix, name, or node/name, on any node."""
         node_part, _, name_part = ref.partition("/") if "/" in ref.lstrip("/") else ("", "", ref)
         ref = name_part.lstrip("/") if node_part else ref.lstrip("/")
+        if not ref:
+            raise NotFound("No such container: (empty name)")
         exact, prefix = [], []
-        for e in self.engines.values():
+        for e, c in self.all_containers():
             if node_part and e.node != node_part:
                 continue
-            for c in e.containers:
-                names = [n.lstrip("/") for n in c.get("Names") or []]
-                if c["Id"] == ref or ref in names:
-                    exact.append((e, c))
-                elif c["Id"].startswith(ref):
-                    prefix.append((e, c))
+            names = [n.lstrip("/") for n in c.get("Names") or []]
+            if c["Id"] == ref or ref in names:
+                exact.append(Located(e, c))
+            elif c["Id"].startswith(ref):
+                prefix.append(Located(e, c))
         if exact:
             return exact[0]
         if len(prefix) == 1:
@@ -345,18 +455,30 @@ class Cluster:
             raise Ambiguous(f"multiple containers match {ref!r}: use more of the id")
         raise NotFound(f"No such container: {ref}")
 
-    async def find(self, ref: str) -> tuple[Engine, dict[str, Any]]:
+    async def find(self, ref: str) -> Located:
+        """`locate`, looking again when the cache misses (it may lag a change made on a node directly)."""
         try:
             return self.locate(ref)
         except NotFound:
-            await self.resync()
+            await self.look_again()
             return self.locate(ref)
 
+    async def look_again(self) -> None:
+        """After a miss: the refreshes the engines' events started, then one resync of every engine shared
+        by all the lookups that miss meanwhile and done at most once per LOOK_EVERY, so requests for names
+        that exist nowhere cannot make the manager list every engine again and again."""
+        await self.fresh()
+        if self._looking is None or self._looking.done():
+            if time.monotonic() - self._looked_at < LOOK_EVERY:
+                return
+            self._looking = asyncio.ensure_future(self.resync(timeout=LOOK_AGAIN))
+            self._looking.add_done_callback(lambda _: setattr(self, "_looked_at", time.monotonic()))
+        await asyncio.shield(self._looking)
+
     def name_in_use(self, name: str) -> dict[str, Any] | None:
-        for e in self.engines.values():
-            for c in e.containers:
-                if f"/{name}" in (c.get("Names") or []):
-                    return c
+        for _, c in self.all_containers():
+            if f"/{name}" in (c.get("Names") or []):
+                return c
         return None
 
     def nodes_with_image(self, image: str) -> list[str]:
@@ -378,7 +500,7 @@ class Cluster:
         build done on a node directly)."""
         holders = self.nodes_with_image(image)
         if not holders:
-            await self.resync()
+            await self.look_again()
             holders = self.nodes_with_image(image)
         return holders
 

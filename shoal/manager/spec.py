@@ -8,6 +8,7 @@ them); as classic Swarm did, the request sent to the engine carries them in thos
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,76 @@ from shoal.scheduler.model import ContainerSpec
 
 CONSTRAINTS_LABEL = "com.docker.swarm.constraints"
 AFFINITIES_LABEL = "com.docker.swarm.affinities"
+_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # dockerd's validContainerNamePattern
+_HOST_PORT = re.compile(r"^\d{1,5}(-\d{1,5})?$")
+_KIND = {dict: "a JSON object", list: "a JSON list", str: "a string", int: "a whole number"}
+
+
+def _want(value: Any, kind: type, where: str) -> Any:
+    """`value` is of `kind` (None is as good as empty: Docker's own clients send null)."""
+    if value is None:
+        return kind()
+    if kind is int and isinstance(value, bool):
+        raise BadRequest(f"{where} must be a whole number, not a boolean")
+    if not isinstance(value, kind):
+        got = type(value).__name__ if not isinstance(value, str) or kind is str else f"the string {value!r}"
+        raise BadRequest(f"{where} must be {_KIND[kind]}, not {got}")
+    return value
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    items = _want(value, list, where)
+    for i, item in enumerate(items):
+        _want(item, str, f"{where}[{i}]")
+    return items
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    items = _want(value, dict, where)
+    for k, v in items.items():
+        _want(v, str, f"{where}[{k!r}]")
+    return items
+
+
+def check_name(name: str) -> None:
+    """A container name as dockerd checks it, before anything is placed."""
+    if name and not _NAME.match(name):
+        raise BadRequest(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+
+
+def check_body(body: Any) -> None:
+    """Every part of a create request that the manager itself reads has the type Docker gives it, so a
+    malformed request is a 400 that names the field, never a half-made container or a 500. The rest goes to
+    the engine, which checks it and answers in Docker's own words."""
+    if not isinstance(body, dict):
+        raise BadRequest("the container config must be a JSON object")
+    _want(body.get("Image"), str, "Image")
+    _strings(body.get("Env"), "Env")
+    _string_map(body.get("Labels"), "Labels")
+    host = _want(body.get("HostConfig"), dict, "HostConfig")
+    for key in ("Binds", "Links", "VolumesFrom"):
+        _strings(host.get(key), f"HostConfig.{key}")
+    for key in ("NetworkMode", "PidMode", "IpcMode", "VolumeDriver"):
+        _want(host.get(key), str, f"HostConfig.{key}")
+    for key in ("Memory", "NanoCpus", "CpuShares"):
+        if _want(host.get(key), int, f"HostConfig.{key}") < 0:
+            raise BadRequest(f"HostConfig.{key} must not be negative")
+    for key, bindings in _want(host.get("PortBindings"), dict, "HostConfig.PortBindings").items():
+        for i, b in enumerate(_want(bindings, list, f"HostConfig.PortBindings[{key!r}]")):
+            where = f"HostConfig.PortBindings[{key!r}][{i}]"
+            hp = _want(_want(b, dict, where).get("HostPort"), str, f"{where}.HostPort")
+            if hp and not (_HOST_PORT.match(hp) and all(0 < int(p) < 65536 for p in hp.split("-"))):
+                raise BadRequest(f"{where}.HostPort {hp!r} is not a port or a range of ports (1-65535)")
+    for i, mnt in enumerate(_want(host.get("Mounts"), list, "HostConfig.Mounts")):
+        where = f"HostConfig.Mounts[{i}]"
+        _want(mnt, dict, where)
+        for key in ("Type", "Source", "Target"):
+            _want(mnt.get(key), str, f"{where}.{key}")
+        opts = _want(mnt.get("VolumeOptions"), dict, f"{where}.VolumeOptions")
+        driver = _want(opts.get("DriverConfig"), dict, f"{where}.VolumeOptions.DriverConfig")
+        _want(driver.get("Name"), str, f"{where}.VolumeOptions.DriverConfig.Name")
+    net = _want(body.get("NetworkingConfig"), dict, "NetworkingConfig")
+    _want(net.get("EndpointsConfig"), dict, "NetworkingConfig.EndpointsConfig")
 
 
 def _label_exprs(labels: dict[str, str], label: str, kind: str) -> list[Expr]:

@@ -206,6 +206,27 @@ def test_bad_dataset_requests_are_refused_and_leave_nothing(dev_cluster, args, m
     assert dev_cluster.cli("ps", "-aq").stdout.split() == containers
 
 
+def test_a_create_the_engine_refuses_leaves_no_dataset_behind(dev_cluster):
+    """The manager writes a new dataset's records before the engine is asked; when the engine then refuses
+    the container, the dataset is deleted again by its node (a deletion request: the node may have made it
+    already), so neither a record nor a subvolume is left."""
+    records, subvols = _records(dev_cluster), _subvolumes(dev_cluster)
+    name = _name("refused")
+    out = dev_cluster.cli(
+        "run", "-d", "-m", "64m", "--memory-swap", "32m", "-v", f"{name}@gold:/data", "busybox", "true",
+        check=False,
+    )  # fmt: skip
+    assert out.returncode != 0 and "memory" in out.stderr.lower(), out.stderr
+    _wait(lambda: _records(dev_cluster) == records, 20, "the refused create's records were not taken back")
+    _wait(lambda: _subvolumes(dev_cluster) == subvols, 20, "the refused create's dataset was not deleted")
+    _, left = _consul(dev_cluster).kv.get("shoal/deletions/", recurse=True)
+    _wait(
+        lambda: not _consul(dev_cluster).kv.get("shoal/deletions/", recurse=True)[1],
+        20,
+        f"requests left: {left}",
+    )
+
+
 def test_an_ambiguous_snapshot_prefix_lists_the_candidates(dev_cluster):
     c = _consul(dev_cluster)
     ids = [
@@ -494,7 +515,9 @@ def test_a_wiped_registry_is_rebuilt_from_the_nodes(dev_cluster, kept):
     for k in seeded:
         assert recs[k.id]["node"] == k.node and recs[k.id]["name"] == k.name and recs[k.id]["conflict"] == ""
         assert k.id in _subvolumes(dev_cluster)[k.node]
-        assert f"dataset re-published dataset={k.id}" in _log_since(dev_cluster, k.node, marks[k.node])
+        assert f'event="dataset re-published" dataset={k.id}' in _log_since(
+            dev_cluster, k.node, marks[k.node]
+        )
     listing = _shoal(dev_cluster, "ls").stdout
     assert all("recovered" in _state_of(listing, k.id) for k in seeded)
     snap = recs[recs[seeded[-1].id]["parent"]]
@@ -502,16 +525,20 @@ def test_a_wiped_registry_is_rebuilt_from_the_nodes(dev_cluster, kept):
     _read_back(dev_cluster, seeded)
 
 
-def _restart_registry(dev_cluster, wipe: bool) -> None:
-    """Stops the cluster's registry and starts it again as `dev up` does (recording its pid, so `dev down`
-    still stops it); with `wipe`, its SQLite file is deleted in between: it starts empty."""
+def _restart_registry(dev_cluster, wipe: bool, kill: bool = False) -> None:
+    """Stops the cluster's registry (with `kill`, kill -9 mid-work) and starts it again as `dev up` does
+    (recording its pid, so `dev down` still stops it); with `wipe`, its SQLite file is deleted in between:
+    it starts empty."""
     from shoal.dev import engine, state
     from shoal.dev.node import cluster_services, start
 
     layout = dev_cluster.layout()
     st = state.read(layout.state_file)
     assert st is not None
-    host.terminate({st.pids[""]["registry"]}, grace=10.0)
+    if kill:
+        host.kill({st.pids[""]["registry"]})
+    else:
+        host.terminate({st.pids[""]["registry"]}, grace=10.0)
     if wipe:
         for f in layout.root.glob("registry.db*"):
             f.unlink()
@@ -519,6 +546,50 @@ def _restart_registry(dev_cluster, wipe: bool) -> None:
     pid = start(svc)
     state.write(layout.state_file, replace(st, pids={**st.pids, "": {**st.pids[""], "registry": pid}}))
     engine.wait_http(svc.ready_url, pid, svc.log, "registry")
+
+
+def test_kill_9_of_the_registry_under_dataset_creates_loses_no_acknowledged_one(dev_cluster, kept):
+    """Dataset creates through the manager while the registry is killed -9 and started again: every create
+    the manager acknowledged is in the registry afterwards, on its node's pool, and usable."""
+    import threading
+
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def create(worker: int) -> None:
+        i = 0
+        while not stop.is_set():
+            name = f"dur{worker}x{i}{uuid.uuid4().hex[:4]}"
+            i += 1
+            out = dev_cluster.cli("volume", "create", "-d", "shoal", name, check=False, timeout=60)
+            if out.returncode == 0:
+                acked.append(name)
+
+    workers = [threading.Thread(target=create, args=(w,)) for w in range(3)]
+    for t in workers:
+        t.start()
+    try:
+        _wait(lambda: len(acked) >= 5, 60, "no dataset create was acknowledged")
+        _restart_registry(dev_cluster, wipe=False, kill=True)
+        seen = len(acked)
+        _wait(lambda: len(acked) >= seen + 3, 60, "creates did not resume after the registry came back")
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(timeout=90)
+    kept["volumes"] += acked
+    by_name = {}
+
+    def all_there() -> bool:
+        by_name.clear()
+        by_name.update({d["name"]: d for d in _records(dev_cluster).values() if d.get("kind") == "dataset"})
+        return all(n in by_name for n in acked)
+
+    _wait(all_there, 30, f"acknowledged creates missing: {sorted(set(acked) - set(by_name))}")
+    on_pools = lambda: all(by_name[n]["id"] in _subvolumes(dev_cluster)[by_name[n]["node"]] for n in acked)  # noqa: E731
+    _wait(on_pools, 30, "an acknowledged dataset is not on its node's pool")
+    probe = acked[len(acked) // 2]
+    assert _in_container(dev_cluster, probe, "echo ok > /d/f && cat /d/f", by_name[probe]["node"]) == "ok"
 
 
 def test_a_registry_restarted_empty_is_rebuilt_from_the_nodes(dev_cluster, kept):
@@ -632,7 +703,7 @@ def test_an_agent_pointed_at_an_empty_registry_keeps_its_data_and_a_name_claimed
         f"node3: conflict: {twice.name} ({dup['id']}): name {twice.name} is held by dataset {twice.id}"
         in listing
     )
-    assert f"name conflict dataset={dup['id']}" in _log_since(dev_cluster, "node3", marks["node3"])
+    assert f'event="name conflict" dataset={dup["id"]}' in _log_since(dev_cluster, "node3", marks["node3"])
     assert dup["id"] in _subvolumes(dev_cluster)["node3"] and twice.id in _subvolumes(dev_cluster)["node1"]
     _read_back(dev_cluster, seeded)  # the name still means node1's dataset, bytes and all
     rescued = _name("rescued")  # the conflicting one is reached by its id, never deleted for the clash
@@ -723,7 +794,9 @@ def test_a_failing_step_is_retried_with_backoff_and_holds_up_nothing_else(dev_cl
            "parent": snap_id, "created": time.time(), "volume": name}  # fmt: skip
     c.kv.put(f"shoal/dataset-names/{name}", clone_id)
     c.kv.put(f"shoal/datasets/{clone_id}", json.dumps(doc))
-    failing = f"step failed step=clone dataset={clone_id} name={name} source={snap_id} node=node2 attempt="
+    failing = (
+        f'event="step failed" step=clone dataset={clone_id} name={name} source={snap_id} node=node2 attempt='
+    )
     _wait(lambda: f"{failing}3" in _log_since(dev_cluster, "node2", mark), 60, "the step was not retried")
     log = _log_since(dev_cluster, "node2", mark)
     assert "is not on this node's pool" in log and f"{failing}1" in log and f"{failing}2" in log
@@ -738,7 +811,7 @@ def test_a_failing_step_is_retried_with_backoff_and_holds_up_nothing_else(dev_cl
     c.kv.put(f"shoal/datasets/{snap_id}", json.dumps(snap))
     pool = dev_cluster.node_dir("node2") / "pool" / "datasets"
     _wait(lambda: (pool / clone_id).is_dir(), 90, "the clone was never made")
-    assert f"step recovered step=clone dataset={clone_id}" in _log_since(dev_cluster, "node2", mark)
+    assert f'event="step recovered" step=clone dataset={clone_id}' in _log_since(dev_cluster, "node2", mark)
     _wait(lambda: "failing: clone" not in _shoal(dev_cluster, "ls").stdout, 30)
     _read_back(dev_cluster, [source, Kept(name, "node2", clone_id, source.sha)])
 

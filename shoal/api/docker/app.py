@@ -1,7 +1,6 @@
 """The Docker Engine API for the whole cluster (`shoal manager`): the routes, version negotiation and
-the one place errors become Docker's reply. Containers are created on the node the scheduler picks,
-everything about an existing object goes to the engine that holds it, and lists and /info are gathered
-from every engine. Handlers parse and render; `Cluster` and `place` decide.
+the one place errors become Docker's reply. Handlers parse and render; the manager's service layer
+(shoal.manager) owns each operation.
 """
 
 from __future__ import annotations
@@ -11,10 +10,11 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from shoal.api.docker import containers, dashboard, images, local, system
-from shoal.api.docker.common import API_VERSION, CLUSTER, MIN_API_VERSION, Manager, reply_json
+from shoal.api.docker import containers, dashboard, images, networks, system, volumes
+from shoal.api.docker.common import API_VERSION, MANAGER, MIN_API_VERSION, api_path, reply_json
 from shoal.api.docker.errors import docker_reply
-from shoal.errors import ShoalError
+from shoal.errors import ShoalError, Unavailable
+from shoal.manager.service import Manager
 
 
 def _v(s: str) -> tuple[int, ...]:
@@ -28,12 +28,17 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     except ShoalError as e:
         return docker_reply(e)
     except aiohttp.ClientError as e:
-        return docker_reply(ShoalError(f"engine unreachable: {e}"))
+        return docker_reply(Unavailable(f"engine unreachable: {e}"))
+    except web.HTTPException as e:  # the router's own 404/405/413: in Docker's form too
+        if e.status < 400:
+            raise
+        what = f"{request.method} {api_path(request)!r}"
+        return reply_json({"message": f"{e.reason}: {what} is not served by the shoal manager"}, e.status)
 
 
 def make_app(manager: Manager) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=1 << 34)
-    app[CLUSTER] = manager
+    app = web.Application(middlewares=[_errors], client_max_size=images.MAX_LOAD)
+    app[MANAGER] = manager
     r = app.router
 
     def add(method: str, path: str, handler) -> None:
@@ -57,21 +62,20 @@ def make_app(manager: Manager) -> web.Application:
     add("POST", "/images/load", images.image_load)
     add("POST", "/images/create", images.image_pull)
     add("GET", "/images/get", images.images_save)
-    add("GET", "/images/{name:.+}/json", images.image_inspect)
-    add("GET", "/images/{name:.+}/{what:history|get}", images.image_from_a_holder)
+    add("GET", "/images/{name:.+}/{what:json|history|get}", images.image_from_a_holder)
     add("POST", "/images/{name:.+}/tag", images.image_tag)
     add("DELETE", "/images/{name:.+}", images.image_remove)
-    add("GET", "/volumes", local.volumes_list)
-    add("POST", "/volumes/create", local.volume_create)
-    add("POST", "/volumes/prune", local.volumes_prune)
-    add("GET", "/volumes/{name:.+}", local.volume_inspect)
-    add("DELETE", "/volumes/{name:.+}", local.volume_remove)
-    add("GET", "/networks", local.networks_list)
-    add("POST", "/networks/create", local.network_create)
-    add("POST", "/networks/prune", local.networks_prune)
-    add("POST", "/networks/{id:.+}/{action:connect|disconnect}", local.network_connect)
-    add("GET", "/networks/{id:.+}", local.network_inspect)
-    add("DELETE", "/networks/{id:.+}", local.network_remove)
+    add("GET", "/volumes", volumes.volumes_list)
+    add("POST", "/volumes/create", volumes.volume_create)
+    add("POST", "/volumes/prune", volumes.volumes_prune)
+    add("GET", "/volumes/{name:.+}", volumes.volume_inspect)
+    add("DELETE", "/volumes/{name:.+}", volumes.volume_remove)
+    add("GET", "/networks", networks.networks_list)
+    add("POST", "/networks/create", networks.network_create)
+    add("POST", "/networks/prune", networks.networks_prune)
+    add("POST", "/networks/{id:.+}/{action:connect|disconnect}", networks.network_connect)
+    add("GET", "/networks/{id:.+}", networks.network_inspect)
+    add("DELETE", "/networks/{id:.+}", networks.network_remove)
     for p in system.SWARM_PATHS:
         add("*", p, system.swarm_only)
         add("*", p + "/{tail:.*}", system.swarm_only)

@@ -1,62 +1,27 @@
-"""What every handler of the manager's Docker API shares: the Manager, replies, and forwarding a request
-to the engine that holds the object."""
+"""What every handler of the manager's Docker API shares: the Manager, request bodies read with a cap,
+replies, and relaying a request along a Route to the engine that holds its object."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from shoal.cluster.state import Cluster, Engine
-from shoal.data.model import DEFAULT_PROFILE, DEFAULT_PROFILES, Profile
-from shoal.scheduler.model import ContainerSpec, Placement
-from shoal.scheduler.place import place
-from shoal.scheduler.strategy import by_name
+from shoal.errors import BadRequest, TooLarge
+from shoal.manager.service import Manager, Route
 
 API_VERSION, MIN_API_VERSION = "1.41", "1.24"
+MAX_JSON = 1 << 20  # a JSON request body (create, volume, network...): Docker's own are a few KB
 _VERSIONED = re.compile(r"^/v(\d+\.\d+)(/.*)$")
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "upgrade", "keep-alive"}
-
-
-class Manager:
-    def __init__(
-        self, cluster: Cluster, strategy: str = "spread", fact_ttl: float = 30.0, name: str = "shoal"
-    ) -> None:
-        self.cluster = cluster
-        self.strategy_name = strategy
-        self.strategy = by_name(strategy)
-        self.fact_ttl = fact_ttl
-        self.name = name
-        self.decisions: deque[dict[str, Any]] = deque(maxlen=200)
-        self.execs: dict[str, str] = {}  # exec id -> node
-        self._create_lock = asyncio.Lock()
-        self.profiles: dict[str, Profile] = dict(DEFAULT_PROFILES)
-        self.default_profile = DEFAULT_PROFILE
-
-    def place(self, spec: ContainerSpec) -> Placement:
-        """The scheduler's decision for `spec` over the cluster as the cache sees it now."""
-        c = self.cluster
-        return place(
-            spec,
-            c.index,
-            c.now(),
-            strategy=self.strategy,
-            strategy_name=self.strategy_name,
-            fact_ttl=self.fact_ttl,
-        )
-
-
-CLUSTER: web.AppKey[Manager] = web.AppKey("manager", Manager)
+MANAGER: web.AppKey[Manager] = web.AppKey("manager", Manager)
 
 
 def manager_of(request: web.Request) -> Manager:
-    return request.app[CLUSTER]
+    return request.app[MANAGER]
 
 
 def reply_json(data: Any, status: int = 200) -> web.Response:
@@ -69,27 +34,54 @@ def api_path(request: web.Request) -> str:
     return m.group(2) if m else request.path
 
 
-async def forward(
-    request: web.Request,
-    engine: Engine,
-    path: str | None = None,
-    body: bytes | None = None,
-    rewrite: Callable[[Any], Any] | None = None,
-) -> web.StreamResponse:
-    """Sends the request on to `engine` and streams its answer back (logs -f, stats, wait, events...)."""
-    path = path or api_path(request)
+async def read_capped(request: web.Request, limit: int = MAX_JSON) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"request body is {request.content_length} bytes; at most {limit} bytes here")
+    data = bytearray()
+    async for chunk in request.content.iter_any():
+        data += chunk
+        if len(data) > limit:
+            raise TooLarge(f"request body is over {limit} bytes; at most {limit} bytes here")
+    return bytes(data)
+
+
+def _not_json(word: str) -> Any:
+    raise ValueError(f"{word} is not a JSON value")
+
+
+async def read_json(request: web.Request, what: str = "the request body") -> dict[str, Any]:
+    """A JSON object body (empty means {}); anything else is a 400 that says what was wrong."""
+    raw = await read_capped(request)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw, parse_constant=_not_json)
+    except ValueError as e:
+        raise BadRequest(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return body
+
+
+async def forward(request: web.Request, route: Route, body: bytes | None = None) -> web.StreamResponse:
+    """Sends the request on to the route's engine and streams its answer back (logs -f, stats, wait, cp...).
+    The body streams through as well; writing waits for the client, so a reader that stops reading slows
+    the engine's stream instead of growing the manager's memory."""
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-    data = await request.read() if body is None else body
-    async with engine.session.request(
+    data: Any = body if body is not None else (request.content if request.can_read_body else None)
+    async with route.engine.session.request(
         request.method,
-        f"{engine.base}/v{API_VERSION}{path}",
+        route.engine.url_for(route.path),
         params=request.query,
-        data=data or None,
+        data=data,
         headers=headers,
-        timeout=aiohttp.ClientTimeout(total=None),
+        allow_redirects=False,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
     ) as up:
-        if rewrite is not None and up.status < 300:
-            return reply_json(rewrite(json.loads(await up.read())), up.status)
+        if route.rewrite is not None and up.status < 300:
+            return reply_json(route.rewrite(json.loads(await up.read())), up.status)
         resp = web.StreamResponse(status=up.status)
         for k, v in up.headers.items():
             # the client session has already decompressed the body
@@ -100,11 +92,3 @@ async def forward(
             await resp.write(chunk)
         await resp.write_eof()
         return resp
-
-
-async def fan_out(
-    engines: list[Engine], call: Callable[[Engine], Any]
-) -> list[tuple[Engine, Any | BaseException]]:
-    """`call` on every engine at once; each engine's answer or the error it raised, in order."""
-    results = await asyncio.gather(*(call(e) for e in engines), return_exceptions=True)
-    return list(zip(engines, results, strict=True))

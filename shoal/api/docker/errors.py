@@ -10,19 +10,11 @@ from aiohttp import web
 from shoal import errors
 from shoal.errors import EngineError, ShoalError
 
-_STATUS = {
-    errors.BAD_REQUEST: 400,
-    errors.DENIED: 403,
-    errors.NOT_FOUND: 404,
-    errors.CONFLICT: 409,
-    errors.TOO_LARGE: 413,
-}
-
 
 def docker_status(err: ShoalError) -> int:
     if isinstance(err, EngineError):
         return err.status
-    return _STATUS.get(err.kind, 500)
+    return errors.HTTP_STATUS.get(err.kind, 500)
 
 
 def docker_reply(err: ShoalError) -> web.Response:

@@ -7,8 +7,7 @@ import contextlib
 
 from aiohttp import web
 
-from shoal.api.docker.common import API_VERSION
-from shoal.cluster.state import Engine
+from shoal.manager.service import Route
 
 
 class _Pipe:
@@ -33,6 +32,14 @@ class _Hijacked(asyncio.Protocol):
     def __init__(self, writer: asyncio.StreamWriter, done: asyncio.Event) -> None:
         self.writer = writer
         self.done = done
+        self.writable = asyncio.Event()  # cleared while the client's send buffer is over its high-water mark
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
 
     def data_received(self, data: bytes) -> None:
         self.writer.write(data)
@@ -44,16 +51,20 @@ class _Hijacked(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.done.set()
+        self.writable.set()
 
 
-async def hijack(request: web.Request, engine: Engine, path: str) -> web.StreamResponse:
-    """Docker's hijacked connection: relay the engine's 101, then bytes both ways until either side ends."""
-    host, _, port = engine.url.removeprefix("tcp://").rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+async def hijack(request: web.Request, route: Route) -> web.StreamResponse:
+    """Docker's hijacked connection: relay the engine's 101, then bytes both ways until either side ends.
+    Engine-to-client bytes wait while the client's buffer is full (back-pressure), so a client that stops
+    reading stops the engine's output instead of growing the manager's memory."""
+    host, port = route.engine.hostport
+    reader, writer = await asyncio.open_connection(host, port)
     body = await request.read()
     query = f"?{request.query_string}" if request.query_string else ""
+    target = route.engine.url_for(route.path).raw_path
     head = [
-        f"{request.method} /v{API_VERSION}{path}{query} HTTP/1.1",
+        f"{request.method} {target}{query} HTTP/1.1",
         f"Host: {host}",
         "Connection: Upgrade",
         "Upgrade: tcp",
@@ -84,10 +95,12 @@ async def hijack(request: web.Request, engine: Engine, path: str) -> web.StreamR
     assert transport is not None and request.protocol is not None
     request.protocol.set_parser(_Pipe(writer))  # what aiohttp read past the headers goes first
     client_gone = asyncio.Event()
-    transport.set_protocol(_Hijacked(writer, client_gone))
+    proto = _Hijacked(writer, client_gone)
+    transport.set_protocol(proto)
     try:
         while not client_gone.is_set() and (chunk := await reader.read(65536)):
             transport.write(chunk)
+            await proto.writable.wait()
     finally:
         writer.close()
         transport.close()

@@ -8,9 +8,10 @@ from pathlib import Path
 from aiohttp import web
 
 from shoal.api.docker.app import make_app
-from shoal.api.docker.common import Manager
 from shoal.cluster.state import Cluster
 from shoal.data.profiles import load_profiles
+from shoal.logs import kv
+from shoal.manager.service import Manager, Settings
 from shoal.signals import stop_on_signals
 
 log = logging.getLogger("shoal.manager")
@@ -29,22 +30,15 @@ async def serve(
     profiles, default_profile = load_profiles(profiles_file)
     cluster = Cluster(registry)
     await cluster.start()
-    manager = Manager(cluster, strategy=strategy, fact_ttl=fact_ttl)
-    manager.profiles, manager.default_profile = profiles, default_profile
+    manager = Manager(cluster, Settings(strategy, fact_ttl, "shoal", profiles, default_profile))
     runner = web.AppRunner(make_app(manager), access_log=None, handler_cancellation=True)
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=1024).start()
     if unix:
         Path(unix).unlink(missing_ok=True)
         await web.UnixSite(runner, unix).start()
-    log.info(
-        "manager: docker API on tcp://%s:%d%s, %d nodes, strategy %s",
-        host,
-        port,
-        f" and unix://{unix}" if unix else "",
-        len(cluster.index),
-        strategy,
-    )
+    kv(log, "manager ready", docker_api=f"tcp://{host}:{port}", unix=unix, nodes=len(cluster.index),
+       strategy=strategy)  # fmt: skip
     if ready:
         ready()
     stop = stop_on_signals()

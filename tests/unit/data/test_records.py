@@ -4,6 +4,7 @@ become a path outside the pool."""
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.agent.convergence import failed, line, users_of
+from shoal.agent.convergence import failed, users_of
 from shoal.cli.volume import detail_lines, report_lines, state_of
 from shoal.data.model import (
     Dataset,
@@ -24,6 +25,7 @@ from shoal.data.model import (
 )
 from shoal.data.plan import OnDisk, PoolState, Step
 from shoal.data.pool import ondisk
+from shoal.logs import LogfmtFormatter
 
 GOOD = str(uuid.uuid4())
 
@@ -167,8 +169,11 @@ def test_a_failed_step_backs_off_doubling_to_a_minute():
 
 
 def test_log_lines_are_key_value():
-    assert line("step applied", step="create", dataset=GOOD) == f"step applied step=create dataset={GOOD}"
-    assert line("step failed", error="no such file") == "step failed error='no such file'"
+    record = logging.LogRecord("shoal.agent", logging.INFO, "", 0, "step applied", (), None)
+    record.kv = {"step": "create", "dataset": GOOD}
+    assert LogfmtFormatter().format(record).endswith(f'event="step applied" step=create dataset={GOOD}')
+    record.kv = {"error": "no such file"}
+    assert LogfmtFormatter().format(record).endswith('event="step applied" error="no such file"')
 
 
 def test_ls_says_what_state_each_dataset_is_in():

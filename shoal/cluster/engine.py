@@ -1,0 +1,80 @@
+"""One node's engine as the manager reaches it: where it is, what it last listed, and every call to it with
+a deadline, so one hung dockerd can never stall what the manager does with the others.
+
+Paths are built from percent-encoded segments (`path("/volumes", name)`) and sent as they are, so a name
+such as `../containers/x` stays one path segment and never reaches another endpoint of the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from shoal.errors import EngineError, Unavailable
+
+API = "/v1.41"
+CONNECT = 2.0  # seconds to open a connection to an engine
+CALL = 15.0  # a call that answers at once (inspect, create, start ...); streams have none
+LIST = 5.0  # a list the cache refreshes: a hung engine is marked unreachable after this
+
+
+def path(*parts: str) -> str:
+    """`path("/volumes", "a/b")` -> "/volumes/a%2Fb": the first part is ours, the rest user input."""
+    head, *rest = parts
+    return head + "".join("/" + quote(p, safe="") for p in rest)
+
+
+@dataclass
+class Engine:
+    node: str
+    url: str  # tcp://host:port
+    session: aiohttp.ClientSession
+    info: dict[str, Any] = field(default_factory=dict)
+    containers: list[dict[str, Any]] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    networks: list[dict[str, Any]] = field(default_factory=list)
+    reachable: bool = False
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # container id -> inspect's State
+    dirty: set[str] = field(default_factory=set)  # kinds of object waiting to be listed again
+    stale: set[str] = field(default_factory=set)  # container ids waiting to be inspected again
+    refreshing: asyncio.Task[None] | None = None
+
+    @property
+    def base(self) -> str:
+        return self.url.replace("tcp://", "http://", 1)
+
+    @property
+    def hostport(self) -> tuple[str, int]:
+        host, _, port = self.url.removeprefix("tcp://").rpartition(":")
+        return host, int(port)
+
+    def url_for(self, api_path: str) -> URL:
+        """The engine's URL for an already-encoded API path (sent as is: no re-normalising of `..`)."""
+        return URL(f"{self.base}{API}{api_path}", encoded=True)
+
+    async def call(self, method: str, api_path: str, *, timeout: float = CALL, **kw: Any) -> Any:
+        """One call that answers at once; the engine's error is an EngineError, no answer an Unavailable."""
+        try:
+            async with self.session.request(
+                method,
+                self.url_for(api_path),
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=CONNECT),
+                allow_redirects=False,
+                **kw,
+            ) as r:
+                body = await r.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise Unavailable(
+                f"the engine on {self.node} ({self.url}) did not answer {method} {api_path.split('?')[0]}: "
+                f"{e or type(e).__name__}"
+            ) from e
+        if r.status >= 300:  # a redirect is no answer to an API call: never followed, never taken as done
+            raise EngineError.from_reply(r.status if r.status >= 400 else 502, body, self.node)
+        return json.loads(body) if body else None

@@ -1,0 +1,266 @@
+"""Containers: create goes spec → datasets → place → reserve → engine → record; everything about an
+existing container is routed to the engine that holds it; lists come from the event-fed cache (as classic
+Swarm answered them) with node-prefixed names.
+
+Only deciding and reserving hold the create lock (Nova's consume_from_request, Nomad's plan applier):
+the engine's create runs outside it, so a slow or hung node delays only the creates placed on it, and a
+refused create gives back what it reserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from shoal.cluster.engine import path
+from shoal.cluster.state import Located, tagged
+from shoal.cluster.status import status_text
+from shoal.data.records import new_ids
+from shoal.data.requests import DatasetRequest, dataset_requests, decide_all, with_limits
+from shoal.errors import BadRequest, Conflict, EngineError, NoPlacement, NotFound, Unavailable
+from shoal.logs import kv
+from shoal.manager.datasets import committed
+from shoal.manager.decisions import decision_record
+from shoal.manager.service import Route
+from shoal.manager.spec import check_body, check_name, container_spec, intent_binds_to_mounts, volume_uses
+from shoal.scheduler.expr import parse
+from shoal.scheduler.model import ContainerRef, ContainerSpec
+
+if TYPE_CHECKING:
+    from shoal.manager.service import Manager
+
+log = logging.getLogger("shoal.manager")
+RUNNING = ("running", "paused", "restarting")
+HOST_DOWN = "Host Down"
+# what may follow /containers/{id}/ — anything else is not a Docker endpoint and is refused, never relayed
+ACTIONS = frozenset(
+    {
+        "json", "top", "logs", "changes", "export", "stats", "resize", "start", "stop", "restart", "kill",
+        "update", "rename", "pause", "unpause", "attach", "wait", "archive", "exec",
+    }
+)  # fmt: skip
+CHANGES_STATE = frozenset({"start", "stop", "kill", "restart", "rename", "pause", "unpause", "update"})
+
+
+def with_node(doc: Mapping[str, Any], node: str) -> dict[str, Any]:
+    """A list entry as classic Swarm showed it: names prefixed with the node."""
+    out = dict(doc)
+    out["Names"] = [f"/{node}{n}" for n in doc.get("Names") or []]
+    return out
+
+
+def image_affinity(spec: ContainerSpec, holders: list[str], nodes: set[str]) -> ContainerSpec:
+    """An image only some nodes hold: place among those (an implicit affinity, as classic Swarm added)."""
+    if set(holders) == nodes:
+        return spec
+    return replace(spec, affinities=(*spec.affinities, parse("affinity", f"image=={tagged(spec.image)}")))
+
+
+def follow_datasets(spec: ContainerSpec, wanted: list[DatasetRequest]) -> ContainerSpec:
+    """A dataset that exists (or a snapshot's source) pulls the container to its node (the volume filter
+    sees the dataset's name); a new one may land anywhere."""
+    if not wanted:
+        return spec
+    raws = {r.raw for r in wanted}
+    follows = tuple(r.follows for r in wanted if r.follows)
+    return replace(spec, volumes=(*(v for v in spec.volumes if v not in raws), *follows))
+
+
+class Containers:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+        self._lock = asyncio.Lock()  # one decision at a time: each sees the last one's reservation
+        self.execs: dict[str, str] = {}  # exec id -> node
+
+    @property
+    def cluster(self):
+        return self.m.cluster
+
+    # --- create -----------------------------------------------------------------------------------
+
+    async def create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        c = self.cluster
+        check_name(name)
+        check_body(body)
+        body = intent_binds_to_mounts(body)
+        spec, out = container_spec(body, name)
+        async with self._lock:
+            self._check_name(name)
+            holders = await c.image_holders(spec.image)
+            if not holders:
+                raise NotFound(
+                    f"No such image: {spec.image} (no node has it; load it with `docker load` "
+                    "through the manager, or build it on a node)"
+                )
+            known = {n["Name"] for e in c.engines.values() for n in e.networks}
+            for net in spec.networks:
+                if net not in known:
+                    # 400, not 404: the docker CLI takes any 404 from create as "image missing" and pulls
+                    raise BadRequest(
+                        f"network {net} not found (`docker network create {net}` makes it on every node)"
+                    )
+            try:  # bad dataset names fail here, before anything is made
+                wanted = dataset_requests(volume_uses(body), c.datasets, self.m.settings.profiles)
+            except NotFound as e:  # 400: a 404 from create makes the docker CLI try to pull the image
+                raise BadRequest(e.message) from None
+            spec = image_affinity(follow_datasets(spec, wanted), holders, set(c.engines))
+            p = self.m.place(spec)
+            if p.node is None:  # the cache may lag what was just done on a node directly: look again, once
+                await c.look_again()
+                p = self.m.place(spec)
+            if p.node is None:
+                record = decision_record(name, spec, p, c.now())
+                self.m.decisions.refused(record)
+                kv(log, "no placement", decision=record["id"], name=name or None, image=spec.image,
+                   reason=p.error().splitlines()[-1])  # fmt: skip
+                raise NoPlacement(p)
+            used, new = [], []
+            if wanted:
+                pool = c.pool_of(p.node)
+                settings = self.m.settings
+                used, new = decide_all(
+                    wanted, p.node, c.datasets, settings.default_profile, pool.get("free_bytes"),
+                    new_ids(), c.now(),
+                )  # fmt: skip
+                out = with_limits(out, used, settings.profiles, pool.get("device"))
+            record = decision_record(name, spec, p, c.now(), used)
+            ref = ContainerRef(
+                f"pending-{uuid.uuid4()}", name, spec.image, out.get("Labels") or {}, spec.ports
+            )
+            reservation = c.reserve(p.node, spec, ref)
+        try:
+            async with committed(c, new):  # the records go again if the engine refuses
+                created = await c.engine(p.node).call(
+                    "POST", "/containers/create", params={"name": name} if name else None, json=out
+                )
+        except Unavailable:
+            c.release(reservation)
+            c.suspect(p.node)  # the next decisions pass it over until it answers a list again
+            raise
+        except BaseException:
+            c.release(reservation)
+            raise
+        cid = created["Id"]
+        c.commit(reservation, cid)
+        self.m.decisions.made(record, cid)
+        kv(log, "placed", decision=record["id"], container=cid[:12], name=name or None, node=p.node,
+           candidates=p.candidates, filters=",".join(f"{f}:{n}" for f, n in p.steps))  # fmt: skip
+        return created
+
+    def _check_name(self, name: str) -> None:
+        if not name:
+            return
+        other = self.cluster.name_in_use(name)
+        if other is not None or self.cluster.pending_name(name):
+            owner = other["Id"] if other else "(being created)"
+            raise Conflict(
+                f'Conflict. The container name "/{name}" is already in use by container "{owner}". You '
+                "have to remove (or rename) that container to be able to reuse that name."
+            )
+
+    # --- existing containers ------------------------------------------------------------------------
+
+    async def locate(self, ref: str) -> Located:
+        return await self.cluster.find(ref)
+
+    async def route(self, ref: str, action: str = "") -> Route:
+        """Where a request about container `ref` goes; `action` must be one of Docker's."""
+        if action and action not in ACTIONS:
+            raise NotFound(f"page not found: /containers/{{id}}/{action} is not a Docker API endpoint")
+        found = await self.locate(ref)
+        p = path("/containers", found.id) + (f"/{action}" if action else "")
+        rewrite = self._inspect_rewrite(found) if action == "json" else None
+        return Route(found.engine, p, rewrite, found.id)
+
+    def _inspect_rewrite(self, found: Located):
+        node = self.cluster.index.get(found.node)
+        engine = found.engine
+
+        def add_node(doc: dict[str, Any]) -> dict[str, Any]:
+            doc["Node"] = {
+                "ID": node.id if node else engine.node,
+                "Name": engine.node,
+                "IP": node.address if node else "",
+                "Addr": engine.url.removeprefix("tcp://"),
+                "Cpus": int(node.cpus) if node else 0,
+                "Memory": node.memory if node else 0,
+                "Labels": dict(node.labels) if node else {},
+            }
+            return doc
+
+        return add_node
+
+    def acted(self, route: Route, action: str, status: int) -> None:
+        """After a relayed action: the cache looks at that container again (a read after it sees it)."""
+        if status < 300 and action in CHANGES_STATE:
+            self.cluster.mark(route.node, {"containers"}, (route.object_id,))
+
+    async def remove(self, ref: str, query: Mapping[str, str]) -> None:
+        found = await self.locate(ref)
+        await found.engine.call("DELETE", path("/containers", found.id), params=dict(query))
+        self.cluster.forget(found.node, found.id)
+
+    async def create_exec(self, ref: str, body: bytes) -> dict[str, Any]:
+        found = await self.locate(ref)
+        created = await found.engine.call(
+            "POST",
+            path("/containers", found.id) + "/exec",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        self.execs[created["Id"]] = found.node
+        return created
+
+    def exec_route(self, exec_id: str, action: str) -> Route:
+        node = self.execs.get(exec_id)
+        if node is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        if action not in ("start", "resize", "json"):
+            raise NotFound(f"page not found: /exec/{{id}}/{action} is not a Docker API endpoint")
+        return Route(self.cluster.engine(node), path("/exec", exec_id) + f"/{action}")
+
+    # --- lists --------------------------------------------------------------------------------------
+
+    async def listed(self, every: bool, limit: int | None = None) -> list[dict[str, Any]]:
+        """`docker ps` from the cache (as classic Swarm did), with STATUS computed now, newest first. A node
+        that does not answer keeps its last known containers listed, their STATUS `Host Down` (Swarm's
+        words), rather than dropping them."""
+        c = self.cluster
+        await c.fresh()
+        now = c.now()
+        found = []
+        for e, ct in c.all_containers():
+            # a container on a node that does not answer is listed whatever state it was last seen in:
+            # its state is not known now, and hiding it would look as if it were gone
+            if every or not e.reachable or ct.get("State") in RUNNING:
+                doc = with_node(ct, e.node)
+                if not e.reachable:
+                    doc["Status"] = HOST_DOWN
+                elif (state := e.states.get(ct["Id"])) is not None:
+                    doc["Status"] = status_text(state, now)
+                found.append(doc)
+        return newest_first(found, limit)
+
+    async def asked(self, query: Mapping[str, str], limit: int | None = None) -> list[dict[str, Any]]:
+        """`docker ps` with filters, sizes or before/since: every engine answers for its own."""
+        c = self.cluster
+
+        async def one(e) -> list[dict[str, Any]]:
+            return [with_node(x, e.node) for x in await e.call("GET", "/containers/json", params=dict(query))]
+
+        engines = list(c.engines.values())
+        lists = await asyncio.gather(*(one(e) for e in engines), return_exceptions=True)
+        refused = [r for r in lists if isinstance(r, EngineError) and r.status < 500]
+        if refused and len(refused) == len(lists):  # the query itself is wrong: the engine's own words
+            raise refused[0]
+        found = [x for lst in lists if not isinstance(lst, BaseException) for x in lst]
+        return newest_first(found, limit)
+
+
+def newest_first(found: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    out = sorted(found, key=lambda x: x.get("Created", 0), reverse=True)
+    return out[:limit] if limit else out

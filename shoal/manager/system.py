@@ -1,0 +1,200 @@
+"""The cluster as a whole: what /info and the dashboard show (plain views, built from the cache), the
+merged event stream, and `docker system df` over every node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from shoal.cluster.engine import CONNECT, Engine
+from shoal.errors import ShoalError
+from shoal.manager.objects import on_every_node, successes
+from shoal.manager.overview import overview
+from shoal.scheduler.model import NodeState
+
+if TYPE_CHECKING:
+    from shoal.manager.service import Manager
+
+EVENT_BUFFER = (
+    256  # events waiting for a slow reader; past it the reader is dropped, not the manager's memory
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    state: NodeState
+    health: str  # Healthy | Unhealthy | Pending (classic Swarm's words)
+    containers: int
+    running: int
+    paused: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """What /info shows: the cluster's totals and each node."""
+
+    name: str
+    strategy: str
+    nodes: tuple[NodeView, ...]
+    containers: int
+    running: int
+    paused: int
+    images: int
+    volume_drivers: tuple[str, ...]
+    now: float
+
+
+def swarm_health(node: NodeState, now: float, fact_ttl: float) -> str:
+    """classic Swarm's node status: Healthy, Unhealthy, or Pending (not yet known)."""
+    if node.health == "passing" and now - node.gathered_at > fact_ttl:
+        return "Unhealthy"
+    return {"passing": "Healthy", "critical": "Unhealthy"}.get(node.health, "Pending")
+
+
+def merge_df(results: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """`docker system df` over every node (pure): one image id counts once (as in /images/json),
+    containers and volumes are named node/name (as in their lists)."""
+    images: dict[str, dict[str, Any]] = {}
+    containers, volumes, cache, layers = [], [], [], 0
+    for node, r in results:
+        layers += r.get("LayersSize") or 0
+        for img in r.get("Images") or []:
+            used = max(img.get("Containers", 0), 0)  # containers using it, on every node together
+            if img["Id"] in images:
+                images[img["Id"]]["Containers"] += used
+            else:
+                images[img["Id"]] = {**img, "Containers": used}
+        containers += [
+            {**x, "Names": [f"/{node}{n}" for n in x.get("Names") or []]} for x in r.get("Containers") or []
+        ]
+        volumes += [{**v, "Name": f"{node}/{v['Name']}"} for v in r.get("Volumes") or []]
+        cache += r.get("BuildCache") or []
+    return {
+        "LayersSize": layers,
+        "Images": list(images.values()),
+        "Containers": containers,
+        "Volumes": volumes,
+        "BuildCache": cache,
+    }
+
+
+class System:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+
+    def view(self) -> ClusterView:
+        c = self.m.cluster
+        now = c.now()
+        nodes = []
+        for node in sorted(c.index.nodes, key=lambda n: n.name):
+            e = c.engines.get(node.name)
+            states = [x.get("State") for x in (e.containers if e else [])]
+            nodes.append(
+                NodeView(
+                    node,
+                    swarm_health(node, now, self.m.settings.fact_ttl),
+                    len(states),
+                    states.count("running"),
+                    states.count("paused"),
+                )
+            )
+        states = [ct.get("State") for _, ct in c.all_containers()]
+        return ClusterView(
+            self.m.settings.name,
+            self.m.settings.strategy,
+            tuple(nodes),
+            len(states),
+            states.count("running"),
+            states.count("paused"),
+            len({i["Id"] for e in c.engines.values() for i in e.images}),
+            tuple(sorted({d for n in c.index.nodes for d in n.volume_drivers})),
+            now,
+        )
+
+    async def overview(self) -> dict[str, Any]:
+        """The dashboard's document; the registry's parts are left empty while the registry is away."""
+        c = self.m.cluster
+        checks: list[dict[str, Any]] = []
+        mounts: dict[str, int] = {}
+        with contextlib.suppress(ShoalError, ValueError):
+            checks = await c.client.health_state("any")
+        with contextlib.suppress(ShoalError, ValueError):
+            mounts = await c.records.all_mounts()
+        return overview(
+            list(c.index.nodes),
+            {e.node: e.containers for e in c.engines.values()},
+            {cid: s for e in c.engines.values() for cid, s in e.states.items()},
+            c.datasets,
+            mounts,
+            checks,
+            self.m.decisions.recent(),
+            c.now(),
+            self.m.settings.fact_ttl,
+        )
+
+    async def df(self) -> dict[str, Any]:
+        c = self.m.cluster
+        results = await on_every_node(c, "GET", "/system/df", timeout=60)
+        return merge_df([(e.node, r) for e, r in successes(results)])
+
+    async def events(self, query: Mapping[str, str]) -> AsyncIterator[dict[str, Any]]:
+        """Every engine's event stream merged into one, each event saying its node (as classic Swarm did).
+        A reader that stops reading holds at most EVENT_BUFFER events: past that the engines' streams are
+        let go and the merged stream ends once the reader has what was buffered."""
+        c = self.m.cluster
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(EVENT_BUFFER)
+
+        async def one(e: Engine) -> None:
+            node = c.index.get(e.node)
+            tag = {
+                "Name": e.node,
+                "Id": node.id if node else e.node,
+                "Addr": e.url.removeprefix("tcp://"),
+                "Ip": node.address if node else "",
+            }
+            try:
+                async with e.session.get(
+                    e.url_for("/events"),
+                    params=dict(query),
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT),
+                ) as up:
+                    async for line in up.content:
+                        if not line.strip():
+                            continue
+                        ev = json.loads(line)
+                        ev["node"] = tag
+                        # as classic Swarm: in Actor.Attributes too, the part the docker CLI prints
+                        attrs = ev.setdefault("Actor", {}).setdefault("Attributes", {})
+                        attrs.update(
+                            {
+                                "node.name": tag["Name"],
+                                "node.id": tag["Id"],
+                                "node.addr": tag["Addr"],
+                                "node.ip": tag["Ip"],
+                            }
+                        )
+                        queue.put_nowait(ev)
+            except (aiohttp.ClientError, OSError, ValueError, TimeoutError, asyncio.QueueFull):
+                pass
+            finally:
+                await queue.put(None)  # this engine's stream ended
+
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(one(e)) for e in c.engines.values()]
+        ended = 0
+        try:
+            while ended < len(tasks):
+                item = await queue.get()
+                if item is None:
+                    ended += 1
+                else:
+                    yield item
+        finally:
+            for t in tasks:
+                t.cancel()

@@ -1,0 +1,260 @@
+"""Every bad input to the manager's Docker API gets a 4xx in Docker's error form and changes nothing.
+
+hypothesis drives the real manager of the session cluster with malformed create bodies (every field the
+manager reads given the wrong type, huge numbers, NaN/Infinity, deep nesting, unicode), malformed volume
+and network bodies, query strings, and path parameters carrying `..%2F` and friends; each answer must be
+< 500 and, when >= 400, a JSON object with a `message`; and the containers, volumes and networks on every
+engine (asked directly, not through the manager) and the datasets in the registry are the same after as
+before. `SHOAL_FUZZ_EXAMPLES` raises the count (benchmarks/safety.py does)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = int(os.environ.get("SHOAL_FUZZ_EXAMPLES", "150"))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False
+)
+TRIED: dict[str, int] = {}  # endpoint group -> inputs sent (printed by benchmarks/safety.py)
+
+junk = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+# what the manager reads from a create, each to be given a value of the wrong kind
+CREATE_FIELDS = [
+    ("Image",),
+    ("Env",),
+    ("Labels",),
+    ("HostConfig",),
+    ("HostConfig", "Binds"),
+    ("HostConfig", "Links"),
+    ("HostConfig", "VolumesFrom"),
+    ("HostConfig", "NetworkMode"),
+    ("HostConfig", "PidMode"),
+    ("HostConfig", "VolumeDriver"),
+    ("HostConfig", "Memory"),
+    ("HostConfig", "NanoCpus"),
+    ("HostConfig", "CpuShares"),
+    ("HostConfig", "PortBindings"),
+    ("HostConfig", "Mounts"),
+    ("NetworkingConfig",),
+]
+
+
+def _dumps(body: Any) -> bytes:
+    """JSON as a client could send it (NaN/Infinity included: Python's encoder writes them)."""
+    return json.dumps(body, allow_nan=True).encode()
+
+
+def _snapshot(dev_cluster) -> dict[str, Any]:
+    """What the engines hold (asked directly) and the dataset records: what a bad request must not touch."""
+    out: dict[str, Any] = {}
+    for node, url in dev_cluster.nodes.items():
+        base = url.replace("tcp://", "http://")
+        out[node] = {
+            "images": sorted(i["Id"] for i in requests.get(f"{base}/images/json", timeout=10).json()),
+            "containers": sorted(
+                c["Id"] for c in requests.get(f"{base}/containers/json?all=1", timeout=10).json()
+            ),
+            "volumes": sorted(
+                v["Name"] for v in requests.get(f"{base}/volumes", timeout=10).json()["Volumes"] or []
+            ),
+            "networks": sorted(n["Id"] for n in requests.get(f"{base}/networks", timeout=10).json()),
+        }
+    kv = requests.get(f"http://{dev_cluster.registry}/v1/kv/shoal/datasets/?keys", timeout=10)
+    out["datasets"] = kv.json() if kv.status_code == 200 else []
+    return out
+
+
+@pytest.fixture(scope="module")
+def manager(dev_cluster):
+    before = _snapshot(dev_cluster)
+    yield f"http://{dev_cluster.gateway}:2375"
+    if report := os.environ.get("SHOAL_FUZZ_REPORT"):
+        with open(report, "w") as f:
+            json.dump(TRIED, f)
+    after = _snapshot(dev_cluster)
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not changed, f"a malformed request changed the cluster: {changed}"
+
+
+def _check(group: str, r: requests.Response, body: bool = True) -> None:
+    TRIED[group] = TRIED.get(group, 0) + 1
+    assert r.status_code < 500, f"{group}: {r.status_code} {r.text[:300]}"
+    if r.status_code >= 400 and body:
+        body = r.json()
+        assert isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"], r.text
+
+
+def _set(body: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out = json.loads(json.dumps(body))
+    d = out
+    for k in path[:-1]:
+        d = d.setdefault(k, {}) if isinstance(d.get(k), dict) or k not in d else d[k]
+    d[path[-1]] = value
+    return out
+
+
+KINDS = {  # the kind of value each field must have; the fuzzer gives it anything else
+    "Image": str, "Env": list, "Labels": dict, "HostConfig": dict, "Binds": list, "Links": list,
+    "VolumesFrom": list, "NetworkMode": str, "PidMode": str, "VolumeDriver": str, "Memory": int,
+    "NanoCpus": int, "CpuShares": int, "PortBindings": dict, "Mounts": list, "NetworkingConfig": dict,
+}  # fmt: skip
+
+
+def _wrong(kind: type) -> st.SearchStrategy[Any]:
+    def is_wrong(v: Any) -> bool:
+        if v is None:
+            return False
+        if kind is int:
+            return isinstance(v, bool) or not isinstance(v, int) or v < 0
+        return not isinstance(v, kind)
+
+    return junk.filter(is_wrong)
+
+
+BAD_PORTS = st.one_of(
+    st.just({"80/tcp": [{"HostPort": "abc"}]}),
+    st.builds(lambda p: {"80/tcp": [{"HostPort": str(p)}]}, st.integers(65536, 10**30)),
+    st.builds(lambda v: {"80/tcp": v}, _wrong(list)),
+    st.builds(lambda v: {"80/tcp": [{"HostPort": v}]}, _wrong(str)),
+    st.builds(lambda v: {"80/tcp": [v]}, _wrong(dict)),
+)
+
+
+@st.composite
+def bad_create(draw) -> dict[str, Any]:
+    """A valid create with one field the manager reads made wrong: it must be refused, never made."""
+    path = draw(st.sampled_from(CREATE_FIELDS))
+    field = path[-1]
+    value = draw(
+        st.one_of(_wrong(KINDS[field]), BAD_PORTS) if field == "PortBindings" else _wrong(KINDS[field])
+    )
+    return _set({"Image": "busybox", "Cmd": ["true"], "HostConfig": {}}, path, value)
+
+
+@SETTINGS
+@given(body=bad_create())
+def test_malformed_creates_are_refused_and_make_nothing(manager, body):
+    r = requests.post(f"{manager}/v1.41/containers/create", data=_dumps(body), timeout=30)
+    _check("containers/create", r)
+    assert r.status_code >= 400, body
+
+
+@SETTINGS
+@given(body=junk, name=st.text(max_size=30))
+def test_any_json_at_create_is_answered_without_a_server_error(manager, body, name):
+    if isinstance(body, dict) and body.get("Image") in ("busybox", "redis", "todolist"):
+        body["Image"] = 5  # never a valid create: this test is about bad ones
+    r = requests.post(
+        f"{manager}/v1.41/containers/create", params={"name": name}, data=_dumps(body), timeout=30
+    )
+    _check("containers/create", r)
+
+
+def test_deep_nesting_and_huge_bodies_are_refused(manager):
+    deep = b"[" * 200_000 + b"]" * 200_000
+    _check("containers/create", r := requests.post(f"{manager}/containers/create", data=deep, timeout=30))
+    assert r.status_code in (400, 413)
+    huge = _dumps({"Image": "busybox", "Labels": {"x": "y" * (2 << 20)}})
+    _check("containers/create", r := requests.post(f"{manager}/containers/create", data=huge, timeout=30))
+    assert r.status_code == 413
+    for literal in (b'{"Image": NaN}', b'{"Image": "busybox", "HostConfig": {"Memory": Infinity}}'):
+        _check(
+            "containers/create", r := requests.post(f"{manager}/containers/create", data=literal, timeout=30)
+        )
+        assert r.status_code == 400 and "not valid JSON" in r.json()["message"]
+
+
+TRAVERSAL = st.sampled_from(
+    ["..%2F..%2Fbuild", "..%2Fcontainers%2FX", "%2e%2e%2f", "..", ".", "%00", "a%2Fb", "%2F"]
+)
+# a segment that names no object: text with one traversal or control piece in it (plain text could be a
+# valid id prefix, and DELETE /images/<prefix> is a real removal, as on one engine)
+NAMES_NOTHING = st.builds(
+    lambda head, bad, tail: requests.utils.quote(head, safe="") + bad + requests.utils.quote(tail, safe=""),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6),
+    st.sampled_from(["..%2F", "%2F..", "%00", "%0A", "%2F%2E%2E%2F"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6),
+)
+SEGMENT = st.one_of(TRAVERSAL, NAMES_NOTHING)
+ANY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12).map(
+    lambda s: requests.utils.quote(s, safe="")
+)
+PATHS = (
+    "/containers/{seg}/{action}",
+    "/containers/{seg}",
+    "/volumes/{seg}",
+    "/networks/{seg}",
+    "/networks/{seg}/connect",
+    "/images/{seg}/json",
+    "/images/{seg}",
+    "/exec/{seg}/start",
+)
+
+
+@SETTINGS
+@given(seg=SEGMENT, action=st.one_of(SEGMENT, ANY_TEXT), method=st.sampled_from(["POST", "DELETE", "PUT"]))
+def test_path_parameters_never_reach_another_endpoint(manager, seg, action, method):
+    """Writes with path parameters that name nothing: refused, never relayed to another endpoint."""
+    for path in PATHS:
+        url = f"{manager}/v1.41{path.format(seg=seg, action=action)}"
+        r = requests.request(method, url, data=b"{}", timeout=30, allow_redirects=False)
+        _check("paths", r)
+        assert 400 <= r.status_code < 500, (url, r.status_code)
+
+
+@SETTINGS
+@given(
+    seg=st.one_of(SEGMENT, ANY_TEXT),
+    action=st.one_of(SEGMENT, ANY_TEXT),
+    method=st.sampled_from(["GET", "HEAD"]),
+)
+def test_reads_with_any_path_parameter(manager, seg, action, method):
+    for path in PATHS:
+        url = f"{manager}/v1.41{path.format(seg=seg, action=action)}"
+        r = requests.request(method, url, timeout=30, allow_redirects=False)
+        _check("paths", r, body=method != "HEAD")
+        assert r.status_code != 301, url
+
+
+@SETTINGS
+@given(body=junk)
+def test_malformed_volume_and_network_creates(manager, body):
+    for what in ("volumes", "networks"):
+        sent = body
+        if isinstance(body, dict):
+            # a create that happens to be valid would make an object (an unnamed volume is valid, and
+            # makes one): keep every one malformed, a driver of the wrong type or one not served here
+            sent = {**body, "Driver": 5 if what == "volumes" else "overlay"}
+        r = requests.post(f"{manager}/v1.41/{what}/create", data=_dumps(sent), timeout=30)
+        _check(f"{what}/create", r)
+
+
+@SETTINGS
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["all", "limit", "filters", "size", "before", "since", "name", "force", "v"]),
+        st.one_of(st.text(max_size=20), st.just("{bad json"), st.just('{"status":["nope"]}'), st.just("-1")),
+        max_size=4,
+    )
+)
+def test_malformed_query_strings(manager, params):
+    _check("queries", requests.get(f"{manager}/v1.41/containers/json", params=params, timeout=30))
+    _check("queries", requests.get(f"{manager}/v1.41/images/json", params=params, timeout=30))
+    _check("queries", requests.get(f"{manager}/v1.41/volumes", params=params, timeout=30))
+    _check("queries", requests.get(f"{manager}/v1.41/networks", params=params, timeout=30))
