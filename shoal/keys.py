@@ -11,6 +11,9 @@
     shoal/deletions/<id>           an explicit, durable request to delete a dataset (the only thing that
                                    ever makes a node delete data)
     shoal/decisions/<container>    the placement decision behind a container
+    shoal/join-tokens/<id>         a join token: the hash of its secret and when it expires (never the secret)
+    shoal/identities/<node>        the node certificate a node joined with (its fingerprint), so a second
+                                   agent cannot take a node's name without that node's credentials
 
 and in the catalog, the service and check `shoal-agent` per node (a TTL check each publish renews).
 """
@@ -24,6 +27,8 @@ DATASET_NAMES = "shoal/dataset-names/"
 MOUNTS = "shoal/mounts/"
 DELETIONS = "shoal/deletions/"
 DECISIONS = "shoal/decisions/"
+JOIN_TOKENS = "shoal/join-tokens/"
+IDENTITIES = "shoal/identities/"
 AGENT_SERVICE = "shoal-agent"  # the catalog service and check every agent keeps alive
 
 NODE_DOCS = ("facts", "info")
@@ -75,6 +80,14 @@ def deletion(dataset_id: str) -> str:
 
 def decision(container_id: str) -> str:
     return f"{DECISIONS}{container_id}"
+
+
+def join_token(token_id: str) -> str:
+    return f"{JOIN_TOKENS}{token_id}"
+
+
+def identity(node: str) -> str:
+    return f"{IDENTITIES}{node}"
 
 
 def last_part(key: str) -> str:

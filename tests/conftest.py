@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,8 @@ def shoal(
 class DevCluster:
     name: str
     root: Path
-    nodes: dict[str, str]  # node name -> tcp://address:2375
+    nodes: dict[str, str]  # node name -> tcp://address:2376 (2375 on an --insecure cluster)
+    env: dict[str, str] = field(default_factory=dict)  # what `shoal dev env` exports (TLS, tokens, addresses)
 
     def address(self, node: str) -> str:
         return self.nodes[node].removeprefix("tcp://").rsplit(":", 1)[0]
@@ -46,9 +47,55 @@ class DevCluster:
         return self.address("node1").rsplit(".", 1)[0] + ".1"
 
     @property
+    def secure(self) -> bool:
+        return self.env.get("DOCKER_TLS_VERIFY", "") == "1"
+
+    @property
     def manager(self) -> str:
         """DOCKER_HOST for the whole cluster."""
-        return f"tcp://{self.gateway}:2375"
+        return self.env.get("DOCKER_HOST", f"tcp://{self.gateway}:2375")
+
+    @property
+    def certs(self) -> Path:
+        """DOCKER_CERT_PATH: the operator's admin certificate (the manager and every engine accept it)."""
+        return Path(self.env["DOCKER_CERT_PATH"])
+
+    @property
+    def tls(self) -> Path:
+        return self.root / self.name / "tls"
+
+    def docker_argv(self, host: str | None = None) -> list[str]:
+        """`docker` with -H and, on a secure cluster, the TLS flags spelled out (for a shell command line,
+        as tmux runs it, where the environment may not follow)."""
+        argv = ["docker", "-H", host or self.manager]
+        if self.secure:
+            c = self.certs
+            argv += ["--tlsverify", f"--tlscacert={c / 'ca.pem'}", f"--tlscert={c / 'cert.pem'}"]
+            argv += [f"--tlskey={c / 'key.pem'}"]
+        return argv
+
+    def manager_argv(self, listen: str, *flags: str) -> list[str]:
+        """Another `shoal manager` over this cluster's registry, with the cluster's own TLS (the manager's
+        certificate names the gateway), as `dev up` starts the first one."""
+        argv = [sys.executable, "-m", "shoal", "manager", "--registry", self.registry_url, "--listen", listen]
+        if self.secure:
+            m = self.tls / "manager"
+            argv += ["--registry-cacert", str(self.tls / "node-ca.pem"), "--tlsverify"]
+            argv += [
+                "--tlscacert",
+                str(m / "ca.pem"),
+                "--tlscert",
+                str(m / "cert.pem"),
+                "--tlskey",
+                str(m / "key.pem"),
+            ]
+        else:
+            argv += ["--insecure-tcp"]
+        return [*argv, *flags]
+
+    def client_env(self, host: str | None = None) -> dict[str, str]:
+        """The environment a user has after `eval "$(shoal dev env)"` (DOCKER_HOST set to `host` if given)."""
+        return {**os.environ, **self.env, **({"DOCKER_HOST": host} if host else {})}
 
     def cli(
         self,
@@ -58,13 +105,14 @@ class DevCluster:
         input: str | None = None,
         host: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """The real docker CLI against the manager (or `host`)."""
+        """The real docker CLI against the manager (or `host`), configured as `shoal dev env` leaves it."""
         proc = subprocess.run(
-            ["docker", "-H", host or self.manager, *args],
+            ["docker", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
             input=input,
+            env=self.client_env(host),
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)}: {proc.stderr}")
@@ -73,7 +121,48 @@ class DevCluster:
     @property
     def registry(self) -> str:
         """host:port of the cluster's registry (the Consul API)."""
-        return f"{self.gateway}:8500"
+        return self.registry_url.split("://", 1)[1]
+
+    @property
+    def registry_url(self) -> str:
+        return self.env.get("CONSUL_HTTP_ADDR", f"http://{self.gateway}:8500")
+
+    def consul(self, registry: str | None = None):
+        """py-consul as a user configures it from `shoal dev env` (HTTPS against the node CA, the token); or,
+        for `registry` (HOST:PORT of another registry a test started, plain HTTP), that one."""
+        import consul
+
+        if registry is not None:
+            host, port = registry.rsplit(":", 1)
+            return consul.Consul(host=host, port=int(port))
+        scheme, _, hostport = self.registry_url.partition("://")
+        host, port = hostport.rsplit(":", 1)
+        verify = self.env.get("CONSUL_CACERT") or True
+        return consul.Consul(
+            host=host, port=int(port), scheme=scheme, verify=verify, token=self.env.get("CONSUL_HTTP_TOKEN")
+        )
+
+    def http(self, method: str, path: str, **kw):
+        """A request to the manager's own HTTP(S) endpoints with the operator's certificate."""
+        import requests
+
+        base = self.manager.replace("tcp://", "https://" if self.secure else "http://")
+        if self.secure:
+            kw |= {
+                "cert": (str(self.certs / "cert.pem"), str(self.certs / "key.pem")),
+                "verify": str(self.certs / "ca.pem"),
+            }
+        return requests.request(method, f"{base}{path}", timeout=kw.pop("timeout", 30), **kw)
+
+    def docker_py(self, host: str | None = None):
+        """docker-py as `docker.from_env()` sees the cluster's environment."""
+        import docker
+
+        client = docker.from_env(environment=self.client_env(host), version="1.41")
+        # requests would let REQUESTS_CA_BUNDLE (set on this machine) replace the cluster CA that
+        # DOCKER_CERT_PATH gave docker-py (requests issue 3829); a user's docker-py has the same trap
+        client.api.trust_env = False
+        return client
 
     def node_dir(self, node: str) -> Path:
         return self.root / self.name / node
@@ -109,13 +198,27 @@ class DevCluster:
     def docker(
         self, node: str, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        """The real docker CLI against one node's engine."""
+        """The real docker CLI against one node's engine (the admin certificate gets in there too)."""
         proc = subprocess.run(
-            ["docker", "-H", self.nodes[node], *args], capture_output=True, text=True, timeout=timeout
+            ["docker", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.client_env(self.nodes[node]),
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"docker -H {self.nodes[node]} {' '.join(args)}: {proc.stderr}")
         return proc
+
+
+def env_of(exports: str) -> dict[str, str]:
+    """`shoal dev env`'s output as a dict (its `unset` lines drop those names)."""
+    out: dict[str, str] = {}
+    for line in exports.splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            out[key] = value
+    return out
 
 
 # the session cluster's shape: `dev up` with these again must be a no-op
@@ -132,12 +235,12 @@ def dev_cluster() -> Iterator[DevCluster]:
     shoal("dev", "down", *args)  # a killed earlier run may have left one behind
     try:
         shoal("dev", "up", *SESSION_UP)
-        env = shoal("dev", "env", *args).stdout
-        nodes = {}
-        for line in env.splitlines():
-            key, _, value = line.removeprefix("export ").partition("=")
-            if key.startswith("SHOAL_NODE_"):
-                nodes[key.removeprefix("SHOAL_NODE_").lower()] = value
-        yield DevCluster(name=CLUSTER_NAME, root=ROOT, nodes=nodes)
+        exported = env_of(shoal("dev", "env", *args).stdout)
+        nodes = {
+            k.removeprefix("SHOAL_NODE_").lower(): v
+            for k, v in exported.items()
+            if k.startswith("SHOAL_NODE_")
+        }
+        yield DevCluster(name=CLUSTER_NAME, root=ROOT, nodes=nodes, env=exported)
     finally:
         shoal("dev", "down", *args, check=False)

@@ -13,14 +13,14 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from shoal import __version__, keys
-from shoal.agent import publish
+from shoal.agent import join, publish
 from shoal.agent.datasets import DataService
 from shoal.agent.facts import Facts, cgroup, external, facter, host
 from shoal.agent.facts import docker as docker_facts
@@ -32,7 +32,7 @@ from shoal.data.profiles import load_profiles
 from shoal.data.records import Records
 from shoal.errors import Conflict, RegistryUnreachable
 from shoal.logs import kv
-from shoal.registry.client import RegistryClient
+from shoal.registry.client import Access, RegistryClient
 
 FACTS_D_POLL = 0.2  # seconds between looks at facts.d for a changed file
 log = logging.getLogger("shoal.agent")
@@ -59,6 +59,9 @@ class AgentConfig:
     plugins_dir: Path = Path("/run/docker/plugins")
     profiles_file: Path | None = None
     load_cgroup: str = ""  # measure load as this cgroup's CPU use (dev nodes share the host's loadavg)
+    join_token: str = ""  # presented once to `manager` (the manager's join listener) for a node certificate
+    state_dir: Path | None = None  # where joining's credentials are kept (a restarted agent needs no token)
+    registry: str = ""  # publish here instead of where joining said (another registry, a site's own Consul)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +106,18 @@ class Agent:
         self._info: dict[str, Any] = {}
         self.published = 0
         self.data: DataService | None = None
+        self.access = Access(config.manager)
+        self.credentials: join.Credentials | None = None
         self._cpu_prev: tuple[float, float] | None = None
         self.started_at = time.time()
 
     async def __aenter__(self) -> Agent:
         self._http = aiohttp.ClientSession()
+        try:
+            self.access = await self._access()
+        except BaseException:
+            await self._http.close()
+            raise
         connector, self._engine_base = docker_facts.engine_url_parts(self.config.engine)
         self._engine = aiohttp.ClientSession(connector=connector)
         if self.config.pool is not None:
@@ -133,10 +143,28 @@ class Agent:
             if s:
                 await s.close()
 
+    async def _access(self) -> Access:
+        """The registry as joining granted it (a node certificate, the registry's address, a node-scoped
+        token), or, for an agent that does not join, `--manager` itself as the registry (plain clusters)."""
+        c = self.config
+        if c.state_dir is None or not (c.join_token or join.load(c.state_dir) is not None):
+            return Access.from_env(c.registry or c.manager)
+        backoff = 0.0
+        while True:  # a manager that does not answer yet is waited for; a refusal ends the agent
+            try:
+                self.credentials = await join.credentials(c.manager, c.join_token, c.node, c.state_dir)
+                granted = self.credentials.access()
+                return replace(granted, address=c.registry) if c.registry else granted
+            except RegistryUnreachable as e:
+                backoff = min(MAX_BACKOFF, backoff * 2 if backoff else 0.5)
+                kv(log, "manager unreachable; retrying the join", logging.WARNING, node=c.node,
+                   error=e.message, retry_in=round(backoff, 1))  # fmt: skip
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+
     @property
     def registry(self) -> RegistryClient:
         assert self._http is not None
-        return RegistryClient(self.config.manager, self._http)
+        return self.access.client(self._http)
 
     def _load_sample(self, now: float, core: Facts) -> float:
         """The host's 1-minute load average; or, with --load-cgroup, the CPUs the node's cgroup used since
@@ -261,6 +289,7 @@ class Agent:
             seen = self._facts_d_signature()
             snap = await self.gather()
             try:
+                await self._renew_if_due()
                 await self.publish(snap)
                 if backoff:
                     kv(log, "registry is back; facts published", node=self.config.node,
@@ -275,6 +304,14 @@ class Agent:
                 kv(log, "registry unreachable; retrying", logging.WARNING, node=self.config.node,
                    error=e.message, retry_in=round(delay, 1))  # fmt: skip
             await self._sleep(stop, delay, seen if not backoff else None)
+
+    async def _renew_if_due(self) -> None:
+        """A node certificate past two thirds of its life is renewed (with itself) before it expires."""
+        creds = self.credentials
+        if creds is not None and creds.due(time.time()):
+            self.credentials = await join.renew(creds, self.config.node)
+            granted = self.credentials.access()
+            self.access = replace(granted, address=self.config.registry) if self.config.registry else granted
 
     async def _sleep(self, stop: asyncio.Event, delay: float, seen: tuple | None) -> None:
         """Until the next round, or sooner when a facts.d file changes: a custom fact is the user's own

@@ -12,6 +12,7 @@ from shoal.cli.dev import dev
 from shoal.cli.manager import manager
 from shoal.cli.nodes import facts, nodes
 from shoal.cli.registry import registry
+from shoal.cli.token import token
 from shoal.cli.volume import volume
 from shoal.cli.why import why
 from shoal.errors import ShoalError
@@ -26,6 +27,7 @@ def cli() -> None:
 cli.add_command(dev)
 cli.add_command(registry)
 cli.add_command(volume)
+cli.add_command(token)
 for command in (agent, nodes, facts, manager, why):
     cli.add_command(command)
 

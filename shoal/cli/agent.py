@@ -15,6 +15,16 @@ from shoal.registry.client import base_url
 from shoal.signals import stop_on_signals
 
 
+def _read_token(path: Path | None, state_dir: Path | None) -> str:
+    """The token file is read only while the agent has no credentials (a joined agent needs none)."""
+    if path is None or (state_dir is not None and (state_dir / "credentials.json").exists()):
+        return ""
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise BadRequest(f"cannot read the join token file {path}: {e.strerror}") from None
+
+
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for v in values:
@@ -27,7 +37,32 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.command()
 @click.option(
-    "--manager", required=True, envvar="CONSUL_HTTP_ADDR", help="The registry (Consul API): HOST:PORT or URL."
+    "--manager",
+    required=True,
+    envvar="CONSUL_HTTP_ADDR",
+    help="With --join (or once joined): the manager's join listener, https://MANAGER:2377. Without: the "
+    "registry (Consul API) itself, HOST:PORT or URL, on plain clusters.",
+)
+@click.option(
+    "--join", "join_token", envvar="SHOAL_JOIN_TOKEN", default="", help="A join token (shoal token create)."
+)
+@click.option(
+    "--join-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the join token from this file (used only if the agent has not joined yet).",
+)
+@click.option(
+    "--registry",
+    "registry_override",
+    default="",
+    help="Publish to this registry (Consul API) instead of the one joining named.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the agent keeps its key, node certificate and registry token once joined "
+    "(e.g. /var/lib/shoal/agent; needed with --join).",
 )
 @click.option("--node", default=socket.gethostname().split(".")[0], show_default="this host's name")
 @click.option(
@@ -95,11 +130,17 @@ def agent(
     plugins_dir: Path,
     profiles_file: Path | None,
     load_cgroup: str,
+    join_token: str,
+    join_token_file: Path | None,
+    state_dir: Path | None,
+    registry_override: str,
     log_level: str,
     log_format: str,
 ) -> None:
     """Publish this node's facts to the registry every --interval seconds."""
     logs.setup(log_level, log_format)
+    if (join_token or join_token_file) and state_dir is None:
+        raise BadRequest("--join needs --state-dir: where the agent keeps what joining gives it")
     if fact_timeout is None:
         fact_timeout = min(5.0, interval)
     if interval <= 0 or fact_timeout <= 0:
@@ -111,7 +152,7 @@ def agent(
             "a hanging fact script would delay publishing: make it at most the interval"
         )
     config = AgentConfig(
-        manager=base_url(manager),
+        manager=manager if (join_token or join_token_file) else base_url(manager),
         node=node,
         engine=engine,
         advertise_engine=advertise_engine,
@@ -127,6 +168,9 @@ def agent(
         plugins_dir=plugins_dir,
         profiles_file=profiles_file,
         load_cgroup=load_cgroup,
+        join_token=join_token or _read_token(join_token_file, state_dir),
+        state_dir=state_dir,
+        registry=base_url(registry_override) if registry_override else "",
     )
     asyncio.run(_main(config))
 

@@ -70,6 +70,12 @@ def dev() -> None:
     metavar="NODE=KEY=VALUE",
     help="A label the node's agent publishes (as shoal agent --label), e.g. node3=zone=b. Repeatable.",
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    envvar="SHOAL_DEV_INSECURE",
+    help="No TLS and no tokens (today's plain mode, for debugging): anyone who reaches the ports is root.",
+)
 @_name
 @_root
 def up(
@@ -79,10 +85,19 @@ def up(
     agent_interval: float,
     labels: tuple[str, ...],
     agent_labels: tuple[str, ...],
+    insecure: bool,
     name: str,
     root: str,
 ) -> None:
-    """Bring the cluster up (a no-op if it already is)."""
+    """Bring the cluster up (a no-op if it already is): secure by default, mutual TLS and tokens."""
+    if insecure:
+        click.secho(
+            "WARNING: --insecure: no TLS, no tokens. Anyone who reaches this host's bridge is root on every "
+            "node. For debugging only.",
+            fg="red",
+            bold=True,
+            err=True,
+        )
     spec = ClusterSpec(
         name=name,
         nodes=nodes,
@@ -92,6 +107,7 @@ def up(
         agent_labels=parse_node_labels(agent_labels),
         agent_interval=agent_interval,
         strategy=strategy,
+        secure=not insecure,
     )
     t = cluster.up(spec, out=click.echo)
     if t.total:

@@ -1,4 +1,8 @@
-"""`shoal manager`: the Docker Engine API for the whole cluster, placing each container on live facts."""
+"""`shoal manager`: the Docker Engine API for the whole cluster, placing each container on live facts.
+
+TLS flags are dockerd's (and classic Swarm's): `--tlsverify --tlscacert --tlscert --tlskey`; the same
+certificate is the manager's client certificate to the engines' own --tlsverify. The registry is reached as
+Consul's clients reach it (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT)."""
 
 from __future__ import annotations
 
@@ -8,10 +12,13 @@ from pathlib import Path
 import click
 
 from shoal import logs
-from shoal.api.docker.server import serve
+from shoal.api.docker.server import Options, TLSFiles, serve
 from shoal.cli.registry import _hostport
-from shoal.registry.client import base_url
+from shoal.errors import BadRequest
+from shoal.registry.client import Access
 from shoal.scheduler.strategy import STRATEGIES
+
+_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.command()
@@ -22,8 +29,27 @@ from shoal.scheduler.strategy import STRATEGIES
     envvar="CONSUL_HTTP_ADDR",
     help="The registry (Consul API) the agents publish to: HOST:PORT or URL.",
 )
-@click.option("--listen", default="127.0.0.1:2375", show_default=True, help="Docker API address (TCP).")
+@click.option("--registry-token", envvar="CONSUL_HTTP_TOKEN", default="", help="Its ACL token.")
+@click.option(
+    "--registry-cacert", envvar="CONSUL_CACERT", default="", help="The CA of its HTTPS certificate."
+)
+@click.option("--listen", default="", help="Docker API address [127.0.0.1:2375, or :2376 with --tlsverify].")
 @click.option("--unix", "unix_socket", default=None, help="Also serve the Docker API on this unix socket.")
+@click.option(
+    "--tlsverify", is_flag=True, help="Serve the Docker API over mutual TLS (as dockerd --tlsverify)."
+)
+@click.option(
+    "--tlscacert", type=_file, help="Trust client (and engine) certificates signed only by this CA."
+)
+@click.option("--tlscert", type=_file, help="The manager's certificate (server, and client to the engines).")
+@click.option("--tlskey", type=_file, help="Its key.")
+@click.option("--insecure-tcp", is_flag=True, help="Plain TCP without TLS, on a loopback address only.")
+@click.option("--join-listen", default="", help="Where agents join with a token (HTTPS), e.g. 10.0.0.1:2377.")
+@click.option("--join-cert", type=_file, help="The join listener's certificate (signed by the node CA).")
+@click.option("--join-key", type=_file, help="Its key.")
+@click.option("--node-ca", type=_file, help="The node CA's certificate.")
+@click.option("--node-ca-key", type=_file, help="The node CA's key: signs node certificates at join.")
+@click.option("--advertise-registry", default="", help="The registry address joined agents are told.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="spread", show_default=True)
 @click.option(
     "--fact-ttl",
@@ -37,8 +63,21 @@ from shoal.scheduler.strategy import STRATEGIES
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="logfmt", show_default=True)
 def manager(
     registry: str,
+    registry_token: str,
+    registry_cacert: str,
     listen: str,
     unix_socket: str | None,
+    tlsverify: bool,
+    tlscacert: Path | None,
+    tlscert: Path | None,
+    tlskey: Path | None,
+    insecure_tcp: bool,
+    join_listen: str,
+    join_cert: Path | None,
+    join_key: Path | None,
+    node_ca: Path | None,
+    node_ca_key: Path | None,
+    advertise_registry: str,
     strategy: str,
     fact_ttl: float,
     profiles_file: Path | None,
@@ -47,16 +86,29 @@ def manager(
 ) -> None:
     """Serve the Docker Engine API over every node of the cluster."""
     logs.setup(log_level, log_format)
-    host, port = _hostport(listen, 2375)
-    asyncio.run(
-        serve(
-            base_url(registry),
-            host,
-            port,
-            unix_socket,
-            strategy,
-            fact_ttl,
-            profiles_file,
-            ready=lambda: click.echo(f"manager ready: tcp://{host}:{port}"),
-        )
+    tls = None
+    if tlsverify:
+        if not (tlscacert and tlscert and tlskey):
+            raise BadRequest("--tlsverify needs --tlscacert, --tlscert and --tlskey")
+        tls = TLSFiles(tlscacert, tlscert, tlskey)
+    host, port = _hostport(listen or ("0.0.0.0:2376" if tls else "127.0.0.1:2375"), 2376 if tls else 2375)
+    join_host, join_port = _hostport(join_listen, 2377) if join_listen else ("", 0)
+    join_tls = TLSFiles(node_ca, join_cert, join_key) if node_ca and join_cert and join_key else None
+    options = Options(
+        registry=Access(registry, registry_token, registry_cacert),
+        host=host,
+        port=port,
+        unix=unix_socket,
+        strategy=strategy,
+        fact_ttl=fact_ttl,
+        profiles_file=profiles_file,
+        tls=tls,
+        insecure_tcp=insecure_tcp,
+        join_host=join_host,
+        join_port=join_port,
+        join_tls=join_tls,
+        node_ca_key=node_ca_key,
+        advertise_registry=advertise_registry,
     )
+    where = f"tcp://{host}:{port}" + (" (TLS)" if tls else "")
+    asyncio.run(serve(options, ready=lambda: click.echo(f"manager ready: {where}")))

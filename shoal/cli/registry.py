@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import click
 
 from shoal import logs
+from shoal.errors import BadRequest
 from shoal.registry.core import Config
 from shoal.registry.server import serve_forever
 
@@ -32,8 +34,15 @@ def _hostport(value: str, default_port: int) -> tuple[str, int]:
     help="sqlite:///PATH (embedded) or etcd://HOST:PORT[,HOST:PORT...].",
 )
 @click.option(
-    "--http", "http_addr", default="127.0.0.1:8500", show_default=True, help="Consul HTTP API address."
+    "--http",
+    "http_addr",
+    default="127.0.0.1:8500",
+    show_default=True,
+    help="Consul HTTP API address (plain HTTP); '' turns it off.",
 )
+@click.option("--https", "https_addr", default="", help="Consul HTTPS API address (with --tlscert/--tlskey).")
+@click.option("--tlscert", type=click.Path(exists=True, dir_okay=False), help="The HTTPS certificate (PEM).")
+@click.option("--tlskey", type=click.Path(exists=True, dir_okay=False), help="Its key (PEM).")
 @click.option(
     "--dns",
     "dns_addr",
@@ -63,10 +72,24 @@ def registry(
     enable_script_checks: bool,
     log_level: str,
     log_format: str,
+    https_addr: str,
+    tlscert: str | None,
+    tlskey: str | None,
 ) -> None:
     """Serve the Consul HTTP API and DNS over the chosen store."""
     logs.setup(log_level, log_format)
-    http_host, http_port = _hostport(http_addr, 8500)
+    http_host, http_port = _hostport(http_addr, 8500) if http_addr else ("", 0)
+    https = None
+    if https_addr:
+        if not (tlscert and tlskey):
+            raise BadRequest("--https needs --tlscert and --tlskey (the registry's certificate and key)")
+        host, port = _hostport(https_addr, 8501)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(tlscert, tlskey)
+        https = (host, port, ctx)
+    elif not http_host:
+        raise BadRequest("the registry needs a listener: --http HOST:PORT or --https HOST:PORT")
     dns_host, dns_port = _hostport(dns_addr, 8600)
     config = Config(
         node=node,
@@ -84,8 +107,9 @@ def registry(
             http_host,
             dns_host,
             ready=lambda: click.echo(
-                f"registry ready: http://{http_host}:{http_port} "
+                f"registry ready: {f'https://{https_addr}' if https else f'http://{http_host}:{http_port}'} "
                 f"dns {dns_host}:{dns_port} store {store_url}"
             ),
+            https=https,
         )
     )

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
-import requests
 from rich.console import Console
 
-from shoal.errors import NotFound, ShoalError
+from shoal.cli.docker_api import call, default_host
 
 
 def decision_lines(d: dict[str, Any]) -> list[str]:
@@ -61,31 +59,10 @@ def score_rows(scores: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
-def _http_base(host: str) -> str:
-    if host.startswith("tcp://"):
-        return "http://" + host.removeprefix("tcp://")
-    if host.startswith(("http://", "https://")):
-        return host
-    raise ShoalError(f"DOCKER_HOST {host!r} is not a tcp:// address; point --host at the shoal manager")
-
-
 @click.command()
 @click.argument("container")
-@click.option(
-    "--host",
-    "-H",
-    default=lambda: os.environ.get("DOCKER_HOST", "tcp://127.0.0.1:2375"),
-    help="The shoal manager (default: $DOCKER_HOST).",
-)
+@click.option("--host", "-H", default=default_host, help="The shoal manager (default: $DOCKER_HOST).")
 def why(container: str, host: str) -> None:
     """Why CONTAINER is on its node: each filter's survivors, the reasons for the rest, the ranks."""
-    base = _http_base(host)
-    try:
-        r = requests.get(f"{base}/shoal/v1/decisions/{container}", timeout=10)
-    except requests.RequestException as e:
-        raise ShoalError(f"shoal manager at {host} unreachable ({e.__class__.__name__}); is it up?") from e
-    if r.status_code == 404:
-        raise NotFound(r.json().get("message", f"no decision for {container}"))
-    if r.status_code >= 400:
-        raise ShoalError(r.json().get("message", r.text))
-    Console(highlight=False, soft_wrap=True).print("\n".join(decision_lines(r.json())), markup=False)
+    decision = call("GET", f"/shoal/v1/decisions/{container}", host)
+    Console(highlight=False, soft_wrap=True).print("\n".join(decision_lines(decision)), markup=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -35,6 +36,7 @@ class Engine:
     node: str
     url: str  # tcp://host:port
     session: aiohttp.ClientSession
+    tls: ssl.SSLContext | None = None  # mutual TLS to the engine (the manager's client certificate)
     info: dict[str, Any] = field(default_factory=dict)
     containers: list[dict[str, Any]] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
@@ -48,7 +50,12 @@ class Engine:
 
     @property
     def base(self) -> str:
-        return self.url.replace("tcp://", "http://", 1)
+        return self.url.replace("tcp://", "https://" if self.tls else "http://", 1)
+
+    @property
+    def ssl(self) -> ssl.SSLContext | bool:
+        """What aiohttp's `ssl=` takes for this engine: the client context, or the default."""
+        return self.tls if self.tls is not None else True
 
     @property
     def hostport(self) -> tuple[str, int]:
@@ -67,6 +74,7 @@ class Engine:
                 self.url_for(api_path),
                 timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=CONNECT),
                 allow_redirects=False,
+                ssl=self.ssl,
                 **kw,
             ) as r:
                 body = await r.read()

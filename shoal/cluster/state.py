@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from shoal.data.model import Dataset
 from shoal.data.records import Records
 from shoal.errors import Ambiguous, EngineError, NotFound, ShoalError, Unavailable
 from shoal.logs import kv
-from shoal.registry.client import RegistryClient
+from shoal.registry.client import Access, RegistryClient
 from shoal.scheduler.consume import consume
 from shoal.scheduler.index import ClusterIndex
 from shoal.scheduler.model import ContainerRef, ContainerSpec
@@ -92,8 +93,10 @@ class Located:
 
 
 class Cluster:
-    def __init__(self, registry: str) -> None:
-        self.registry = registry.rstrip("/")
+    def __init__(self, registry: str | Access, engine_tls: ssl.SSLContext | None = None) -> None:
+        self.access = registry if isinstance(registry, Access) else Access(registry)
+        self.registry = self.access.address.rstrip("/")
+        self.engine_tls = engine_tls  # the manager's client certificate for the engines' --tlsverify
         self.index = ClusterIndex()
         self.engines: dict[str, Engine] = {}
         self._facts: dict[str, dict[str, Any]] = {}
@@ -113,7 +116,7 @@ class Cluster:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT),
             connector=aiohttp.TCPConnector(limit=0),
         )
-        self._client = RegistryClient(self.registry, self._session)
+        self._client = self.access.client(self._session)
         await self._load_nodes()
         await self._load_health()
         await self._load_datasets()
@@ -162,7 +165,7 @@ class Cluster:
         for node, doc in info.items():
             if node not in self.engines and doc.get("engine"):
                 assert self._session is not None
-                self.engines[node] = Engine(node, doc["engine"], self._session)
+                self.engines[node] = Engine(node, doc["engine"], self._session, self.engine_tls)
         self.reindex()
         return new_index
 
@@ -296,7 +299,9 @@ class Cluster:
     async def _follow(self, e: Engine) -> None:
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
             async with e.session.get(
-                e.url_for("/events"), timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT)
+                e.url_for("/events"),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT),
+                ssl=e.ssl,
             ) as r:
                 async for line in r.content:
                     if not line.strip():

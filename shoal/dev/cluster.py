@@ -8,6 +8,7 @@ was made so far, so a failed `up` leaves nothing behind.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import requests
 
-from shoal.dev import engine, host, images, preflight, state
+from shoal.dev import engine, host, images, preflight, state, tls
 from shoal.dev.layout import REGISTRY_DNS_PORT, ClusterLayout, ClusterSpec, NodeLayout, plan_layout
-from shoal.dev.node import cluster_services, node_processes, start
+from shoal.dev.node import cluster_services, join_token_file, node_processes, start
 from shoal.errors import Conflict, HostNotReady, ShoalError
 
 Out = Callable[[str], None]
@@ -64,6 +65,8 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
         t_net = time.monotonic()
         with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
             list(pool.map(lambda n: _make_node_dirs(n, st.pool), layout.nodes))
+        if layout.secure:
+            tls.make_certs(layout)
         t_pools = time.monotonic()
 
         pids: dict[str, dict[str, int]] = {}
@@ -106,10 +109,14 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
                             pids[o[0]][o[1].name],
                             o[1].log,
                             f"{o[0] or 'cluster'} {o[1].name}",
+                            ca=o[1].ready_ca,
+                            cert=o[1].ready_cert,
                         ),
                         [o for o in tier if o[1].ready_url],
                     )
                 )
+            if layout.secure and any(svc.name == "manager" for _, svc in tier):
+                _make_join_token(layout)  # the agents (the next tier) join with it
         t_services = time.monotonic()
         st = replace(st, phase="up")
         state.write(layout.state_file, st)
@@ -175,15 +182,35 @@ def _make_node_dirs(node: NodeLayout, pool_kind: str) -> None:
         Path(d).mkdir(parents=True, exist_ok=True)
 
 
+def _make_join_token(layout: ClusterLayout) -> None:
+    """A join token from the manager (with the admin certificate), left where the agents read it."""
+    admin = tls.admin(layout)
+    r = requests.post(
+        f"{layout.manager_url}/shoal/v1/join-tokens",
+        params={"ttl": "3600"},
+        cert=(str(admin.cert), str(admin.key)),
+        verify=str(admin.ca),
+        timeout=10,
+    )
+    if r.status_code != 201:
+        raise ShoalError(f"the manager gave no join token: {r.status_code} {r.text.strip()}")
+    path = join_token_file(layout)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(r.json()["Token"])
+
+
 def _reach(layout: ClusterLayout) -> str:
     lines = [
         f"  {n.name:<8} {n.address:<15} DOCKER_HOST={n.engine_url}  (or unix://{n.engine_socket})"
         for n in layout.nodes
     ]
     lines.append(f"  registry {layout.registry_url} (Consul API), DNS {layout.gateway}:{REGISTRY_DNS_PORT}")
-    lines.append(
-        f"  manager  {layout.manager_url.replace('http://', 'tcp://')} (Docker API for the whole cluster)"
-    )
+    lines.append(f"  manager  {layout.docker_host} (Docker API for the whole cluster)")
+    if layout.secure:
+        lines.append(f"  tls      mutual TLS everywhere; DOCKER_CERT_PATH={tls.admin(layout).dir}")
+    else:
+        lines.append("  INSECURE: no TLS, no tokens; anyone who reaches these ports is root on every node")
     name = "" if layout.name == "shoal" else f" --name {layout.name}"
     return "\n".join([*lines, f'point the docker CLI at the cluster: eval "$(shoal dev env{name})"'])
 
@@ -360,7 +387,8 @@ def _node_status(node: NodeLayout, st: state.State) -> NodeStatus:
     )
     t = time.monotonic()
     try:
-        i = engine.info(node.engine_url)
+        layout = plan_layout(st.spec)
+        i = engine.info(node.engine_url, certs=tls.admin(layout).dir if layout.secure else None)
     except Exception as e:  # the engine's own error is the status
         return replace(base, error=str(e).splitlines()[0][:120])
     return replace(
@@ -383,19 +411,54 @@ def service_status(name: str, root: Path) -> list[tuple[str, int, bool, str]]:
         ok = _ours(pid, layout.root)
         if ok and svc.ready_url:
             try:
-                ok = requests.get(svc.ready_url, timeout=2).status_code == 200
+                ok = engine.get(svc.ready_url, svc.ready_ca, svc.ready_cert, timeout=2).status_code == 200
             except requests.RequestException:
                 ok = False
         out.append((svc.name, pid, ok, svc.ready_url.split("/v1/")[0]))
     return out
 
 
+def _ca_bundle_lines(layout: ClusterLayout) -> list[str]:
+    """requests (under docker-compose and docker-py) lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, where a host
+    sets them, replace the CA that DOCKER_CERT_PATH gives (requests issue 3829), and then refuses the
+    cluster's certificates. Where they are set, they are pointed at a bundle of what they named plus the
+    cluster's two CAs, so every other tool keeps its CAs and these also trust the cluster."""
+    out = []
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        current = os.environ.get(var, "")
+        if not current or current.startswith(str(tls.tls_root(layout))):
+            continue
+        bundle = tls.tls_root(layout) / f"{var.lower()}.pem"
+        try:
+            theirs = Path(current).read_bytes()
+        except OSError:
+            theirs = b""
+        bundle.write_bytes(
+            theirs + b"\n" + tls.control_ca(layout).read_bytes() + tls.node_ca(layout).read_bytes()
+        )
+        out.append(f"export {var}={bundle}")
+    return out
+
+
 def env_lines(name: str, root: Path) -> list[str]:
+    """What the docker CLI, docker-compose, docker-py, Consul's clients and shoal's CLI read, by their own
+    variable names, so each of them drives the cluster unchanged."""
     layout, _ = load(name, root)
-    lines = [
-        f"export DOCKER_HOST={layout.manager_url.replace('http://', 'tcp://')}",
-        f"export CONSUL_HTTP_ADDR={layout.registry_url.removeprefix('http://')}",
-    ]
+    lines = [f"export DOCKER_HOST={layout.docker_host}"]
+    if layout.secure:
+        lines += [
+            "export DOCKER_TLS_VERIFY=1",
+            f"export DOCKER_CERT_PATH={tls.admin(layout).dir}",
+            f"export CONSUL_HTTP_ADDR={layout.registry_url}",
+            f"export CONSUL_CACERT={tls.node_ca(layout)}",
+        ]
+        lines += _ca_bundle_lines(layout)
+    else:
+        lines += [
+            "unset DOCKER_TLS_VERIFY DOCKER_CERT_PATH",
+            f"export CONSUL_HTTP_ADDR={layout.registry_url}",
+        ]
+    lines.append(f"export SHOAL_DASHBOARD={layout.dashboard_url}")
     if name != "shoal":
         lines.append(f"export SHOAL_DEV_NAME={name}")
     lines += [f"export SHOAL_NODE_{n.name.upper()}={n.engine_url}" for n in layout.nodes]

@@ -51,7 +51,14 @@ def node_start(name: str, root: Path, node: str, out: Out = print) -> None:
         pids[svc.name] = start(svc, join_pid=pid)
         state.write(layout.state_file, replace(st, pids={**st.pids, node: pids}))
         if svc.ready_url:
-            engine.wait_http(svc.ready_url, pids[svc.name], svc.log, f"{node} {svc.name}")
+            engine.wait_http(
+                svc.ready_url,
+                pids[svc.name],
+                svc.log,
+                f"{node} {svc.name}",
+                ca=svc.ready_ca,
+                cert=svc.ready_cert,
+            )
     out(f"{node}: engine (pid {pid}) and agent started")
 
 
@@ -77,7 +84,6 @@ def manager_restart(name: str, root: Path, strategy: str | None = None, out: Out
     st = replace(st, spec=spec, pids={**st.pids, "": {**st.pids.get("", {}), "manager": pid}})
     state.write(layout.state_file, st)
     if svc.ready_url:
-        engine.wait_http(svc.ready_url, pid, svc.log, "cluster manager")
-    where = layout.manager_url.replace("http://", "tcp://")
-    out(f"manager restarted (pid {pid}, strategy {spec.strategy}) at {where}")
+        engine.wait_http(svc.ready_url, pid, svc.log, "cluster manager", ca=svc.ready_ca, cert=svc.ready_cert)
+    out(f"manager restarted (pid {pid}, strategy {spec.strategy}) at {layout.docker_host}")
     return layout

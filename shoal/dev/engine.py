@@ -15,8 +15,22 @@ from shoal.errors import ShoalError
 API_VERSION = "1.41"
 
 
-def client(url: str, timeout: float = 10.0) -> docker.APIClient:
-    return docker.APIClient(base_url=url, version=API_VERSION, timeout=timeout)
+def client(url: str, timeout: float = 10.0, certs: Path | None = None) -> docker.APIClient:
+    """docker-py for one engine; `certs` a directory in Docker's layout (ca.pem, cert.pem, key.pem)."""
+    tls = (
+        docker.tls.TLSConfig(
+            client_cert=(str(certs / "cert.pem"), str(certs / "key.pem")),
+            ca_cert=str(certs / "ca.pem"),
+            verify=True,
+        )
+        if certs is not None
+        else False
+    )
+    c = docker.APIClient(base_url=url, version=API_VERSION, timeout=timeout, tls=tls)
+    # requests lets REQUESTS_CA_BUNDLE (set on many hosts) override the CA docker-py configured (requests
+    # issue 3829): the cluster's CA must win
+    c.trust_env = False
+    return c
 
 
 def wait_ready(socket: Path, pid: int, log: Path, node: str, timeout: float = 60.0) -> float:
@@ -40,12 +54,27 @@ def wait_ready(socket: Path, pid: int, log: Path, node: str, timeout: float = 60
     raise ShoalError(f"{node}: dockerd did not answer on {socket} within {timeout:.0f}s (log: {log})")
 
 
-def wait_http(url: str, pid: int, log: Path, name: str, timeout: float = 30.0) -> None:
+def get(
+    url: str, ca: str = "", cert: tuple[str, str] | None = None, timeout: float = 1.0
+) -> requests.Response:
+    """One GET, checking the server against `ca` (and showing `cert`) on a secure cluster."""
+    return requests.get(url, timeout=timeout, verify=ca or True, cert=cert)
+
+
+def wait_http(
+    url: str,
+    pid: int,
+    log: Path,
+    name: str,
+    timeout: float = 30.0,
+    ca: str = "",
+    cert: tuple[str, str] | None = None,
+) -> None:
     """Polls `url` until it answers 200; fails at once if the process died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if requests.get(url, timeout=1).status_code == 200:
+            if get(url, ca, cert).status_code == 200:
                 return
         except requests.RequestException:
             pass
@@ -71,8 +100,8 @@ def load_images(socket: Path, archive: bytes, node: str) -> list[str]:
         c.close()
 
 
-def info(url: str, timeout: float = 3.0) -> dict:
-    c = client(url, timeout=timeout)
+def info(url: str, timeout: float = 3.0, certs: Path | None = None) -> dict:
+    c = client(url, timeout=timeout, certs=certs)
     try:
         return c.info()
     finally:

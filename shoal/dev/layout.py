@@ -16,10 +16,14 @@ from shoal.errors import BadRequest
 DEFAULT_NAME = "shoal"
 DEFAULT_SUBNET = "10.99.0.0/24"
 DEFAULT_ROOT = Path("/var/lib/shoal/dev")
-ENGINE_PORT = 2375
-REGISTRY_HTTP_PORT = 8500  # the Consul API, on the host bridge's address
+ENGINE_PORT = 2375  # plain, --insecure clusters only
+ENGINE_TLS_PORT = 2376  # dockerd's --tlsverify port
+REGISTRY_HTTP_PORT = 8500  # the Consul API, on the host bridge's address (--insecure)
+REGISTRY_HTTPS_PORT = 8501  # Consul's HTTPS port
 REGISTRY_DNS_PORT = 8600
-MANAGER_PORT = 2375  # the Docker API for the whole cluster, on the host bridge's address
+MANAGER_PORT = 2375  # the Docker API for the whole cluster: plain (--insecure), on loopback only
+MANAGER_TLS_PORT = 2376  # the same over mutual TLS, on the host bridge's address
+JOIN_PORT = 2377  # the manager's join listener (agents joining with a token) and the dashboard
 # Node i gets host address FIRST_NODE_HOST + i in the subnet; .1 is the host bridge.
 FIRST_NODE_HOST = 10
 IFNAMSIZ = 15  # Linux interface names are at most 15 bytes
@@ -41,6 +45,7 @@ class ClusterSpec:
     agent_labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
     agent_interval: float = 5.0
     strategy: str = "spread"
+    secure: bool = True  # mutual TLS and tokens everywhere; False is `shoal dev up --insecure`
 
     def labels_for(self, node: str) -> tuple[str, ...]:
         return next((lbls for n, lbls in self.labels if n == node), ())
@@ -61,10 +66,16 @@ class NodeLayout:
     dir: Path
     labels: tuple[str, ...] = ()
     agent_labels: tuple[str, ...] = ()
+    secure: bool = True
 
     @property
     def engine_url(self) -> str:
-        return f"tcp://{self.address}:{ENGINE_PORT}"
+        return f"tcp://{self.address}:{ENGINE_TLS_PORT if self.secure else ENGINE_PORT}"
+
+    @property
+    def agent_dir(self) -> Path:
+        """Where the node's agent keeps what joining gave it (its key never leaves it)."""
+        return self.dir / "agent"
 
     @property
     def engine_socket(self) -> Path:
@@ -124,6 +135,7 @@ class ClusterLayout:
     nodes: tuple[NodeLayout, ...] = field(default_factory=tuple)
     agent_interval: float = 5.0
     strategy: str = "spread"
+    secure: bool = True
 
     @property
     def state_file(self) -> Path:
@@ -136,10 +148,29 @@ class ClusterLayout:
 
     @property
     def manager_url(self) -> str:
-        return f"http://{self.gateway}:{MANAGER_PORT}"
+        """The Docker API for the whole cluster, as an HTTP(S) URL."""
+        if self.secure:
+            return f"https://{self.gateway}:{MANAGER_TLS_PORT}"
+        return f"http://127.0.0.1:{MANAGER_PORT}"
+
+    @property
+    def docker_host(self) -> str:
+        """The same, as DOCKER_HOST says it."""
+        return self.manager_url.replace("https://", "tcp://").replace("http://", "tcp://")
+
+    @property
+    def join_url(self) -> str:
+        return f"https://{self.gateway}:{JOIN_PORT}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """On the Docker API's own listener: behind its mutual TLS (the admin certificate gets in)."""
+        return f"{self.manager_url}/dashboard"
 
     @property
     def registry_url(self) -> str:
+        if self.secure:
+            return f"https://{self.gateway}:{REGISTRY_HTTPS_PORT}"
         return f"http://{self.gateway}:{REGISTRY_HTTP_PORT}"
 
     @property
@@ -236,6 +267,7 @@ def plan_layout(spec: ClusterSpec) -> ClusterLayout:
                 dir=root / name,
                 labels=spec.labels_for(name),
                 agent_labels=spec.agent_labels_for(name),
+                secure=spec.secure,
             )
         )
     return ClusterLayout(
@@ -248,4 +280,5 @@ def plan_layout(spec: ClusterSpec) -> ClusterLayout:
         nodes=tuple(nodes),
         agent_interval=spec.agent_interval,
         strategy=spec.strategy,
+        secure=spec.secure,
     )

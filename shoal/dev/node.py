@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal import keys
+from shoal.dev import tls
 from shoal.dev.layout import (
     ENGINE_PORT,
+    ENGINE_TLS_PORT,
+    JOIN_PORT,
     MANAGER_PORT,
+    MANAGER_TLS_PORT,
     REGISTRY_DNS_PORT,
     REGISTRY_HTTP_PORT,
+    REGISTRY_HTTPS_PORT,
     ClusterLayout,
     NodeLayout,
 )
@@ -45,18 +50,27 @@ class ProcessSpec:
     log: Path
     ready_url: str = ""  # answers 200 once the process is ready; `up` waits for it
     join: str = ""  # the name of a process of the same node whose namespaces (net, uts, mount) it enters
-    tier: int = 0  # start order: the registry (0), then the nodes' agents (1), then the manager (2)
+    tier: int = 0  # start order: the registry (0), the manager (1), the nodes' agents (2)
+    ready_ca: str = ""  # the CA the ready URL's certificate is signed by (secure clusters)
+    ready_cert: tuple[str, str] | None = None  # the client certificate it wants (the manager's Docker API)
 
 
 def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
+    if node.secure:  # dockerd's own --tlsverify: only certificates of the control CA get in
+        files = tls.engine(node)
+        listen = [
+            "-H", f"tcp://{node.address}:{ENGINE_TLS_PORT}", "--tlsverify",
+            "--tlscacert", str(files.ca), "--tlscert", str(files.cert), "--tlskey", str(files.key),
+        ]  # fmt: skip
+    else:
+        listen = ["-H", f"tcp://{node.address}:{ENGINE_PORT}", "--tls=false"]
     dockerd_args = [
         "dockerd",
         "--data-root", str(node.data_root),
         "--exec-root", str(node.exec_root),
         "--pidfile", str(node.pidfile),
         "-H", f"unix://{node.engine_socket}",
-        "-H", f"tcp://{node.address}:{ENGINE_PORT}",
-        "--tls=false",
+        *listen,
         "--cgroup-parent", node.cgroup_parent(cluster.name),
         "--shutdown-timeout", "2",
     ]  # fmt: skip
@@ -75,9 +89,16 @@ def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
 def node_services(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]:
     """The services a node runs beside its engine: the shoal agent, inside the engine's namespaces so
     its facts (hostname, address, plugin directory) are the node's."""
+    if cluster.secure:  # the agent joins with the cluster's token and keeps what it got in its state dir
+        reach = (
+            "--manager", cluster.join_url, "--join-token-file", str(join_token_file(cluster)),
+            "--state-dir", str(node.agent_dir),
+        )  # fmt: skip
+    else:
+        reach = ("--manager", cluster.registry_url)
     agent = (
         sys.executable, "-m", "shoal", "agent",
-        "--manager", cluster.registry_url, "--node", node.name,
+        *reach, "--node", node.name,
         "--engine", f"unix://{node.engine_socket}", "--advertise-engine", node.engine_url,
         "--facts-dir", str(node.facts_dir), "--interval", f"{cluster.agent_interval:g}",
         "--fact-timeout", f"{min(5.0, cluster.agent_interval):g}",
@@ -87,12 +108,61 @@ def node_services(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]
         *(arg for label in node.agent_labels for arg in ("--label", label)),
     )  # fmt: skip
     ready = f"{cluster.registry_url}/v1/kv/{keys.node_facts(node.name)}"
-    return [ProcessSpec("agent", agent, node.log_dir / "agent.log", ready_url=ready, join="engine", tier=1)]
+    ca = str(tls.node_ca(cluster)) if cluster.secure else ""
+    return [
+        ProcessSpec(
+            "agent", agent, node.log_dir / "agent.log", ready_url=ready, join="engine", tier=2, ready_ca=ca
+        )
+    ]
+
+
+def join_token_file(cluster: ClusterLayout) -> Path:
+    """Where `up` leaves the join token its agents present (only until they have joined)."""
+    return tls.tls_root(cluster) / "join-token"
 
 
 def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
     """Cluster-wide services, on the host bridge's address so every node reaches them: the registry
-    (the Consul API and DNS, SQLite in the cluster's directory); the shoal manager joins here."""
+    (the Consul API over HTTPS, and DNS; SQLite in the cluster's directory) and the manager (the Docker API
+    over mutual TLS, and the join listener agents get their node certificates from)."""
+    logs = cluster.root / "log"
+    if not cluster.secure:
+        return _plain_services(cluster, logs)
+    reg, mgr, join, ca = tls.registry(cluster), tls.manager(cluster), tls.join(cluster), tls.node_ca(cluster)
+    registry = (
+        sys.executable, "-m", "shoal", "registry",
+        "--store", f"sqlite://{cluster.root / 'registry.db'}",
+        "--http", "", "--https", f"{cluster.gateway}:{REGISTRY_HTTPS_PORT}",
+        "--tlscert", str(reg.cert), "--tlskey", str(reg.key),
+        "--dns", f"{cluster.gateway}:{REGISTRY_DNS_PORT}",
+        "--node", "manager", "--advertise", cluster.gateway,
+    )  # fmt: skip
+    manager = (
+        sys.executable, "-m", "shoal", "manager",
+        "--registry", cluster.registry_url, "--registry-cacert", str(ca),
+        "--listen", f"{cluster.gateway}:{MANAGER_TLS_PORT}",
+        "--tlsverify", "--tlscacert", str(mgr.ca), "--tlscert", str(mgr.cert), "--tlskey", str(mgr.key),
+        "--join-listen", f"{cluster.gateway}:{JOIN_PORT}",
+        "--join-cert", str(join.cert), "--join-key", str(join.key),
+        "--node-ca", str(ca), "--node-ca-key", str(tls.ca_key(ca)),
+        "--unix", str(cluster.root / "manager.sock"),
+        "--strategy", cluster.strategy,
+    )  # fmt: skip
+    admin = tls.admin(cluster)
+    return [
+        ProcessSpec(
+            "registry", registry, logs / "registry.log", ready_url=f"{cluster.registry_url}/v1/status/leader",
+            ready_ca=str(ca),
+        ),
+        ProcessSpec(
+            "manager", manager, logs / "manager.log", ready_url=f"{cluster.manager_url}/_ping", tier=1,
+            ready_ca=str(admin.ca), ready_cert=(str(admin.cert), str(admin.key)),
+        ),
+    ]  # fmt: skip
+
+
+def _plain_services(cluster: ClusterLayout, logs: Path) -> list[ProcessSpec]:
+    """`--insecure`: today's plain mode, for debugging (the manager's plain Docker API on loopback only)."""
     registry = (
         sys.executable, "-m", "shoal", "registry",
         "--store", f"sqlite://{cluster.root / 'registry.db'}",
@@ -103,17 +173,16 @@ def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
     manager = (
         sys.executable, "-m", "shoal", "manager",
         "--registry", cluster.registry_url,
-        "--listen", f"{cluster.gateway}:{MANAGER_PORT}",
+        "--listen", f"127.0.0.1:{MANAGER_PORT}", "--insecure-tcp",
         "--unix", str(cluster.root / "manager.sock"),
         "--strategy", cluster.strategy,
     )  # fmt: skip
-    logs = cluster.root / "log"
     return [
         ProcessSpec(
             "registry", registry, logs / "registry.log", ready_url=f"{cluster.registry_url}/v1/status/leader"
         ),
         ProcessSpec(
-            "manager", manager, logs / "manager.log", ready_url=f"{cluster.manager_url}/_ping", tier=2
+            "manager", manager, logs / "manager.log", ready_url=f"{cluster.manager_url}/_ping", tier=1
         ),
     ]
 

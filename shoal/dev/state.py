@@ -41,6 +41,7 @@ class State:
             agent_labels=tuple((n, tuple(lbls)) for n, lbls in s.get("agent_labels", ())),
             agent_interval=float(s.get("agent_interval", 5.0)),
             strategy=s.get("strategy", "spread"),
+            secure=bool(s.get("secure", True)),
         )
         return State(
             spec=spec,

@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.engine import Engine
 from shoal.cluster.state import Cluster
+
+if TYPE_CHECKING:
+    from shoal.manager.join import Joins
 from shoal.data.model import DEFAULT_PROFILE, DEFAULT_PROFILES, Profile
 from shoal.scheduler.model import ContainerSpec, Placement
 from shoal.scheduler.place import place
@@ -66,6 +69,7 @@ class Manager:
         self.networks = Networks(self)
         self.images = Images(self)
         self.system = System(self)
+        self.joins: Joins | None = None  # set when the manager serves its join listener
 
     def place(self, spec: ContainerSpec) -> Placement:
         """The scheduler's decision for `spec` over the cluster as the cache sees it now (pure, sync)."""

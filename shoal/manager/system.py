@@ -163,6 +163,7 @@ class System:
                     e.url_for("/events"),
                     params=dict(query),
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT),
+                    ssl=e.ssl,
                 ) as up:
                     async for line in up.content:
                         if not line.strip():

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 
-from shoal.errors import RegistryUnreachable, ShoalError
+from shoal.errors import PermissionDenied, RegistryUnreachable, ShoalError
 
 T = TypeVar("T")
 TIMEOUT = 10.0  # one call; a blocking query gets its wait on top
@@ -76,10 +78,21 @@ def base_url(address: str) -> str:
 
 
 class RegistryClient:
-    def __init__(self, base: str, session: aiohttp.ClientSession, *, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        base: str,
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float = TIMEOUT,
+        token: str = "",
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
         self.base = base_url(base)
         self.session = session
         self.timeout = timeout
+        # Consul's header for an ACL token; never logged, never in an error message
+        self._headers = {"X-Consul-Token": token} if token else {}
+        self._ssl = ssl
 
     # --- the one request path -------------------------------------------------------------------
 
@@ -99,12 +112,19 @@ class RegistryClient:
                 f"{self.base}{path}",
                 params=params,
                 data=data,
+                headers=self._headers,
+                ssl=self._ssl if self._ssl is not None else True,
                 timeout=aiohttp.ClientTimeout(total=self.timeout + (wait + BLOCK_MARGIN if wait else 0)),
             ) as r:
                 body = await r.read()
                 index = int(r.headers.get("X-Consul-Index", "0") or 0)
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise RegistryUnreachable(f"registry at {self.base} unreachable: {e or type(e).__name__}") from e
+        if r.status == 403:
+            raise PermissionDenied(
+                f"registry {method} {path.split('?')[0]}: permission denied "
+                f"({body.decode(errors='replace').strip()}); give a token that may (CONSUL_HTTP_TOKEN)"
+            )
         if r.status >= 400 and r.status != 404:
             raise ShoalError(f"registry {method} {path}: {r.status} {body.decode(errors='replace').strip()}")
         return r.status, index, body
@@ -246,7 +266,42 @@ class RegistryClient:
         return await self._json("GET", f"/v1/health/node/{node}") or []
 
 
-async def with_registry(address: str, call: Callable[[RegistryClient], Awaitable[T]]) -> T:
+@dataclass(frozen=True, slots=True)
+class Access:
+    """How to reach the registry: its address, the ACL token, and the CA its HTTPS certificate is signed by
+    (Consul's CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY)."""
+
+    address: str
+    token: str = ""
+    cacert: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+
+    @staticmethod
+    def from_env(address: str = "", token: str = "") -> Access:
+        env = os.environ
+        return Access(
+            address or env.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
+            token or env.get("CONSUL_HTTP_TOKEN", ""),
+            env.get("CONSUL_CACERT", ""),
+            env.get("CONSUL_CLIENT_CERT", ""),
+            env.get("CONSUL_CLIENT_KEY", ""),
+        )
+
+    def ssl_context(self) -> ssl_module.SSLContext | None:
+        if not self.cacert:
+            return None
+        ctx = ssl_module.create_default_context(cafile=self.cacert)
+        if self.client_cert and self.client_key:
+            ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
+
+    def client(self, session: aiohttp.ClientSession, **kw: Any) -> RegistryClient:
+        return RegistryClient(self.address, session, token=self.token, ssl=self.ssl_context(), **kw)
+
+
+async def with_registry(address: str | Access, call: Callable[[RegistryClient], Awaitable[T]]) -> T:
     """One call on a short-lived client (the CLI's road in)."""
+    access = address if isinstance(address, Access) else Access.from_env(address)
     async with aiohttp.ClientSession() as session:
-        return await call(RegistryClient(address, session))
+        return await call(access.client(session))

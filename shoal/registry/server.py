@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -29,7 +30,14 @@ class RegistryServer:
     dns: DNSServer
 
     @classmethod
-    async def start(cls, config: Config, store_url: str, http_host: str, dns_host: str) -> RegistryServer:
+    async def start(
+        cls,
+        config: Config,
+        store_url: str,
+        http_host: str,
+        dns_host: str,
+        https: tuple[str, int, ssl.SSLContext] | None = None,
+    ) -> RegistryServer:
         store = await open_store(store_url)
         registry = Registry(store, config)
         await registry.start()
@@ -38,7 +46,11 @@ class RegistryServer:
         await checks.start()
         runner = web.AppRunner(make_app(registry), access_log=None, handler_cancellation=True)
         await runner.setup()
-        await web.TCPSite(runner, http_host, config.http_port, backlog=4096).start()
+        if http_host:
+            await web.TCPSite(runner, http_host, config.http_port, backlog=4096).start()
+        if https is not None:
+            host, port, ctx = https
+            await web.TCPSite(runner, host, port, backlog=4096, ssl_context=ctx).start()
         dns = DNSServer(registry)
         if config.dns_port:
             await dns.start(dns_host, config.dns_port)
@@ -60,8 +72,15 @@ class RegistryServer:
         await self.store.close()
 
 
-async def serve_forever(config: Config, store_url: str, http_host: str, dns_host: str, ready=None) -> None:
-    server = await RegistryServer.start(config, store_url, http_host, dns_host)
+async def serve_forever(
+    config: Config,
+    store_url: str,
+    http_host: str,
+    dns_host: str,
+    ready=None,
+    https: tuple[str, int, ssl.SSLContext] | None = None,
+) -> None:
+    server = await RegistryServer.start(config, store_url, http_host, dns_host, https)
     if ready:
         ready()
     stop = stop_on_signals()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, env_of
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_step_4_the_snapshot_database_holds_the_items_as_of_the_snapshot(walkthr
         "added after the snapshot",
     ]
     assert _after(out, 'curl -s "$TODO_SNAP?format=text"').splitlines() == ["buy milk", "write the report"]
-    assert f"dashboard: http://{GATEWAY}:2375/dashboard" in out
+    assert f"dashboard: https://{GATEWAY}:2376/dashboard" in out
 
 
 def test_the_dashboard_shows_nodes_containers_datasets_and_decisions(walkthrough, tmp_path):
@@ -106,9 +106,24 @@ def test_the_dashboard_shows_nodes_containers_datasets_and_decisions(walkthrough
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        env = {**os.environ, **env_of(_shoal("dev", "env").stdout)}
+        certs = Path(env["DOCKER_CERT_PATH"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1600})
-            page.goto(f"http://{GATEWAY}:2375/dashboard")
+            # the dashboard is behind the Docker API's mutual TLS: the browser shows the admin certificate
+            # (the page's own certificate is the cluster CA's, which this fresh browser profile does not know)
+            context = browser.new_context(
+                viewport={"width": 1400, "height": 1600},
+                ignore_https_errors=True,
+                client_certificates=[
+                    {
+                        "origin": f"https://{GATEWAY}:2376",
+                        "certPath": str(certs / "cert.pem"),
+                        "keyPath": str(certs / "key.pem"),
+                    }
+                ],
+            )
+            page = context.new_page()
+            page.goto(env["SHOAL_DASHBOARD"])
             nodes = page.locator(".node")
             expect(nodes).to_have_count(3)
             for i in (1, 2, 3):
@@ -126,7 +141,6 @@ def test_the_dashboard_shows_nodes_containers_datasets_and_decisions(walkthrough
             expect(snap).to_contain_text("has no container MySQL")
             expect(page.locator("#checks")).to_contain_text("shoal agent publishing facts")
             # live: a container started now appears without a reload
-            env = {**os.environ, "DOCKER_HOST": f"tcp://{GATEWAY}:2375"}
             subprocess.run(
                 ["docker", "run", "-d", "--name", "late-arrival", "busybox", "sleep", "60"],
                 env=env,

@@ -22,8 +22,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _client(dev_cluster) -> consul.Consul:
-    h, p = dev_cluster.registry.split(":")
-    return consul.Consul(host=h, port=int(p))
+    return dev_cluster.consul()
 
 
 def _facts(dev_cluster, node: str) -> dict:
@@ -198,7 +197,7 @@ def test_a_stopped_agent_turns_its_node_critical_and_a_restarted_one_passing(dev
     while _health(dev_cluster, "node3") != "critical":
         assert time.monotonic() - killed < 3 * AGENT_INTERVAL + 1.0, "node not critical within its TTL"
         time.sleep(0.1)
-    nodes = shoal("nodes", "--registry", dev_cluster.registry).stdout
+    nodes = shoal("nodes", "--registry", dev_cluster.registry_url, env=dev_cluster.client_env()).stdout
     assert "critical" in next(line for line in nodes.splitlines() if "node3" in line)
     new = _start_agent(dev_cluster, "node3")  # reclaims its own session from its state file
     try:
@@ -206,7 +205,7 @@ def test_a_stopped_agent_turns_its_node_critical_and_a_restarted_one_passing(dev
         while _health(dev_cluster, "node3") != "passing":
             assert time.monotonic() - started < 10
             time.sleep(0.1)
-        nodes = shoal("nodes", "--registry", dev_cluster.registry).stdout
+        nodes = shoal("nodes", "--registry", dev_cluster.registry_url, env=dev_cluster.client_env()).stdout
         assert "passing" in next(line for line in nodes.splitlines() if "node3" in line)
         os.kill(new, signal.SIGTERM)  # a clean stop: critical at once
         host.wait_gone({new}, 10)
@@ -223,29 +222,23 @@ def test_a_stopped_agent_turns_its_node_critical_and_a_restarted_one_passing(dev
         time.sleep(0.1)
 
 
-def test_a_second_agent_claiming_the_same_node_is_refused(dev_cluster):
+def test_a_second_agent_claiming_the_same_node_is_refused(dev_cluster, tmp_path):
+    """With a valid join token of its own, a second agent still cannot take node1's name: the name was
+    joined with node1's key, and only node1's credentials (its state directory) carry it."""
+    token = shoal("token", "create", "-q", env=dev_cluster.client_env()).stdout.strip()
     argv = [
-        sys.executable,
-        "-m",
-        "shoal",
-        "agent",
-        "--manager",
-        dev_cluster.registry,
-        "--node",
-        "node1",
-        "--engine",
-        dev_cluster.nodes["node1"],
-        "--interval",
-        "1",
-        "--facts-dir",
-        "/nonexistent",
-    ]
+        sys.executable, "-m", "shoal", "agent",
+        "--join", token, "--manager", f"https://{dev_cluster.gateway}:2377",
+        "--state-dir", str(tmp_path / "st"),
+        "--node", "node1", "--engine", f"unix://{dev_cluster.node_dir('node1') / 'docker.sock'}",
+        "--interval", "1", "--facts-dir", "/nonexistent",
+    ]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    where = dev_cluster.address("node1")
-    assert last.startswith(f"shoal: node name 'node1' is already claimed by the agent on node1 ({where}, pid")
-    assert "stop that agent first, or start this one with another --node" in last
+    assert last.startswith("shoal: node name 'node1' has joined already (with another key)"), proc.stderr
+    assert "only with that node's credentials" in last
+    assert not (tmp_path / "st" / "cert.pem").exists()  # nothing was granted
     assert _health(dev_cluster, "node1") == "passing"
 
 
@@ -264,7 +257,7 @@ def test_an_agent_retries_while_the_manager_is_away_and_publishes_when_it_is_bac
         "--node",
         "lonely",
         "--engine",
-        dev_cluster.nodes["node2"],
+        f"unix://{dev_cluster.node_dir('node2') / 'docker.sock'}",
         "--interval",
         "0.5",
         "--facts-dir",
@@ -273,9 +266,11 @@ def test_an_agent_retries_while_the_manager_is_away_and_publishes_when_it_is_bac
     agent = subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     reg = None
     try:
-        time.sleep(2.0)
-        assert agent.poll() is None, log.read_text()
-        assert 'event="registry unreachable; retrying"' in log.read_text() and "retry_in=" in log.read_text()
+        deadline = time.monotonic() + 20
+        while 'event="registry unreachable; retrying"' not in log.read_text():
+            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert "retry_in=" in log.read_text()
         reg = start_registry(f"sqlite://{tmp_path}/r.db", http_port=port)
         c = consul.Consul(host="127.0.0.1", port=port)
         deadline = time.monotonic() + 15
@@ -291,13 +286,14 @@ def test_an_agent_retries_while_the_manager_is_away_and_publishes_when_it_is_bac
 
 
 def test_shoal_facts_prints_a_nodes_facts_and_all_nodes_side_by_side(dev_cluster):
-    one = shoal("facts", "node2", "--registry", dev_cluster.registry).stdout
+    env = dev_cluster.client_env()
+    one = shoal("facts", "node2", "--registry", dev_cluster.registry_url, env=env).stdout
     rows = [[cell.strip() for cell in line.split("│")[1:3]] for line in one.splitlines() if "│" in line]
     assert ["hostname", "node2"] in rows and ["ipaddress", dev_cluster.address("node2")] in rows
-    both = shoal("facts", "--registry", dev_cluster.registry).stdout
+    both = shoal("facts", "--registry", dev_cluster.registry_url, env=env).stdout
     row = next(line for line in both.splitlines() if " ipaddress " in line)
     assert all(dev_cluster.address(n) in row for n in ("node1", "node2", "node3"))
-    missing = shoal("facts", "ghost", "--registry", dev_cluster.registry, check=False)
+    missing = shoal("facts", "ghost", "--registry", dev_cluster.registry_url, check=False, env=env)
     assert missing.returncode == 1 and "no facts for node 'ghost'" in missing.stderr
 
 
@@ -308,18 +304,20 @@ def test_facter_flag_merges_facters_own_facts(dev_cluster, tmp_path):
         "shoal",
         "agent",
         "--manager",
-        dev_cluster.registry,
+        dev_cluster.registry_url,  # no join: straight to the registry, as CONSUL_* configure it
         "--node",
         "withfacter",
         "--engine",
-        dev_cluster.nodes["node1"],
+        f"unix://{dev_cluster.node_dir('node1') / 'docker.sock'}",
         "--interval",
         "1",
         "--facts-dir",
         str(tmp_path),
         "--facter",
     ]
-    agent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agent = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dev_cluster.client_env()
+    )
     try:
         doc, _ = _wait_facts_when_present(dev_cluster, "withfacter", 20)
         f = doc["facts"]

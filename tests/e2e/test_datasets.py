@@ -34,8 +34,7 @@ def _name(prefix: str) -> str:
 
 
 def _consul(dev_cluster, registry: str | None = None) -> consul.Consul:
-    h, p = (registry or dev_cluster.registry).split(":")
-    return consul.Consul(host=h, port=int(p))
+    return dev_cluster.consul(registry)
 
 
 def _records(dev_cluster, registry: str | None = None, valid_only: bool = False) -> dict[str, dict]:
@@ -324,10 +323,11 @@ def _shoal(dev_cluster, *args: str) -> subprocess.CompletedProcess[str]:
     import sys
 
     return subprocess.run(
-        [sys.executable, "-m", "shoal", "volume", *args, "--registry", dev_cluster.registry],
+        [sys.executable, "-m", "shoal", "volume", *args, "--registry", dev_cluster.registry_url],
         capture_output=True,
         text=True,
         timeout=60,
+        env=dev_cluster.client_env(),
     )
 
 
@@ -445,7 +445,7 @@ def _ids_of(kept_list: list[Kept]) -> set[str]:
 def _manager_knows(dev_cluster, ids: set[str]) -> bool:
     """The manager's cache (what it places by) lists every one of `ids` again."""
     try:
-        doc = requests.get(f"http://{dev_cluster.gateway}:2375/shoal/v1/overview", timeout=5).json()
+        doc = dev_cluster.http("GET", "/shoal/v1/overview", timeout=5).json()
     except (requests.RequestException, ValueError):
         return False
     return ids <= {d["id"] for d in doc.get("datasets", [])}
@@ -505,7 +505,15 @@ def test_a_wiped_registry_is_rebuilt_from_the_nodes(dev_cluster, kept):
     marks = _marks(dev_cluster)
     for prefix in ("shoal/datasets/", "shoal/dataset-names/"):
         subprocess.run(
-            ["curl", "-sf", "-X", "DELETE", f"http://{dev_cluster.registry}/v1/kv/{prefix}?recurse"],
+            [
+                "curl",
+                "-sf",
+                "--cacert",
+                dev_cluster.env["CONSUL_CACERT"],
+                "-X",
+                "DELETE",
+                f"{dev_cluster.registry_url}/v1/kv/{prefix}?recurse",
+            ],
             check=True,
         )
     recs = _recovered(dev_cluster, _ids_of(seeded))
@@ -545,7 +553,7 @@ def _restart_registry(dev_cluster, wipe: bool, kill: bool = False) -> None:
     [svc] = [s for s in cluster_services(layout) if s.name == "registry"]
     pid = start(svc)
     state.write(layout.state_file, replace(st, pids={**st.pids, "": {**st.pids[""], "registry": pid}}))
-    engine.wait_http(svc.ready_url, pid, svc.log, "registry")
+    engine.wait_http(svc.ready_url, pid, svc.log, "registry", ca=svc.ready_ca, cert=svc.ready_cert)
 
 
 def test_kill_9_of_the_registry_under_dataset_creates_loses_no_acknowledged_one(dev_cluster, kept):
@@ -653,17 +661,11 @@ def _restart_agent(dev_cluster, node: str, registry: str | None = None) -> None:
     host.terminate(agents, grace=15.0)
     layout = dev_cluster.layout()
     [spec] = node_services(layout, layout.node(node))
-    if registry is not None:
-        argv = list(spec.argv)
-        argv[argv.index("--manager") + 1] = f"http://{registry}"
-        spec = replace(spec, argv=tuple(argv))
+    if registry is not None:  # the agent publishes there instead of where joining told it to
+        spec = replace(spec, argv=(*spec.argv, "--registry", f"http://{registry}"))
     start(spec, join_pid=dev_cluster.pid(node, "engine"))
-    where = registry or dev_cluster.registry
-    _wait(
-        lambda: _try_get(f"http://{where}/v1/kv/shoal/nodes/{node}/facts"),
-        60,
-        f"{node}'s agent never came up",
-    )
+    c = _consul(dev_cluster, registry)
+    _wait(lambda: _try(lambda: c.kv.get(f"shoal/nodes/{node}/facts")[1]), 60, f"{node}'s agent never came up")
 
 
 def test_an_agent_pointed_at_an_empty_registry_keeps_its_data_and_a_name_claimed_twice_is_a_conflict(

@@ -100,7 +100,11 @@ def test_status_shows_every_node_healthy(dev_cluster):
 
 def test_env_points_docker_at_the_cluster(dev_cluster):
     out = shoal("dev", "env", "--name", dev_cluster.name, "--root", str(dev_cluster.root)).stdout
-    assert f"export DOCKER_HOST=tcp://{dev_cluster.gateway}:2375" in out  # the manager
+    assert f"export DOCKER_HOST=tcp://{dev_cluster.gateway}:2376" in out  # the manager, over mutual TLS
+    assert (
+        "export DOCKER_TLS_VERIFY=1" in out
+        and f"export CONSUL_HTTP_ADDR=https://{dev_cluster.gateway}:8501" in out
+    )
     assert f"export SHOAL_NODE_NODE3={dev_cluster.nodes['node3']}" in out
     fmt = '--format "{{.Server.Version}}"'
     script = f"{out}\ndocker version {fmt}\ndocker -H $SHOAL_NODE_NODE2 version {fmt}"
@@ -134,19 +138,15 @@ def test_up_with_another_shape_is_refused_and_changes_nothing(dev_cluster):
 
 
 def test_the_cluster_registry_answers_the_host_and_containers_on_every_node(dev_cluster):
-    import consul
-
-    gateway = dev_cluster.address("node1").rsplit(".", 1)[0] + ".1"
-    c = consul.Consul(host=gateway, port=8500)
+    gateway = dev_cluster.gateway
+    c = dev_cluster.consul()  # HTTPS, checked against the node CA, as CONSUL_CACERT says
     c.kv.put("e2e/greeting", "hello-cluster")
-    for node in dev_cluster.nodes:
-        out = dev_cluster.docker(
-            node, "run", "--rm", "busybox", "wget", "-qO-", f"http://{gateway}:8500/v1/kv/e2e/greeting?raw"
-        ).stdout
-        assert out == "hello-cluster"
+    assert c.kv.get("e2e/greeting")[1]["Value"] == b"hello-cluster"
+    for node in dev_cluster.nodes:  # every node reaches the registry's HTTPS port (busybox has no TLS client)
+        dev_cluster.docker(node, "run", "--rm", "busybox", "sh", "-c", f"nc -w 5 {gateway} 8501 </dev/null")
     dig = subprocess.run(
         ["dig", f"@{gateway}", "-p", "8600", "manager.node.shoal", "+short"], capture_output=True, text=True
     ).stdout
     assert dig.strip() == gateway
     status = shoal("dev", "status", "--name", dev_cluster.name, "--root", str(dev_cluster.root)).stdout
-    assert f"registry: healthy http://{gateway}:8500" in status
+    assert f"registry: healthy https://{gateway}:8501" in status

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from shoal.dev import host
-from tests.conftest import ROOT, SHOAL, shoal
+from tests.conftest import ROOT, SHOAL, env_of, shoal
 from tests.e2e.leftovers import leftovers
 
 pytestmark = pytest.mark.e2e
@@ -39,11 +39,16 @@ def scratch():
 def test_down_removes_everything_up_made(scratch):
     name, subnet = scratch("lc", "10.99.2.0/24")
     shoal("dev", "up", "--nodes", "2", "--subnet", subnet, *_args(name))
-    engine = ["docker", "-H", "tcp://10.99.2.11:2375"]
+    env = {
+        **os.environ,
+        **env_of(shoal("dev", "env", *_args(name)).stdout),
+        "DOCKER_HOST": "tcp://10.99.2.11:2376",
+    }
     subprocess.run(
-        [*engine, "run", "-d", "-p", "8081:80", "busybox", "httpd", "-f", "-p", "80"],
+        ["docker", "run", "-d", "-p", "8081:80", "busybox", "httpd", "-f", "-p", "80"],
         check=True,
         capture_output=True,
+        env=env,
     )
     assert leftovers(name, ROOT)  # sanity: the checker sees a live cluster
     out = shoal("dev", "down", *_args(name))
@@ -111,10 +116,12 @@ def test_ctrl_c_during_up_leaves_nothing_behind(scratch):
 def test_node_stop_kill_start_and_manager_restart(scratch):
     name, subnet = scratch("ctl", "10.99.8.0/24")
     shoal("dev", "up", "--nodes", "2", "--subnet", subnet, "--agent-interval", "1", *_args(name))
-    manager = ["docker", "-H", "tcp://10.99.8.1:2375"]
+    env = {**os.environ, **env_of(shoal("dev", "env", *_args(name)).stdout)}  # the manager, over mutual TLS
 
     def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*manager, *args], capture_output=True, text=True, check=check, timeout=60)
+        return subprocess.run(
+            ["docker", *args], capture_output=True, text=True, check=check, timeout=60, env=env
+        )
 
     def node2_status() -> str:
         info = docker("info").stdout
@@ -153,5 +160,4 @@ def test_node_stop_kill_start_and_manager_restart(scratch):
     assert again.returncode != 0 and "running already" in again.stderr
     out = shoal("dev", "manager", "restart", "--strategy", "binpack", *_args(name)).stdout
     assert "strategy binpack" in out and "Strategy: binpack" in docker("info").stdout
-    env = shoal("dev", "env", *_args(name)).stdout
-    assert "export DOCKER_HOST=tcp://10.99.8.1:2375" in env
+    assert "export DOCKER_HOST=tcp://10.99.8.1:2376" in shoal("dev", "env", *_args(name)).stdout

@@ -64,11 +64,12 @@ def test_constraints_on_a_fact_a_label_and_the_node_name(dev_cluster, cleanup):
 def test_the_seeds_constraints_and_the_numeric_form(dev_cluster, cleanup):
     facts = json.loads(
         subprocess.run(
-            ["curl", "-s", f"http://{dev_cluster.registry}/v1/kv/shoal/nodes/node1/facts?raw"],
+            ["curl", "-s", "--cacert", dev_cluster.env["CONSUL_CACERT"],
+             f"{dev_cluster.registry_url}/v1/kv/shoal/nodes/node1/facts?raw"],
             capture_output=True,
             text=True,
         ).stdout
-    )["facts"]
+    )["facts"]  # fmt: skip
     seed, numeric = _name("seed"), _name("numeric")
     cleanup += [seed, numeric]
     dev_cluster.cli(
@@ -158,11 +159,12 @@ def test_run_it_and_exec_it_give_a_shell(dev_cluster):
     name = _name("tty")
     run, ex = f"run-{name}", f"exec-{name}"
     try:
-        _tmux(run, f"docker -H {dev_cluster.manager} run -it --rm --name {name} busybox sh")
+        docker = " ".join(dev_cluster.docker_argv())
+        _tmux(run, f"{docker} run -it --rm --name {name} busybox sh")
         _screen(run, "/ #")
         subprocess.run(["tmux", "send-keys", "-t", run, "echo run-$((6*7))", "Enter"], check=True)
         assert "run-42" in _screen(run, "run-42")
-        _tmux(ex, f"docker -H {dev_cluster.manager} exec -it {name} sh")
+        _tmux(ex, f"{docker} exec -it {name} sh")
         _screen(ex, "/ #")
         subprocess.run(
             ["tmux", "send-keys", "-t", ex, "echo exec-$((2*21)) $(hostname)", "Enter"], check=True
@@ -196,7 +198,7 @@ def test_ps_inspect_logs_exec_stop_rm(dev_cluster, cleanup):
     node = _node_of(dev_cluster, name)
     assert f"{node}/{name}" in dev_cluster.cli("ps", "--format", "{{.Names}}").stdout.split()
     follow = subprocess.Popen(
-        ["docker", "-H", dev_cluster.manager, "logs", "-f", name], stdout=subprocess.PIPE, text=True
+        [*dev_cluster.docker_argv(), "logs", "-f", name], stdout=subprocess.PIPE, text=True
     )
     try:
         lines = [follow.stdout.readline().strip() for _ in range(4)]  # new lines keep arriving
@@ -219,13 +221,11 @@ def test_info_shows_the_nodes_and_events_say_their_node(dev_cluster):
     info = dev_cluster.cli("info").stdout
     assert "Nodes: 3" in info and "Pending" not in info, info
     for node in ("node1", "node2", "node3"):
-        assert f" {node}: {dev_cluster.address(node)}:2375" in info
+        assert f" {node}: {dev_cluster.nodes[node].removeprefix('tcp://')}" in info
     assert info.count("└ Status: Healthy") == 3
     events = subprocess.Popen(
         [
-            "docker",
-            "-H",
-            dev_cluster.manager,
+            *dev_cluster.docker_argv(),
             "events",
             "--format",
             "{{json .}}",
@@ -264,18 +264,7 @@ def test_spread_lands_nine_containers_three_per_node(dev_cluster, cleanup):
 
 def test_binpack_fills_one_node_first_by_reservations(dev_cluster, cleanup):
     port = "2399"
-    argv = [
-        sys.executable,
-        "-m",
-        "shoal",
-        "manager",
-        "--registry",
-        dev_cluster.registry,
-        "--listen",
-        f"{dev_cluster.gateway}:{port}",
-        "--strategy",
-        "binpack",
-    ]
+    argv = dev_cluster.manager_argv(f"{dev_cluster.gateway}:{port}", "--strategy", "binpack")
     mgr = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     host = f"tcp://{dev_cluster.gateway}:{port}"
     try:
@@ -406,15 +395,15 @@ def test_each_dev_node_reports_its_own_load_and_a_busy_node_is_passed_over(dev_c
     def overload(node: str) -> int:
         out = subprocess.run(
             [sys.executable, "-m", "shoal", "facts", node, "--get", "system_overload_1min",
-             "--registry", dev_cluster.registry],
-            capture_output=True, text=True, check=True,
+             "--registry", dev_cluster.registry_url],
+            capture_output=True, text=True, check=True, env=dev_cluster.client_env(),
         )  # fmt: skip
         return int(out.stdout)
 
     source = subprocess.run(
         [sys.executable, "-m", "shoal", "facts", "node2", "--get", "shoal_load_source",
-         "--registry", dev_cluster.registry],
-        capture_output=True, text=True, check=True,
+         "--registry", dev_cluster.registry_url],
+        capture_output=True, text=True, check=True, env=dev_cluster.client_env(),
     ).stdout.strip()  # fmt: skip
     assert source == f"cgroup:/shoal-{dev_cluster.name}/node2"
     dev_cluster.cli(

@@ -45,7 +45,10 @@ def _where(dev_cluster, project: str) -> dict[str, str]:
 
 def test_compose_up_ps_logs_scale_down_through_the_manager(dev_cluster, tmp_path):
     (tmp_path / "docker-compose.yml").write_text(COMPOSE)
-    env = {**os.environ, "DOCKER_HOST": dev_cluster.manager, "COMPOSE_PROJECT_NAME": "shop"}
+    env = {
+        **dev_cluster.client_env(),
+        "COMPOSE_PROJECT_NAME": "shop",
+    }  # as `eval "$(shoal dev env)"` leaves it
 
     def compose(*args: str) -> subprocess.CompletedProcess[str]:
         p = subprocess.run(
@@ -85,7 +88,7 @@ def test_compose_up_ps_logs_scale_down_through_the_manager(dev_cluster, tmp_path
 
 
 def test_docker_py_run_list_logs_get_remove(dev_cluster):
-    client = docker.DockerClient(base_url=dev_cluster.manager, version="auto")
+    client = dev_cluster.docker_py()  # docker.from_env(): DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
     name = "py-" + os.urandom(3).hex()
     try:
         ct = client.containers.run(

@@ -60,30 +60,37 @@ def _dumps(body: Any) -> bytes:
     return json.dumps(body, allow_nan=True).encode()
 
 
+HTTP = requests.Session()  # the operator's client: the admin certificate on a secure cluster
+
+
 def _snapshot(dev_cluster) -> dict[str, Any]:
     """What the engines hold (asked directly) and the dataset records: what a bad request must not touch."""
     out: dict[str, Any] = {}
+    scheme = "https" if dev_cluster.secure else "http"
     for node, url in dev_cluster.nodes.items():
-        base = url.replace("tcp://", "http://")
+        base = url.replace("tcp://", f"{scheme}://")
+
+        def get(path: str, base: str = base) -> Any:
+            return HTTP.get(f"{base}{path}", timeout=10).json()
+
         out[node] = {
-            "images": sorted(i["Id"] for i in requests.get(f"{base}/images/json", timeout=10).json()),
-            "containers": sorted(
-                c["Id"] for c in requests.get(f"{base}/containers/json?all=1", timeout=10).json()
-            ),
-            "volumes": sorted(
-                v["Name"] for v in requests.get(f"{base}/volumes", timeout=10).json()["Volumes"] or []
-            ),
-            "networks": sorted(n["Id"] for n in requests.get(f"{base}/networks", timeout=10).json()),
+            "images": sorted(i["Id"] for i in get("/images/json")),
+            "containers": sorted(c["Id"] for c in get("/containers/json?all=1")),
+            "volumes": sorted(v["Name"] for v in get("/volumes")["Volumes"] or []),
+            "networks": sorted(n["Id"] for n in get("/networks")),
         }
-    kv = requests.get(f"http://{dev_cluster.registry}/v1/kv/shoal/datasets/?keys", timeout=10)
-    out["datasets"] = kv.json() if kv.status_code == 200 else []
+    _, keys = dev_cluster.consul().kv.get("shoal/datasets/", keys=True)
+    out["datasets"] = keys or []
     return out
 
 
 @pytest.fixture(scope="module")
 def manager(dev_cluster):
+    if dev_cluster.secure:
+        HTTP.cert = (str(dev_cluster.certs / "cert.pem"), str(dev_cluster.certs / "key.pem"))
+        HTTP.verify = str(dev_cluster.certs / "ca.pem")
     before = _snapshot(dev_cluster)
-    yield f"http://{dev_cluster.gateway}:2375"
+    yield dev_cluster.manager.replace("tcp://", "https://" if dev_cluster.secure else "http://")
     if report := os.environ.get("SHOAL_FUZZ_REPORT"):
         with open(report, "w") as f:
             json.dump(TRIED, f)
@@ -150,7 +157,7 @@ def bad_create(draw) -> dict[str, Any]:
 @SETTINGS
 @given(body=bad_create())
 def test_malformed_creates_are_refused_and_make_nothing(manager, body):
-    r = requests.post(f"{manager}/v1.41/containers/create", data=_dumps(body), timeout=30)
+    r = HTTP.post(f"{manager}/v1.41/containers/create", data=_dumps(body), timeout=30)
     _check("containers/create", r)
     assert r.status_code >= 400, body
 
@@ -160,23 +167,19 @@ def test_malformed_creates_are_refused_and_make_nothing(manager, body):
 def test_any_json_at_create_is_answered_without_a_server_error(manager, body, name):
     if isinstance(body, dict) and body.get("Image") in ("busybox", "redis", "todolist"):
         body["Image"] = 5  # never a valid create: this test is about bad ones
-    r = requests.post(
-        f"{manager}/v1.41/containers/create", params={"name": name}, data=_dumps(body), timeout=30
-    )
+    r = HTTP.post(f"{manager}/v1.41/containers/create", params={"name": name}, data=_dumps(body), timeout=30)
     _check("containers/create", r)
 
 
 def test_deep_nesting_and_huge_bodies_are_refused(manager):
     deep = b"[" * 200_000 + b"]" * 200_000
-    _check("containers/create", r := requests.post(f"{manager}/containers/create", data=deep, timeout=30))
+    _check("containers/create", r := HTTP.post(f"{manager}/containers/create", data=deep, timeout=30))
     assert r.status_code in (400, 413)
     huge = _dumps({"Image": "busybox", "Labels": {"x": "y" * (2 << 20)}})
-    _check("containers/create", r := requests.post(f"{manager}/containers/create", data=huge, timeout=30))
+    _check("containers/create", r := HTTP.post(f"{manager}/containers/create", data=huge, timeout=30))
     assert r.status_code == 413
     for literal in (b'{"Image": NaN}', b'{"Image": "busybox", "HostConfig": {"Memory": Infinity}}'):
-        _check(
-            "containers/create", r := requests.post(f"{manager}/containers/create", data=literal, timeout=30)
-        )
+        _check("containers/create", r := HTTP.post(f"{manager}/containers/create", data=literal, timeout=30))
         assert r.status_code == 400 and "not valid JSON" in r.json()["message"]
 
 
@@ -213,7 +216,7 @@ def test_path_parameters_never_reach_another_endpoint(manager, seg, action, meth
     """Writes with path parameters that name nothing: refused, never relayed to another endpoint."""
     for path in PATHS:
         url = f"{manager}/v1.41{path.format(seg=seg, action=action)}"
-        r = requests.request(method, url, data=b"{}", timeout=30, allow_redirects=False)
+        r = HTTP.request(method, url, data=b"{}", timeout=30, allow_redirects=False)
         _check("paths", r)
         assert 400 <= r.status_code < 500, (url, r.status_code)
 
@@ -227,7 +230,7 @@ def test_path_parameters_never_reach_another_endpoint(manager, seg, action, meth
 def test_reads_with_any_path_parameter(manager, seg, action, method):
     for path in PATHS:
         url = f"{manager}/v1.41{path.format(seg=seg, action=action)}"
-        r = requests.request(method, url, timeout=30, allow_redirects=False)
+        r = HTTP.request(method, url, timeout=30, allow_redirects=False)
         _check("paths", r, body=method != "HEAD")
         assert r.status_code != 301, url
 
@@ -241,7 +244,7 @@ def test_malformed_volume_and_network_creates(manager, body):
             # a create that happens to be valid would make an object (an unnamed volume is valid, and
             # makes one): keep every one malformed, a driver of the wrong type or one not served here
             sent = {**body, "Driver": 5 if what == "volumes" else "overlay"}
-        r = requests.post(f"{manager}/v1.41/{what}/create", data=_dumps(sent), timeout=30)
+        r = HTTP.post(f"{manager}/v1.41/{what}/create", data=_dumps(sent), timeout=30)
         _check(f"{what}/create", r)
 
 
@@ -254,7 +257,7 @@ def test_malformed_volume_and_network_creates(manager, body):
     )
 )
 def test_malformed_query_strings(manager, params):
-    _check("queries", requests.get(f"{manager}/v1.41/containers/json", params=params, timeout=30))
-    _check("queries", requests.get(f"{manager}/v1.41/images/json", params=params, timeout=30))
-    _check("queries", requests.get(f"{manager}/v1.41/volumes", params=params, timeout=30))
-    _check("queries", requests.get(f"{manager}/v1.41/networks", params=params, timeout=30))
+    _check("queries", HTTP.get(f"{manager}/v1.41/containers/json", params=params, timeout=30))
+    _check("queries", HTTP.get(f"{manager}/v1.41/images/json", params=params, timeout=30))
+    _check("queries", HTTP.get(f"{manager}/v1.41/volumes", params=params, timeout=30))
+    _check("queries", HTTP.get(f"{manager}/v1.41/networks", params=params, timeout=30))

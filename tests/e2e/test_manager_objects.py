@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 
-import consul
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -139,6 +138,7 @@ def test_shoal_why_prints_each_filter_and_the_reasons(dev_cluster):
             [sys.executable, "-m", "shoal", "why", ct, "-H", dev_cluster.manager],
             capture_output=True,
             text=True,
+            env=dev_cluster.client_env(),
         )
         node = dev_cluster.cli("inspect", "-f", "{{.Node.Name}}", ct).stdout.strip()
         assert out.returncode == 0, out.stderr
@@ -151,6 +151,7 @@ def test_shoal_why_prints_each_filter_and_the_reasons(dev_cluster):
             [sys.executable, "-m", "shoal", "why", "nosuchcontainer", "-H", dev_cluster.manager],
             capture_output=True,
             text=True,
+            env=dev_cluster.client_env(),
         )
         assert unknown.returncode == 1 and "No such container: nosuchcontainer" in unknown.stderr
     finally:
@@ -158,8 +159,7 @@ def test_shoal_why_prints_each_filter_and_the_reasons(dev_cluster):
 
 
 def test_a_node_whose_records_are_deleted_leaves_the_managers_view(dev_cluster):
-    h, p = dev_cluster.registry.split(":")
-    c = consul.Consul(host=h, port=int(p))
+    c = dev_cluster.consul()
     facts = json.loads(c.kv.get("shoal/nodes/node2/facts")[1]["Value"])
     info = json.loads(c.kv.get("shoal/nodes/node2/info")[1]["Value"])
     info["node"] = facts["node"] = "ghost"
@@ -209,7 +209,7 @@ def test_save_history_attach_and_prune_through_the_manager(dev_cluster, tmp_path
             "sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
         )  # fmt: skip
         attach = subprocess.Popen(
-            ["docker", "-H", dev_cluster.manager, "attach", "--no-stdin", ct],
+            [*dev_cluster.docker_argv(), "attach", "--no-stdin", ct],
             stdout=subprocess.PIPE,
             text=True,
         )

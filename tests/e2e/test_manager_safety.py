@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-import requests
 
 pytestmark = pytest.mark.e2e
 RESPONSIVE = 2.0  # seconds: "answers", as opposed to the 5-15 s of waiting on a hung engine
@@ -115,7 +114,7 @@ def test_a_hung_node_stalls_nothing_on_the_others(dev_cluster, hang):
                 "node3" in info and "Status: Unhealthy" in info.split("node3", 1)[1].split("└ Containers")[0]
             )
             t0 = time.monotonic()
-            overview = requests.get(f"http://{dev_cluster.gateway}:2375/shoal/v1/overview", timeout=10)
+            overview = dev_cluster.http("GET", "/shoal/v1/overview", timeout=10)
             assert overview.status_code == 200 and time.monotonic() - t0 < RESPONSIVE
             # and new placements pass node3 over, saying why
             placed = dev_cluster.cli("run", "-d", "busybox", "sleep", "60").stdout.strip()

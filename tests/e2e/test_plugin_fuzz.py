@@ -14,7 +14,6 @@ import socket
 from typing import Any
 
 import pytest
-import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,12 +55,11 @@ def _call(sock: str, endpoint: str, body: bytes) -> tuple[int, bytes]:
 
 
 def _state(dev_cluster) -> dict[str, Any]:
-    kv = requests.get(f"http://{dev_cluster.registry}/v1/kv/shoal/datasets/?keys", timeout=10)
-    names = requests.get(f"http://{dev_cluster.registry}/v1/kv/shoal/dataset-names/?keys", timeout=10)
+    c = dev_cluster.consul()
     pools = {n: sorted(os.listdir(dev_cluster.node_dir(n) / "pool" / "datasets")) for n in dev_cluster.nodes}
     return {
-        "datasets": kv.json() if kv.status_code == 200 else [],
-        "names": names.json() if names.status_code == 200 else [],
+        "datasets": c.kv.get("shoal/datasets/", keys=True)[1] or [],
+        "names": c.kv.get("shoal/dataset-names/", keys=True)[1] or [],
         "pools": pools,
     }
 

@@ -15,9 +15,16 @@ def test_three_nodes_get_addresses_after_the_gateway_and_their_own_names():
         ("node2", "shoal-node2", "10.99.0.12"),
         ("node3", "shoal-node3", "10.99.0.13"),
     ]
-    assert layout.nodes[0].engine_url == "tcp://10.99.0.11:2375"
+    assert layout.nodes[0].engine_url == "tcp://10.99.0.11:2376"  # secure by default: dockerd's TLS port
+    assert layout.docker_host == "tcp://10.99.0.1:2376" and layout.registry_url == "https://10.99.0.1:8501"
     assert layout.nodes[0].dir == Path("/r/shoal/node1")
     assert layout.state_file == Path("/r/shoal/state.json")
+
+
+def test_an_insecure_cluster_keeps_the_plain_ports_and_the_manager_on_loopback():
+    layout = plan_layout(ClusterSpec(name="shoal", nodes=1, subnet="10.99.0.0/24", secure=False))
+    assert layout.nodes[0].engine_url == "tcp://10.99.0.11:2375"
+    assert layout.docker_host == "tcp://127.0.0.1:2375" and layout.registry_url == "http://10.99.0.1:8500"
 
 
 def test_zero_nodes_is_refused_with_the_way_out():

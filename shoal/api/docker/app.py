@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from shoal.api.docker import containers, dashboard, images, networks, system, volumes
+from shoal.api.docker import admin, containers, dashboard, images, networks, system, volumes
 from shoal.api.docker.common import API_VERSION, MANAGER, MIN_API_VERSION, api_path, reply_json
 from shoal.api.docker.errors import docker_reply
 from shoal.errors import ShoalError, Unavailable
@@ -81,6 +81,7 @@ def make_app(manager: Manager) -> web.Application:
         add("*", p + "/{tail:.*}", system.swarm_only)
     r.add_route("GET", "/dashboard", dashboard.page)
     r.add_route("GET", "/shoal/v1/overview", dashboard.overview_handler)
+    r.add_route("POST", "/shoal/v1/join-tokens", admin.join_token_create)
     r.add_route("GET", "/shoal/v1/decisions", containers.decisions_list)
     r.add_route("GET", "/shoal/v1/decisions/{ref:.+}", containers.decision)
     r.add_route("*", "/{tail:.*}", system.not_found)

@@ -79,6 +79,7 @@ async def forward(request: web.Request, route: Route, body: bytes | None = None)
         headers=headers,
         allow_redirects=False,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        ssl=route.engine.ssl,
     ) as up:
         if route.rewrite is not None and up.status < 300:
             return reply_json(route.rewrite(json.loads(await up.read())), up.status)

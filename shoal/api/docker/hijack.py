@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 from aiohttp import web
 
 from shoal.manager.service import Route
+
+
+def half_close(writer: asyncio.StreamWriter) -> None:
+    """The client's stdin ended: the engine must see its end too (so `cat` gets EOF), while its output
+    still flows back. Plain TCP: a write EOF. TLS (asyncio's cannot half-close): a TCP FIN beneath it,
+    which dockerd reads as the end of stdin, as it does the docker CLI's own close_notify."""
+    with contextlib.suppress(Exception):
+        if writer.can_write_eof():
+            writer.write_eof()
+            return
+        sock = writer.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.shutdown(socket.SHUT_WR)
 
 
 class _Pipe:
@@ -21,8 +35,7 @@ class _Pipe:
         return False, b""
 
     def feed_eof(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.write_eof()
+        half_close(self.writer)
 
 
 class _Hijacked(asyncio.Protocol):
@@ -45,8 +58,7 @@ class _Hijacked(asyncio.Protocol):
         self.writer.write(data)
 
     def eof_received(self) -> bool:
-        with contextlib.suppress(Exception):
-            self.writer.write_eof()
+        half_close(self.writer)
         return True  # keep our side open: the engine's output still has to reach the client
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -59,7 +71,8 @@ async def hijack(request: web.Request, route: Route) -> web.StreamResponse:
     Engine-to-client bytes wait while the client's buffer is full (back-pressure), so a client that stops
     reading stops the engine's output instead of growing the manager's memory."""
     host, port = route.engine.hostport
-    reader, writer = await asyncio.open_connection(host, port)
+    tls = route.engine.tls
+    reader, writer = await asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None)
     body = await request.read()
     query = f"?{request.query_string}" if request.query_string else ""
     target = route.engine.url_for(route.path).raw_path
@@ -97,11 +110,29 @@ async def hijack(request: web.Request, route: Route) -> web.StreamResponse:
     client_gone = asyncio.Event()
     proto = _Hijacked(writer, client_gone)
     transport.set_protocol(proto)
+    tls = _keep_tls_half_open(transport)
     try:
         while not client_gone.is_set() and (chunk := await reader.read(65536)):
             transport.write(chunk)
             await proto.writable.wait()
     finally:
         writer.close()
+        tls()
         transport.close()
     return resp
+
+
+def _keep_tls_half_open(transport: asyncio.BaseTransport):
+    """The docker CLI half-closes a hijacked TLS connection when its stdin ends (Go's tls.Conn.CloseWrite: a
+    close_notify, the TCP stream left open) and goes on reading the container's output. asyncio's TLS layer
+    answers a close_notify by shutting the whole connection down, so that output would be lost; for this one
+    connection its shutdown waits until the relay ends. Returns what puts the shutdown back."""
+    ssl_protocol = getattr(transport, "_ssl_protocol", None)
+    if ssl_protocol is None or not hasattr(ssl_protocol, "_start_shutdown"):
+        return lambda: None
+    ssl_protocol._start_shutdown = lambda: None  # an instance attribute, over the class's method
+
+    def restore() -> None:
+        ssl_protocol.__dict__.pop("_start_shutdown", None)
+
+    return restore

@@ -1,49 +1,125 @@
-"""Running `shoal manager`: the cluster cache, the Docker API on TCP (and a unix socket)."""
+"""Running `shoal manager`: the cluster cache, the Docker API over mutual TLS (or, asked for explicitly,
+plain TCP on loopback), a unix socket, and the join listener agents get their certificates from."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
+from shoal import pki
 from shoal.api.docker.app import make_app
+from shoal.api.public import make_public_app
 from shoal.cluster.state import Cluster
 from shoal.data.profiles import load_profiles
+from shoal.errors import BadRequest
 from shoal.logs import kv
+from shoal.manager.join import Joins
 from shoal.manager.service import Manager, Settings
+from shoal.registry.client import Access
 from shoal.signals import stop_on_signals
 
 log = logging.getLogger("shoal.manager")
 
 
-async def serve(
-    registry: str,
-    host: str,
-    port: int,
-    unix: str | None,
-    strategy: str,
-    fact_ttl: float,
-    profiles_file: Path | None = None,
-    ready=None,
-) -> None:
-    profiles, default_profile = load_profiles(profiles_file)
-    cluster = Cluster(registry)
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    registry: Access
+    host: str
+    port: int
+    unix: str | None = None
+    strategy: str = "spread"
+    fact_ttl: float = 30.0
+    profiles_file: Path | None = None
+    tls: TLSFiles | None = None  # the Docker API over mutual TLS, and the client certificate to engines
+    insecure_tcp: bool = False  # plain TCP, loopback only
+    join_host: str = ""
+    join_port: int = 0
+    join_tls: TLSFiles | None = None  # the join listener's certificate (node CA)
+    node_ca_key: Path | None = None  # signs node certificates at join
+    advertise_registry: str = ""  # the registry address joined agents are told
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def check(o: Options) -> None:
+    """dockerd's rule, kept: the Docker API is root on every node, so it is never plain on a network."""
+    if o.tls is None:
+        if not o.insecure_tcp:
+            raise BadRequest(
+                "refusing to serve the Docker API without TLS: give --tlsverify --tlscacert --tlscert "
+                "--tlskey (as dockerd takes them), or --insecure-tcp for plain TCP on a loopback address"
+            )
+        if not is_loopback(o.host):
+            raise BadRequest(
+                f"refusing plain TCP on {o.host}: without TLS the Docker API is served on loopback only "
+                "(--listen 127.0.0.1:2375), or use --tlsverify"
+            )
+    if o.join_port and (o.join_tls is None or o.node_ca_key is None):
+        raise BadRequest(
+            "--join-listen needs --join-cert, --join-key and --node-ca-key (to sign node certificates)"
+        )
+
+
+async def serve(o: Options, ready=None) -> None:
+    check(o)
+    profiles, default_profile = load_profiles(o.profiles_file)
+    engine_tls = pki.client_context(o.tls.ca, o.tls.cert, o.tls.key) if o.tls else None
+    cluster = Cluster(o.registry, engine_tls)
     await cluster.start()
-    manager = Manager(cluster, Settings(strategy, fact_ttl, "shoal", profiles, default_profile))
+    manager = Manager(cluster, Settings(o.strategy, o.fact_ttl, "shoal", profiles, default_profile))
+    runners: list[web.AppRunner] = []
     runner = web.AppRunner(make_app(manager), access_log=None, handler_cancellation=True)
     await runner.setup()
-    await web.TCPSite(runner, host, port, backlog=1024).start()
-    if unix:
-        Path(unix).unlink(missing_ok=True)
-        await web.UnixSite(runner, unix).start()
-    kv(log, "manager ready", docker_api=f"tcp://{host}:{port}", unix=unix, nodes=len(cluster.index),
-       strategy=strategy)  # fmt: skip
+    runners.append(runner)
+    server_tls = pki.server_context(o.tls.ca, o.tls.cert, o.tls.key) if o.tls else None
+    await web.TCPSite(runner, o.host, o.port, backlog=1024, ssl_context=server_tls).start()
+    if o.unix:
+        Path(o.unix).unlink(missing_ok=True)
+        await web.UnixSite(runner, o.unix).start()
+    if o.join_port and o.join_tls and o.node_ca_key:
+        node_ca = pki.Pair(o.join_tls.ca.read_bytes(), o.node_ca_key.read_bytes())
+        manager.joins = Joins(manager, node_ca, o.advertise_registry or o.registry.address)
+        public = web.AppRunner(make_public_app(manager), access_log=None, handler_cancellation=True)
+        await public.setup()
+        runners.append(public)
+        # a client certificate is optional here: joining agents have none yet, renewing ones show theirs
+        ctx = pki.server_context(o.join_tls.ca, o.join_tls.cert, o.join_tls.key, clients="optional")
+        await web.TCPSite(public, o.join_host, o.join_port, ssl_context=ctx).start()
+    scheme = "tcp+tls" if o.tls else "tcp"
+    join = f"https://{o.join_host}:{o.join_port}" if o.join_port else None
+    api = f"{scheme}://{o.host}:{o.port}"
+    kv(
+        log,
+        "manager ready",
+        docker_api=api,
+        unix=o.unix,
+        nodes=len(cluster.index),
+        strategy=o.strategy,
+        join=join,
+    )
     if ready:
         ready()
     stop = stop_on_signals()
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        for r in runners:
+            await r.cleanup()
         await cluster.close()
