@@ -92,7 +92,7 @@ class RegistryClient:
         self.timeout = timeout
         # Consul's header for an ACL token; never logged, never in an error message
         self._headers = {"X-Consul-Token": token} if token else {}
-        self._ssl = ssl
+        self._ssl_arg: ssl_module.SSLContext | bool = ssl if ssl is not None else True
 
     # --- the one request path -------------------------------------------------------------------
 
@@ -113,7 +113,7 @@ class RegistryClient:
                 params=params,
                 data=data,
                 headers=self._headers,
-                ssl=self._ssl if self._ssl is not None else True,
+                ssl=self._ssl_arg,
                 timeout=aiohttp.ClientTimeout(total=self.timeout + (wait + BLOCK_MARGIN if wait else 0)),
             ) as r:
                 body = await r.read()
@@ -207,11 +207,17 @@ class RegistryClient:
             async with self.session.put(
                 f"{self.base}/v1/txn",
                 data=json.dumps(body),
+                headers=self._headers,
+                ssl=self._ssl_arg,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as r:
                 status, raw = r.status, await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise RegistryUnreachable(f"registry at {self.base} unreachable: {e or type(e).__name__}") from e
+        if status == 403:
+            raise PermissionDenied(
+                f"registry PUT /v1/txn: permission denied ({raw.decode(errors='replace').strip()})"
+            )
         if status not in (200, 409):
             raise ShoalError(f"registry PUT /v1/txn: {status} {raw.decode(errors='replace').strip()}")
         reply = json.loads(raw)

@@ -130,7 +130,7 @@ def test_compose_with_volume_driver_flocker_finds_its_data_again(dev_cluster, tm
         f'db:\n  image: redis\n  volume_driver: flocker\n  volumes:\n    - "{vol}@gold:/data"\n'
     )  # the seed's (v1) compose format: volume_driver is a service key there
     gone["volumes"].append(f"{vol}@gold")
-    env = {**os.environ, "DOCKER_HOST": dev_cluster.manager, "COMPOSE_PROJECT_NAME": "cd"}
+    env = {**dev_cluster.client_env(), "COMPOSE_PROJECT_NAME": "cd"}
 
     def compose(*args: str) -> str:
         p = subprocess.run(

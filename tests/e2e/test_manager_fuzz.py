@@ -89,6 +89,7 @@ def manager(dev_cluster):
     if dev_cluster.secure:
         HTTP.cert = (str(dev_cluster.certs / "cert.pem"), str(dev_cluster.certs / "key.pem"))
         HTTP.verify = str(dev_cluster.certs / "ca.pem")
+        HTTP.trust_env = False  # else REQUESTS_CA_BUNDLE replaces the cluster CA (requests #3829)
     before = _snapshot(dev_cluster)
     yield dev_cluster.manager.replace("tcp://", "https://" if dev_cluster.secure else "http://")
     if report := os.environ.get("SHOAL_FUZZ_REPORT"):

@@ -81,7 +81,8 @@ def _sigstopped(dev_cluster, node: str) -> Iterator[None]:
 def _dropped(dev_cluster, node: str) -> Iterator[None]:
     """The node's engine port drops every packet (the node is there, its engine unreachable)."""
     netns = f"/run/netns/{dev_cluster.name}-{node}"
-    rule = ["INPUT", "-p", "tcp", "--dport", "2375", "-j", "DROP"]
+    port = dev_cluster.nodes[node].rsplit(":", 1)[1]
+    rule = ["INPUT", "-p", "tcp", "--dport", port, "-j", "DROP"]
     subprocess.run(["nsenter", f"--net={netns}", "iptables", "-I", *rule], check=True)
     try:
         yield
