@@ -13,17 +13,28 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-import consul
 import psutil
-from _bench import ROOT, bench_cluster, pct
+from _bench import ROOT, bench_cluster, consul_py, join_token, pct
 
 from shoal.agent.facts import host
 from shoal.agent.loop import Agent, AgentConfig
 from shoal.dev.layout import ClusterSpec
 
 NAME, SUBNET = "agbench", "10.99.10.0/24"
+
+
+STATE = Path(tempfile.mkdtemp(prefix="agbench-"))
+
+
+def joined(layout, node: str) -> dict:
+    """An agent's way in: a join token at the manager's join listener (secure), or the registry itself."""
+    if not layout.secure:
+        return {"manager": layout.registry_url}
+    return {"manager": layout.join_url, "join_token": join_token(), "state_dir": STATE / node}
 
 
 def gather_times(layout) -> None:
@@ -40,7 +51,7 @@ def gather_times(layout) -> None:
 
     async def full() -> list[float]:
         cfg = AgentConfig(
-            manager=layout.registry_url,
+            **joined(layout, "bench"),
             node="bench",
             engine=f"unix://{node.engine_socket}",
             facts_dir=node.facts_dir,
@@ -74,8 +85,7 @@ def gather_times(layout) -> None:
 
 def change_latency(layout) -> None:
     node = layout.nodes[0]
-    h, p = layout.registry_url.removeprefix("http://").split(":")
-    c = consul.Consul(host=h, port=int(p))
+    c = consul_py()
     key = f"shoal/nodes/{node.name}/facts"
     lat = []
     index, _ = c.kv.get(key)
@@ -102,8 +112,11 @@ def cpu_use(layout, seconds: float) -> None:
         "-m",
         "shoal",
         "agent",
-        "--manager",
-        layout.registry_url,
+        *(
+            ("--manager", layout.join_url, "--join", join_token(), "--state-dir", str(STATE / "cpubench"))
+            if layout.secure
+            else ("--manager", layout.registry_url)
+        ),
         "--node",
         "cpubench",
         "--engine",

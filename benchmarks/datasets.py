@@ -75,7 +75,7 @@ def snapshots(runs: int) -> None:
 def create_mount(runs: int) -> None:
     spec = ClusterSpec(name=NAME, nodes=3, subnet=SUBNET, root=ROOT, agent_interval=1.0)
     with bench_cluster(spec) as layout:
-        manager = f"tcp://{layout.gateway}:2375"
+        manager = layout.docker_host
 
         def run(*extra: str) -> float:
             t = time.perf_counter()

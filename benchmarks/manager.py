@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
-from _bench import ROOT, bench_cluster, pct
+from _bench import ROOT, bench_cluster, docker_py, pct
 
 from shoal.dev.layout import ClusterSpec
 
@@ -52,7 +52,7 @@ def proxy_overhead(manager: str, node1: str, runs: int) -> None:
 
 def ps_all(manager: str, engines: dict[str, str], runs: int) -> None:
     def fill(url: str) -> None:
-        c = docker.DockerClient(base_url=url)
+        c = docker_py(url)
         for i in range(100):
             c.containers.create("busybox", "true", name=f"ps-{i}")
         c.close()
@@ -79,13 +79,13 @@ def ps_all(manager: str, engines: dict[str, str], runs: int) -> None:
         "(goal <= 1.5x)"
     )
     for url in engines.values():
-        c = docker.DockerClient(base_url=url)
+        c = docker_py(url)
         c.containers.prune()
         c.close()
 
 
 def fact_to_placement(manager: str, facts_dir: Path, samples: int) -> None:
-    client = docker.DockerClient(base_url=manager)
+    client = docker_py(manager)
     lat = []
     try:
         for i in range(samples):
@@ -118,7 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     spec = ClusterSpec(name=NAME, nodes=3, subnet=SUBNET, root=ROOT, agent_interval=1.0)
     with bench_cluster(spec) as layout:
-        manager = f"tcp://{layout.gateway}:2375"
+        manager = layout.docker_host
         engines = {n.name: n.engine_url for n in layout.nodes}
         proxy_overhead(manager, engines["node1"], args.runs)
         ps_all(manager, engines, max(10, args.runs // 2))

@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -169,6 +170,10 @@ def stalled_logs(manager: str, manager_pid: int) -> None:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
     s.connect((host, int(port)))
+    if certs := os.environ.get("DOCKER_CERT_PATH"):  # mutual TLS, as the docker CLI speaks it
+        ctx = ssl.create_default_context(cafile=f"{certs}/ca.pem")
+        ctx.load_cert_chain(f"{certs}/cert.pem", f"{certs}/key.pem")
+        s = ctx.wrap_socket(s, server_hostname=host)
     s.sendall(f"GET /v1.41/containers/{cid}/logs?follow=1&stdout=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not log_path.exists() or log_path.stat().st_size < 100_000_000):
@@ -221,7 +226,7 @@ def manager(examples: int) -> bool:
     spec = ClusterSpec(name=NAME, nodes=3, subnet=SUBNET, root=BENCH_ROOT, agent_interval=1.0)
     with bench_cluster(spec) as layout:
         st = json.loads(layout.state_file.read_text())
-        url = layout.manager_url.replace("http://", "tcp://")
+        url = layout.docker_host
         hung_node(url, st["pids"]["node3"]["engine"])
         stalled_logs(url, st["pids"][""]["manager"])
     return True

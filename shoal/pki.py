@@ -1,11 +1,11 @@
 """The cluster's certificates, made with the `cryptography` library (never by shelling out to openssl).
 
-One CA per cluster signs every certificate: the manager's (server and client: it serves the Docker API and
-calls the engines), each engine's (server), the registry's (server), each agent's node certificate (client
-and server, from the agent's own CSR: its key never leaves the node) and the operator's admin certificate
-(client). Every certificate names what it is reached by (IP and DNS SANs), so no client meets classic
-Swarm's IP-SAN errors. Keys are ECDSA P-256: small, fast, and what Go's TLS (dockerd, the docker CLI) and
-Python's ssl both speak.
+The cluster's CAs (shoal.certs: a control CA and a node CA) sign every certificate: the manager's (server
+and client: it serves the Docker API and calls the engines), each engine's (server), the registry's
+(server), each agent's node certificate (client and server, from the agent's own CSR: its key never leaves
+the node) and the operator's admin certificate (client). Every certificate names what it is reached by (IP
+and DNS SANs), so no client meets classic Swarm's IP-SAN errors. Keys are ECDSA P-256: small, fast, and
+what Go's TLS (dockerd, the docker CLI) and Python's ssl both speak.
 
 Files follow Docker's layout so DOCKER_CERT_PATH works as is: a directory holding `ca.pem`, `cert.pem`
 and `key.pem` (keys written 0600).

@@ -9,6 +9,7 @@ import click
 from shoal import __version__
 from shoal.cli.agent import agent
 from shoal.cli.dev import dev
+from shoal.cli.init import init
 from shoal.cli.manager import manager
 from shoal.cli.nodes import facts, nodes
 from shoal.cli.registry import registry
@@ -28,7 +29,7 @@ cli.add_command(dev)
 cli.add_command(registry)
 cli.add_command(volume)
 cli.add_command(token)
-for command in (agent, nodes, facts, manager, why):
+for command in (agent, nodes, facts, manager, why, init):
     cli.add_command(command)
 
 

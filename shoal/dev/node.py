@@ -57,7 +57,7 @@ class ProcessSpec:
 
 def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
     if node.secure:  # dockerd's own --tlsverify: only certificates of the control CA get in
-        files = tls.engine(node)
+        files = tls.engine(cluster, node)
         listen = [
             "-H", f"tcp://{node.address}:{ENGINE_TLS_PORT}", "--tlsverify",
             "--tlscacert", str(files.ca), "--tlscert", str(files.cert), "--tlskey", str(files.key),
