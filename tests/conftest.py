@@ -232,7 +232,9 @@ SESSION_UP = (
 def dev_cluster() -> Iterator[DevCluster]:
     """A 3-node dev cluster for the whole session, torn down even when tests fail."""
     args = ["--name", CLUSTER_NAME, "--root", str(ROOT)]
-    shoal("dev", "down", *args)  # a killed earlier run may have left one behind
+    keep = os.environ.get("SHOAL_TEST_KEEP") == "1"  # a developer's loop: reuse it if up, leave it up
+    if not keep:
+        shoal("dev", "down", *args)  # a killed earlier run may have left one behind
     try:
         shoal("dev", "up", *SESSION_UP)
         exported = env_of(shoal("dev", "env", *args).stdout)
@@ -243,4 +245,5 @@ def dev_cluster() -> Iterator[DevCluster]:
         }
         yield DevCluster(name=CLUSTER_NAME, root=ROOT, nodes=nodes, env=exported)
     finally:
-        shoal("dev", "down", *args, check=False)
+        if not keep:
+            shoal("dev", "down", *args, check=False)

@@ -28,6 +28,15 @@ EXPLAIN_ALWAYS_UP_TO = 100
 _DEFAULT_FILTERS = default_filters()
 
 
+def _by_name(ix: ClusterIndex, idx: np.ndarray) -> list[int]:
+    """The first MAX_REASONS of `idx` in node-name order: the same error for the same cluster, whatever
+    order the nodes' facts arrived in."""
+    if len(idx) <= MAX_REASONS:
+        return sorted(idx.tolist(), key=lambda j: ix.nodes[j].name)
+    names = np.array([ix.nodes[j].name for j in idx.tolist()])
+    return idx[np.argsort(names, kind="stable")[:MAX_REASONS]].tolist()
+
+
 def place(
     spec: ContainerSpec,
     ix: ClusterIndex,
@@ -51,10 +60,7 @@ def place(
     rejected_idx = np.flatnonzero(~mask)
     explain = len(ix) <= EXPLAIN_ALWAYS_UP_TO or not mask.any()
     reasons = (
-        tuple(
-            _rejection(ix, j, spec, ctx, filters[run.removed_by(j)])
-            for j in rejected_idx[:MAX_REASONS].tolist()
-        )
+        tuple(_rejection(ix, j, spec, ctx, filters[run.removed_by(j)]) for j in _by_name(ix, rejected_idx))
         if explain
         else ()
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shoal import pki
+from shoal.api import tls_alerts
 from shoal.api.docker.app import make_app
 from shoal.api.public import make_public_app
 from shoal.cluster.state import Cluster
@@ -89,6 +90,8 @@ async def serve(o: Options, ready=None) -> None:
     await runner.setup()
     runners.append(runner)
     server_tls = pki.server_context(o.tls.ca, o.tls.cert, o.tls.key) if o.tls else None
+    if server_tls is not None:
+        tls_alerts.install()  # a client without a certificate hears why it was refused
     await web.TCPSite(runner, o.host, o.port, backlog=1024, ssl_context=server_tls).start()
     if o.unix:
         Path(o.unix).unlink(missing_ok=True)

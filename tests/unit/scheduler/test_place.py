@@ -268,3 +268,12 @@ def test_the_seeds_two_digit_overload_regex_matches_a_quiet_node():
     p = place(spec("system_overload_10min==/[0-2][0-5]/"), ix, NOW)
     assert p.node in ("quiet", "twenty") and p.rejected_total == 1
     assert "busy system_overload_10min=83" in str(p.rejected[0])
+
+
+def test_reasons_are_listed_in_node_name_order_whatever_order_the_nodes_arrived_in():
+    names = [f"node{i:03d}" for i in range(150)]
+    shuffled = random.Random(7).sample(names, len(names))
+    p = place(spec("node==nosuch"), ClusterIndex([node(n) for n in shuffled]), NOW)
+    assert [r.node for r in p.rejected] == names[:20] and p.rejected_total == 150
+    small = place(spec("node==nosuch"), ClusterIndex([node(n) for n in ("node3", "node1", "node2")]), NOW)
+    assert [r.node for r in small.rejected] == ["node1", "node2", "node3"]

@@ -1,0 +1,132 @@
+"""Secure by default (issue 13), seen from where an attacker would stand: a container on the cluster, a
+node holding only its own certificate, and the logs an operator ships elsewhere."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.usefixtures("secure_only")
+
+
+@pytest.fixture
+def secure_only(dev_cluster):
+    if not dev_cluster.secure:
+        pytest.skip("the cluster was brought up with --insecure")
+
+
+# the host's docker CLI, run inside a busybox container (it needs only libc and the loader)
+CLI_MOUNTS = [
+    "-v", "/usr/bin/docker:/docker:ro",
+    "-v", "/lib/x86_64-linux-gnu/libc.so.6:/lib/x86_64-linux-gnu/libc.so.6:ro",
+    "-v", "/lib64/ld-linux-x86-64.so.2:/lib64/ld-linux-x86-64.so.2:ro",
+]  # fmt: skip
+# TLS, trusting the cluster's (public) control CA, holding no certificate of its own
+NO_CERT = ["--tlsverify", "--tlscacert", "/certs/ca.pem"]
+CANNOT_CONNECT = "Cannot connect to the Docker daemon"
+
+
+@pytest.fixture
+def public_ca(dev_cluster, tmp_path):
+    """A directory holding only the control CA's certificate (public: every engine presents it)."""
+    (tmp_path / "ca.pem").write_bytes((dev_cluster.tls / "control-ca.pem").read_bytes())
+    return tmp_path
+
+
+def _in_container(dev_cluster, certs, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`argv` run in a throwaway container placed by the manager, as any user's container would be."""
+    return dev_cluster.cli(
+        "run", "--rm", "-e", "DOCKER_CONFIG=/tmp", *CLI_MOUNTS, "-v", f"{certs}:/certs:ro", "busybox", *argv,
+        check=False, timeout=90,
+    )  # fmt: skip
+
+
+def test_a_container_without_a_certificate_gets_into_no_engine(dev_cluster, public_ca):
+    for node in dev_cluster.nodes:
+        addr = dev_cluster.address(node)
+        plain = _in_container(dev_cluster, public_ca, "/docker", "-H", f"tcp://{addr}:2376", "ps")
+        assert plain.returncode != 0, plain.stdout
+        assert "HTTPS server" in plain.stderr or "tls" in plain.stderr.lower(), plain.stderr
+        # speaking TLS but holding no certificate: refused at the handshake
+        tls = _in_container(dev_cluster, public_ca, "/docker", "-H", f"tcp://{addr}:2376", *NO_CERT, "ps")
+        assert tls.returncode != 0, tls.stdout
+        assert "tls: bad certificate" in tls.stderr, tls.stderr
+        # and nothing answers on the old plain port
+        old = _in_container(dev_cluster, public_ca, "/docker", "-H", f"tcp://{addr}:2375", "ps")
+        assert old.returncode != 0 and CANNOT_CONNECT in old.stderr, old.stderr
+    # nor the manager, nor the registry's plain Consul port
+    gw = dev_cluster.gateway
+    mgr = _in_container(dev_cluster, public_ca, "/docker", "-H", f"tcp://{gw}:2376", *NO_CERT, "ps")
+    # the manager says so too (TLS 1.3's alert for it), not a bare EOF
+    assert mgr.returncode != 0 and "tls: certificate required" in mgr.stderr, mgr.stderr
+    for port in (2375, 8500):
+        closed = _in_container(dev_cluster, public_ca, "/docker", "-H", f"tcp://{gw}:{port}", "ps")
+        assert closed.returncode != 0 and CANNOT_CONNECT in closed.stderr, (port, closed.stderr)
+
+
+def test_the_admin_certificate_gets_in_where_a_node_certificate_does_not(dev_cluster):
+    """The operator's certificate (control CA) reaches an engine directly; an agent's node certificate
+    (node CA), which every node holds, gets into no engine and not into the manager's Docker API."""
+    node = "node2"
+    ok = dev_cluster.cli("ps", "-q", host=dev_cluster.nodes[node])
+    assert ok.returncode == 0
+    state = dev_cluster.node_dir(node) / "agent"
+    node_cert = (str(state / "cert.pem"), str(state / "key.pem"))
+    admin = (str(dev_cluster.certs / "cert.pem"), str(dev_cluster.certs / "key.pem"))
+    for url in (dev_cluster.nodes[node], dev_cluster.manager):
+        base = url.replace("tcp://", "https://")
+        ping = requests.get(f"{base}/_ping", cert=admin, verify=str(dev_cluster.certs / "ca.pem"), timeout=10)
+        assert ping.text == "OK"
+        # refused at the handshake (TLS 1.3 says so on the first read: a reset, not an alert, may be seen)
+        with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+            requests.get(f"{base}/_ping", cert=node_cert, verify=False, timeout=10)
+
+
+def test_secrets_never_reach_a_log(dev_cluster, tmp_path):
+    """Join tokens (good and wrong ones), private keys and X-Registry-Auth credentials pass through the
+    cluster; none of them shows up in any log it wrote."""
+    token = (dev_cluster.tls / "join-token").read_text().strip()
+    fresh = subprocess.run(
+        [sys.executable, "-m", "shoal", "token", "create", "-q"],
+        capture_output=True, text=True, env=dev_cluster.client_env(), check=True,
+    ).stdout.strip()  # fmt: skip
+    wrong = fresh.rsplit(".", 1)[0] + ".not-the-secret-Xq7Zr2"
+    got = subprocess.run(
+        [sys.executable, "-m", "shoal", "agent", "--manager", f"https://{dev_cluster.gateway}:2377",
+         "--join", wrong, "--node", "intruder", "--state-dir", str(tmp_path / "state"), "--interval", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert got.returncode != 0 and "shoal token create" in got.stderr, got.stderr
+    assert wrong.rsplit(".", 1)[1] not in got.stderr
+    password = "pw-Secret-9f3a1c"
+    auth = {"username": "someone", "password": password, "serveraddress": "127.0.0.1:1"}
+    client = dev_cluster.docker_py()
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - the pull fails (no such registry); the header went by
+            client.images.pull("127.0.0.1:1/nothing", tag="x", auth_config=auth)
+    finally:
+        client.close()
+    encoded = base64.urlsafe_b64encode(json.dumps(auth).encode()).decode()
+    secrets = {
+        "the cluster's join token": token.rsplit(".", 1)[1],
+        "a fresh join token": fresh.rsplit(".", 1)[1],
+        "a wrong join secret": wrong.rsplit(".", 1)[1],
+        "a registry password": password,
+        "an X-Registry-Auth header": encoded[:40],
+    }
+    if mgmt := dev_cluster.env.get("CONSUL_HTTP_TOKEN"):
+        secrets["the registry's management token"] = mgmt
+    for key in (dev_cluster.root / dev_cluster.name).rglob("key.pem"):
+        body = "".join(key.read_text().splitlines()[1:-1])
+        secrets[f"the private key {key}"] = body[16:56]
+    logs = [p for p in (dev_cluster.root / dev_cluster.name).rglob("*.log") if p.is_file()]
+    assert len(logs) >= 1 + len(dev_cluster.nodes)
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for what, secret in secrets.items():
+            assert secret not in text, f"{what} is in {log}"
