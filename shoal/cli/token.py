@@ -12,7 +12,7 @@ from shoal.manager.join import DEFAULT_TTL
 
 @click.group()
 def token() -> None:
-    """Join tokens: what a new node presents once to get its certificate."""
+    """Join tokens: what a new node presents once to get its certificate (create, ls, rm)."""
 
 
 @token.command()
@@ -30,3 +30,26 @@ def create(ttl: float, host: str, quiet: bool) -> None:
     click.echo(
         f"valid for {left:.1f} h; on the new node: shoal agent --join <token> --manager https://MANAGER:2377"
     )
+
+
+@token.command("ls")
+@click.option("--host", "-H", default=default_host, help="The shoal manager (default: $DOCKER_HOST).")
+def ls(host: str) -> None:
+    """Every join token: its id, when it was made and when it expires (never its secret)."""
+    rows = call("GET", "/shoal/v1/join-tokens", host)
+    click.echo(f"{'ID':<18}{'CREATED':<22}EXPIRES")
+    for t in rows:
+        made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t["Created"]))
+        ends = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t["Expires"]))
+        click.echo(f"{t['ID']:<18}{made:<22}{ends}{' (expired)' if t['Expired'] else ''}")
+
+
+@token.command("rm")
+@click.argument("token_ids", nargs=-1, required=True)
+@click.option("--host", "-H", default=default_host, help="The shoal manager (default: $DOCKER_HOST).")
+def rm(token_ids: tuple[str, ...], host: str) -> None:
+    """Revoke join tokens (by the id `shoal token ls` shows): no new node can join with them; nodes that
+    joined with them keep their certificates."""
+    for token_id in token_ids:
+        call("DELETE", f"/shoal/v1/join-tokens/{token_id}", host)
+        click.echo(token_id)

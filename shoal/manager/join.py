@@ -17,7 +17,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from shoal import keys, pki
-from shoal.errors import BadRequest, Conflict, PermissionDenied
+from shoal.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from shoal.logs import kv
 from shoal.tokens import HOW_TO, PREFIX, Token, parse_token, secret_hash
 
@@ -58,6 +58,35 @@ class Joins:
         await self._reg.put(keys.join_token(token_id), record, cas=0)
         kv(log, "join token created", token_id=token_id, expires=round(now + ttl))
         return {"Token": f"{PREFIX}{self.pin}-{token_id}.{secret}", "Expires": now + ttl}
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        """Every join token's id and lifetime (never its secret, nor the secret's hash), oldest first."""
+        pairs, _ = await self._reg.list_prefix(keys.JOIN_TOKENS)
+        now = self.m.cluster.now()
+        out = []
+        for pair in pairs:
+            record = pair.json()
+            if not isinstance(record, dict):
+                continue
+            expires = float(record.get("expires", 0))
+            out.append(
+                {
+                    "ID": keys.last_part(pair.key),
+                    "Created": float(record.get("created", 0)),
+                    "Expires": expires,
+                    "Expired": expires < now,
+                }
+            )
+        return sorted(out, key=lambda t: t["Created"])
+
+    async def revoke_token(self, token_id: str) -> None:
+        """A join token can no longer be used; nodes that joined with it keep their certificates."""
+        if not re.fullmatch(r"[0-9a-f]{16}", token_id):
+            raise BadRequest(f"{token_id!r} is not a join token id (16 hex digits: see `shoal token ls`)")
+        if await self._reg.get(keys.join_token(token_id)) is None:
+            raise NotFound(f"no join token {token_id}; `shoal token ls` lists them")
+        await self._reg.delete(keys.join_token(token_id))
+        kv(log, "join token revoked", token_id=token_id)
 
     async def _check_token(self, text: str) -> Token:
         token = parse_token(text)

@@ -714,7 +714,7 @@ def test_an_agent_pointed_at_an_empty_registry_keeps_its_data_and_a_name_claimed
     kept["ids"] += [_records(dev_cluster)[made.stdout.strip()]["parent"], made.stdout.strip()]
     kept["volumes"].append(rescued)
     _wait(lambda: (dev_cluster.node_dir("node3") / "pool" / "datasets" / made.stdout.strip()).is_dir(), 30)
-    _wait(lambda: _manager_knows(dev_cluster, {made.stdout.strip()}), 30)
+    _wait(lambda: _manager_knows(dev_cluster, {made.stdout.strip()}), 90, "the manager never saw the clone")
     assert _in_container(dev_cluster, rescued, "cat /d/who") == "node3"
 
 

@@ -130,3 +130,31 @@ def test_secrets_never_reach_a_log(dev_cluster, tmp_path):
         text = log.read_text(errors="replace")
         for what, secret in secrets.items():
             assert secret not in text, f"{what} is in {log}"
+
+
+def _shoal(dev_cluster, *argv: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shoal", *argv],
+        capture_output=True, text=True, env=dev_cluster.client_env(), **kw,
+    )  # fmt: skip
+
+
+def test_a_revoked_join_token_is_listed_no_more_and_joins_no_node(dev_cluster, tmp_path):
+    """Rotating a join token: make a new one, revoke the old by its id; the revoked one is refused with the
+    way to get a new one, and `shoal token ls` never shows a secret."""
+    made = _shoal(dev_cluster, "token", "create", "-q", check=True).stdout.strip()
+    token_id, secret = made.rsplit("-", 1)[1].split(".")
+    listing = _shoal(dev_cluster, "token", "ls", check=True).stdout
+    assert token_id in listing and secret not in listing
+    assert _shoal(dev_cluster, "token", "rm", token_id, check=True).stdout.split() == [token_id]
+    assert token_id not in _shoal(dev_cluster, "token", "ls", check=True).stdout
+    again = _shoal(dev_cluster, "token", "rm", token_id)
+    assert again.returncode != 0 and f"no join token {token_id}" in again.stderr, again.stderr
+    got = subprocess.run(
+        [sys.executable, "-m", "shoal", "agent", "--manager", f"https://{dev_cluster.gateway}:2377",
+         "--join", made, "--node", "revoked", "--state-dir", str(tmp_path / "state"), "--interval", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert got.returncode != 0, got.stderr
+    assert "this join token is not valid (unknown, revoked or mistyped)" in got.stderr, got.stderr
+    assert "shoal token create" in got.stderr

@@ -1,5 +1,5 @@
 """What only the operator asks the manager (over the Docker API's mutual TLS, with the admin certificate):
-join tokens for new nodes."""
+join tokens for new nodes: make, list, revoke."""
 
 from __future__ import annotations
 
@@ -10,10 +10,24 @@ from shoal.errors import BadRequest
 from shoal.manager.join import DEFAULT_TTL
 
 
-async def join_token_create(request: web.Request) -> web.Response:
+def _joins(request: web.Request):
     joins = manager_of(request).joins
     if joins is None:
         raise BadRequest("this manager serves no join listener: start it with --join-listen to join nodes")
+    return joins
+
+
+async def join_token_list(request: web.Request) -> web.Response:
+    return reply_json(await _joins(request).list_tokens())
+
+
+async def join_token_revoke(request: web.Request) -> web.Response:
+    await _joins(request).revoke_token(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def join_token_create(request: web.Request) -> web.Response:
+    joins = _joins(request)
     raw = request.query.get("ttl", "")
     try:
         ttl = float(raw) if raw else DEFAULT_TTL
