@@ -22,6 +22,7 @@ from typing import Protocol
 
 import aiohttp
 
+from shoal.logs import kv
 from shoal.registry import model as m
 from shoal.registry.model import Check
 
@@ -117,11 +118,12 @@ class CheckRunner:
             for key, (since, c) in list(self._critical_since.items()):
                 if now - since >= c.definition.deregister_after:
                     self._critical_since.pop(key, None)
-                    log.info(
-                        "deregistering service %s: check %s critical for %.0fs",
-                        c.service_id,
-                        c.id,
-                        now - since,
+                    kv(
+                        log,
+                        "deregistering critical service",
+                        service=c.service_id,
+                        check=c.id,
+                        critical_for=round(now - since),
                     )
                     with contextlib.suppress(Exception):
                         await self.registry.deregister_service(c.service_id)
@@ -137,7 +139,7 @@ class CheckRunner:
             try:
                 await self.registry.set_check_status(c, status, output)
             except Exception:
-                log.exception("recording check %s failed", c.id)
+                kv(log, "recording check status failed", logging.ERROR, exc_info=True, check=c.id)
             await asyncio.sleep(d.interval)
 
     async def probe(self, c: Check) -> tuple[str, str]:

@@ -12,6 +12,10 @@ again if someone wrote in between. So a service never appears before its checks,
 never leaves a check behind, an acquire never lands on a session being destroyed, and a kill -9 between
 two writes leaves all of an operation or none of it.
 
+Every transaction also carries the writes `indexes.plan` derives from it — Consul's index table
+(index/service/web, index/nodes, ...), the by-service entries and KV tombstones — so a blocking query
+wakes when, and only when, what it reads changed (views.py, blocking.py).
+
 The check runner (checks.py) is told about checks through `CheckEvents`, which server.py wires; the
 core does not import it, nor it the core.
 """
@@ -20,17 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
 import random
+import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from shoal.errors import BadRequest, NotFound, ServerError, TooLarge
+from shoal.logs import kv
+from shoal.registry import indexes, txn
 from shoal.registry import model as m
-from shoal.registry import txn
+from shoal.registry.blocking import Flights, Read, query
 from shoal.registry.decode import HTTP_TOKEN, U64, Obj
 from shoal.registry.faults import crash_point
 from shoal.registry.model import (
@@ -49,13 +58,20 @@ from shoal.registry.model import (
 )
 from shoal.registry.store import Store
 from shoal.registry.store.base import Compare, Delete, Entry, Put, Snapshot, Write
+from shoal.registry.views import Views
 
 log = logging.getLogger("shoal.registry")
 SERF_HEALTH = "serfHealth"
-MIN_TTL, MAX_TTL = 10.0, 86400.0
+MIN_TTL, MAX_TTL = 10.0, 86400.0  # Consul's session_ttl_min default and structs.SessionTTLMax
+# Consul's structs.SessionTTLMultiplier: a session is invalidated 2x its TTL after its last renewal, a
+# grace its clients count on (they renew at TTL/2 and treat the TTL as the lock's guaranteed lifetime)
+SESSION_TTL_MULTIPLIER = 2
 MIN_INTERVAL = 0.1  # probes run no more often than this (Consul's floor is 1 s; tests use 200 ms)
 ATTEMPTS = 64  # reads and commits before an operation gives up against concurrent writers
-RELEASE_BATCH = 100  # locks released per transaction when a session ends (etcd takes 128 ops)
+RELEASE_BATCH = 40  # locks released per transaction when a session ends: with their held/ entries and
+# (Behavior delete) tombstones, within the 128 compares and 128 writes etcd takes in one transaction
+REINDEX_BATCH = 60
+REAP_EVERY = 60.0  # seconds between looks for KV tombstones past indexes.TOMBSTONE_TTL
 T = TypeVar("T")
 
 
@@ -115,6 +131,12 @@ def _kv(key: str, e: Entry | None) -> KVEntry | None:
     return KVEntry.decode(key, e.value, e.create_index, e.modify_index) if e else None
 
 
+@functools.lru_cache(maxsize=4096)
+def _node_id(node: str) -> str:
+    """The ID a node registered without one gets: stable, from its name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, node))
+
+
 def _node_name(name: str) -> str:
     """A node name is one path segment of the store's layout (services/<node>/<id>)."""
     if not name:
@@ -124,10 +146,65 @@ def _node_name(name: str) -> str:
     return name
 
 
+_UNITLESS = re.compile(r"[-+]?[0-9]*\.?[0-9]+")  # Go's time.ParseDuration: a number needs its unit
+
+
+def session_ttl(raw: Any) -> tuple[float, str]:
+    """A session's TTL (seconds, and the text Consul answers back) as Consul's Session.Apply checks it:
+    a Go duration, 0 for none, else 10s to 24h; anything else is Consul's 500 and its words, which
+    clients match to adjust their TTL."""
+    if raw is None or raw == "":
+        return 0.0, ""
+    if isinstance(raw, str):
+        text = raw
+        negative = raw.strip().startswith("-")
+        try:
+            ttl = m.parse_duration(raw.strip().lstrip("-+"), "TTL")
+        except BadRequest:
+            shown = raw[:64]
+            why = "missing unit in duration" if _UNITLESS.fullmatch(raw) else "invalid duration"
+            raise ServerError(f"Session TTL '{shown}' invalid: time: {why} \"{shown}\"") from None
+        if negative:
+            ttl = -ttl
+    else:
+        ttl = m.parse_duration(raw, "TTL")  # a number (shoal also takes those): nanoseconds
+        text = m.format_duration(ttl) if ttl else ""
+    if ttl and not MIN_TTL <= ttl <= MAX_TTL:
+        raise ServerError(
+            f"Invalid Session TTL '{round(ttl * 1e9)}', must be between "
+            f"[{m.format_duration(MIN_TTL)}=24h0m0s]"
+        )
+    return ttl, (text if ttl else "")
+
+
+def tagged_addresses(b: Obj, address: str, port: int, defaults: bool) -> dict[str, dict[str, Any]]:
+    """A service's TaggedAddresses: {"lan": {"Address": ..., "Port": ...}, ...} as given, and with
+    `defaults` (agent registrations) Consul's agent's own: lan_ipv4/wan_ipv4 (or _ipv6) for an IP
+    address (agent.go addServiceInternal)."""
+    out: dict[str, dict[str, Any]] = {}
+    given = b.obj("taggedaddresses")
+    for tag in sorted(given.data) if given else ():
+        a = given.obj(tag) if given else None
+        if a is not None:
+            out[tag] = {"Address": a.str("address"), "Port": a.int("port", 0, 0, 65535)}
+    if defaults:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is not None:
+            v = "ipv4" if ip.version == 4 else "ipv6"
+            for tag in (f"lan_{v}", f"wan_{v}"):
+                out.setdefault(tag, {"Address": address, "Port": port})
+    return out
+
+
 class Registry:
     def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.config = config
+        self.views = Views(store)
+        self.flights = Flights(store.seen)
         self._lock_delay: dict[str, float] = {}  # kv key -> monotonic time until which acquire fails
         # every live session, so that one whose lease expired can still be invalidated with its own
         # lock delay and behavior after the store has deleted its record
@@ -150,7 +227,10 @@ class Registry:
         await self._atomically(list(records), [], decide)
         self._known = {s.id: s for s in await self.sessions()}
         await self._release_orphans()
-        self._tasks.append(asyncio.get_running_loop().create_task(self._watch_sessions()))
+        await self._reindex()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._watch_sessions()))
+        self._tasks.append(loop.create_task(self._reap_tombstones()))
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -161,8 +241,17 @@ class Registry:
     async def index(self) -> int:
         return await self.store.index()
 
-    async def wait(self, prefixes: Sequence[str], index: int, timeout: float) -> int:
-        return await self.store.wait(prefixes, index, timeout)
+    async def wait(
+        self, prefixes: Sequence[str], index: int, timeout: float, keys: Sequence[str] = ()
+    ) -> int:
+        return await self.store.wait(prefixes, index, timeout, keys)
+
+    async def block(
+        self, key: Hashable, read: Callable[[], Any], min_index: int | None, wait: float
+    ) -> Read[Any]:
+        """A blocking query over `read` (a view); `key` names the query, so readers of the same one
+        woken by the same change share one read."""
+        return await query(read, min_index or 0, wait, self.store.wait, self.flights, key, self.store.index)
 
     async def _atomically(
         self,
@@ -177,7 +266,7 @@ class Registry:
             result, plan = decide(snap)
             if not plan.writes:
                 return result, snap.index
-            index = await self.store.txn(plan.compares, plan.writes)
+            index = await self._commit(snap, plan)
             if index is not None:
                 return result, index
             await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
@@ -185,6 +274,38 @@ class Registry:
             f"gave up after {ATTEMPTS} attempts: other writers kept changing {', '.join(keys[:3])}; "
             "try again"
         )
+
+    async def _commit(self, snap: Snapshot, plan: Plan) -> int | None:
+        """`plan` as one store transaction, with the index, by-service and tombstone writes it implies
+        (indexes.plan). A change to a node or to a node's own check bumps every service on that node:
+        when the decision did not read the node's services, they are read here and the transaction
+        compares on them, so a service registered meanwhile is never left out."""
+        compares = list(plan.compares)
+        trees: dict[str, Sequence[Entry]] = dict(snap.trees)
+        touched = indexes.node_level_changes(plan.writes)
+        need = sorted(n for n in touched if f"{SERVICES}{n}/" not in trees)
+        if need:
+            extra = await self.store.read([], [f"{SERVICES}{n}/" for n in need])
+            trees.update(extra.trees)
+            compares += [Compare.tree(p, extra.index) for p in extra.trees]
+        held = {e.key: e for tree in trees.values() for e in tree}
+        held.update(snap.entries)
+        services_on: dict[str, list[str]] = {}
+        for n in touched:
+            names = [m.load_service(e.value, 0, 0).name for e in trees.get(f"{SERVICES}{n}/", ())]
+            names += [
+                m.load_service(w.value, 0, 0).name
+                for w in plan.writes
+                if isinstance(w, Put) and w.key.startswith(f"{SERVICES}{n}/")
+            ]
+            services_on[n] = names
+        extra_writes = indexes.plan(
+            plan.writes,
+            held.get,
+            lambda p: [e for k, e in held.items() if k.startswith(p) and e is not None],
+            services_on,
+        )
+        return await self.store.txn(compares, [*plan.writes, *extra_writes])
 
     # --- KV -----------------------------------------------------------------------------------------
 
@@ -257,13 +378,15 @@ class Registry:
         return ok
 
     async def kv_release(self, key: str, value: bytes, session_id: str, flags: int = 0) -> bool:
+        """Consul's ?release (kvsUnlockTxn): false, and nothing written, unless `session_id` holds the
+        lock — whether or not that session still exists."""
         self._check_key(key)
         self._check_value(value, flags)
-        skey, kkey = SESSIONS + session_id, KV + key
+        if not session_id:
+            raise ServerError("missing session")
+        kkey = KV + key
 
         def decide(snap: Snapshot) -> tuple[bool, Plan]:
-            if snap.entries[skey] is None or not session_id:
-                raise ServerError(f'invalid session "{session_id}"')
             old = _kv(key, snap.entries[kkey])
             if old is None or old.session != session_id:
                 return False, Plan()
@@ -273,14 +396,19 @@ class Registry:
                 (Put(kkey, new.encode()), Delete(m.held_key(session_id, key))),
             )
 
-        ok, _ = await self._atomically([skey, kkey], [], decide)
+        ok, _ = await self._atomically([kkey], [], decide)
         return ok
 
     async def kv_delete(self, key: str, recurse: bool = False, cas: int | None = None) -> bool:
         if recurse:
             # a lock index entry under held/ may outlive a key deleted here; ending its session clears it
-            await self.store.delete_prefix(KV + key)
-            return True
+            def tree(snap: Snapshot) -> tuple[bool, Plan]:
+                if not snap.trees[KV + key]:
+                    return True, Plan()
+                return True, Plan((Compare.tree(KV + key, snap.index),), (Delete(KV + key, prefix=True),))
+
+            ok, _ = await self._atomically([], [KV + key], tree)
+            return ok
         kkey = KV + key
 
         def decide(snap: Snapshot) -> tuple[bool, Plan]:
@@ -299,7 +427,7 @@ class Registry:
     async def kv_txn(self, ops: list[txn.KVOp], dc: str | None = None) -> tuple[bool, dict[str, Any]]:
         """Consul's /v1/txn: every operation on one snapshot, then one store transaction (or, when an
         operation fails, nothing). Returns (applied, Consul's reply body)."""
-        self._check_dc(dc)
+        self.check_dc(dc)
         keys, prefixes = txn.reads(ops)
 
         def decide(snap: Snapshot) -> tuple[txn.Outcome, Plan]:
@@ -328,15 +456,13 @@ class Registry:
         return [s for s in out if node is None or s.node == node]
 
     async def session_create(self, body: dict[str, Any], dc: str | None) -> str:
-        self._check_dc(dc)
+        self.check_dc(dc)
         b = Obj(body)
         node = b.str("node") or self.config.node
         behavior = (b.str("behavior") or "release").lower()
         if behavior not in ("release", "delete"):
             raise BadRequest(f"Invalid Behavior setting '{behavior}': must be 'release' or 'delete'")
-        ttl = b.duration("ttl", "TTL")
-        if ttl and not MIN_TTL <= ttl <= MAX_TTL:
-            raise BadRequest(f"Invalid Session TTL '{m.format_duration(ttl)}', must be between [10s=24h0m0s]")
+        ttl, ttl_text = session_ttl(b.raw("ttl"))
         lock_delay = min(b.duration("lockdelay", "LockDelay", default="15s"), 60.0)  # Consul caps it at 60s
         if b.has("checks"):
             checks = b.strs("checks")
@@ -359,9 +485,9 @@ class Registry:
 
         preconditions(await self.store.read(keys))  # before a lease exists, so a refusal leaves nothing
         sid = str(uuid.uuid4())
-        lease = await self.store.grant(ttl) if ttl else 0
+        lease = await self.store.grant(ttl * SESSION_TTL_MULTIPLIER) if ttl else 0
         crash_point("session-create-granted")
-        s = Session(sid, name, node, lock_delay, behavior, ttl, tuple(checks), lease)
+        s = Session(sid, name, node, lock_delay, behavior, ttl, tuple(checks), lease, ttl_text)
 
         def decide(snap: Snapshot) -> tuple[None, Plan]:
             preconditions(snap)
@@ -379,7 +505,7 @@ class Registry:
         return sid
 
     async def session_destroy(self, session_id: str, dc: str | None = None) -> bool:
-        self._check_dc(dc)
+        self.check_dc(dc)
         s = await self.session(session_id)
         if s is None:
             return True
@@ -391,17 +517,17 @@ class Registry:
         return True
 
     async def session_renew(self, session_id: str, dc: str | None = None) -> Session:
-        self._check_dc(dc)
+        self.check_dc(dc)
         s = await self.session(session_id)
         if s is None or (s.lease and not await self.store.keepalive(s.lease)):
             raise NotFound(f"Session id '{session_id}' not found")
         return s
 
-    def _check_dc(self, dc: str | None) -> None:
+    def check_dc(self, dc: str | None) -> None:
+        """Consul's answer to a datacenter it has no route to: a 500 in its exact words (structs.
+        ErrNoDCPath), which clients match; this registry is the one datacenter there is."""
         if dc and dc != self.config.datacenter:
-            raise ServerError(
-                f"No path to datacenter: {dc!r} is not known (this is {self.config.datacenter!r})"
-            )
+            raise ServerError("No path to datacenter")
 
     async def _invalidate(self, sid: str, behavior: str, lock_delay: float, delete_record: bool) -> None:
         """What Consul does when a session ends: release (or, with Behavior delete, delete) every key it
@@ -421,14 +547,14 @@ class Registry:
             writes: list[Write] = []
             released: list[tuple[str, float]] = []
             for h, k in zip(held, keys, strict=True):
-                kv = _kv(k[len(KV) :], second.entries[k])
-                if kv is None or kv.session != sid:
+                entry = _kv(k[len(KV) :], second.entries[k])
+                if entry is None or entry.session != sid:
                     continue  # deleted, or released and taken since: only the index entry goes
                 # the behavior and delay the session had when it took the lock (kept with the lock, so
                 # they hold even for a session whose record is gone)
                 how, delay = m.load_held(h.value) if h.value else (behavior, lock_delay)
-                writes.append(Delete(k) if how == "delete" else Put(k, replace(kv, session="").encode()))
-                released.append((kv.key, delay))
+                writes.append(Delete(k) if how == "delete" else Put(k, replace(entry, session="").encode()))
+                released.append((entry.key, delay))
             if last:
                 compares += [Compare.on(skey, first.entries[skey]), Compare.tree(prefix, first.index)]
                 if delete_record and first.entries[skey] is not None:
@@ -438,6 +564,7 @@ class Registry:
             else:
                 compares += [Compare.on(h.key, h) for h in held]
                 writes += [Delete(h.key) for h in held]
+            writes += indexes.plan(writes, second.entries.get, lambda p: (), {})  # tombstones
             if writes and await self.store.txn(compares, writes) is None:
                 conflicts += 1
                 await asyncio.sleep(random.uniform(0, 0.01))
@@ -467,7 +594,7 @@ class Registry:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("session watch failed; retrying")
+                kv(log, "session watch failed; retrying", logging.ERROR, exc_info=True, retry_in=1)
                 await asyncio.sleep(1)
 
     async def _release_orphans(self) -> None:
@@ -509,19 +636,21 @@ class Registry:
         if not name:
             raise BadRequest("Missing service name")
         weights = b.obj("weights") or Obj({})
+        address, port = b.str("address"), b.int("port", 0, 0, 65535)
         svc = Service(
             node=self.config.node,
             id=b.str("id") or name,
             name=name,
             tags=b.strs("tags"),
-            address=b.str("address"),
-            port=b.int("port", 0, 0, 65535),
+            address=address,
+            port=port,
             meta=b.str_map("meta"),
             weights={
                 "Passing": weights.int("passing", 1, 0, 2**31 - 1),
                 "Warning": weights.int("warning", 1, 0, 2**31 - 1),
             },
             enable_tag_override=b.bool("enabletagoverride"),
+            tagged_addresses=tagged_addresses(b, address, port, defaults=True),
         )
         defs = ([c] if (c := b.obj("check")) else []) + b.objs("checks")
         # parse every check before writing anything; a later definition of the same id wins
@@ -563,7 +692,10 @@ class Registry:
             self.checks.unschedule(cid, svc.node)
         return svc
 
-    def _check_from(self, d: Obj, svc: Service | None, n: int) -> Check:
+    def _check_from(self, d: Obj, svc: Service | None, n: int, own_id: bool = False) -> Check:
+        """A check definition as Consul's agent reads it. Within a service registration its id defaults
+        to service:<id> (service:<id>:<n> among several); registered on its own (`own_id`), to its name,
+        with or without a ServiceID (agent_endpoint.go AgentRegisterCheck)."""
         ttl = d.duration("ttl", "TTL")
         interval = d.duration("interval", "Interval")
         method = (d.str("method") or "GET").upper()
@@ -592,7 +724,7 @@ class Registry:
         if status not in m.STATUSES:
             raise BadRequest(f"Invalid check status {status[:40]!r}: must be passing, warning or critical")
         given_id = d.str("checkid") or d.str("id")
-        if svc is not None:
+        if svc is not None and not own_id:
             cid = given_id or f"service:{svc.id}" + (f":{n}" if n else "")
             name = d.str("name") or f"Service '{svc.name}' check"
         else:
@@ -621,7 +753,7 @@ class Registry:
             svc = await self.service(service_id)
             if svc is None:
                 raise NotFound(f'ServiceID "{service_id}" does not exist')
-        c = self._check_from(b, svc, 0)
+        c = self._check_from(b, svc, 0, own_id=True)
         keys = [c.key(), *([skey] if svc else [])]
 
         def decide(snap: Snapshot) -> tuple[Check, Plan]:
@@ -698,18 +830,22 @@ class Registry:
     async def set_check_status(self, c: Check, status: str, output: str) -> Check:
         """A compare-and-set on the check as read, so a status never resurrects a check deregistered
         meanwhile."""
-        for _ in range(ATTEMPTS):
-            e = await self.store.get(c.key())
+        key = c.key()
+
+        def decide(snap: Snapshot) -> tuple[tuple[Check, bool], Plan]:
+            e = snap.entries[key]
             if e is None:
-                return c
+                return (c, False), Plan()
             cur = m.load_check(e.value, e.create_index, e.modify_index)
             if cur.status == status and cur.output == output:
-                return cur
+                return (cur, False), Plan()
             new = replace(cur, status=status, output=output)
-            if await self.store.cas(c.key(), m.dump(new), e.modify_index) is not None:
-                self.checks.status_changed(new)
-                return new
-        raise ServerError(f"could not set check {c.id}: it kept changing; try again")
+            return (new, True), Plan((Compare.on(key, e),), (Put(key, m.dump(new)),))
+
+        (new, changed), _ = await self._atomically([key], [], decide)
+        if changed:
+            self.checks.status_changed(new)
+        return new
 
     # --- catalog registration (remote nodes: shoal agents) ---------------------------------------------
 
@@ -723,12 +859,12 @@ class Registry:
         address = b.str("address")
         if not address:
             raise BadRequest("Must provide address")
-        self._check_dc(b.str("datacenter") or None)
+        self.check_dc(b.str("datacenter") or None)
         n = Node(
             node,
             address,
             self.config.datacenter,
-            id=b.str("id") or str(uuid.uuid5(uuid.NAMESPACE_DNS, node)),
+            id=b.str("id") or _node_id(node),
             meta=b.str_map("nodemeta"),
             tagged_addresses=b.str_map("taggedaddresses"),
         )
@@ -736,14 +872,16 @@ class Registry:
         if s := b.obj("service"):
             if not s.str("service"):
                 raise BadRequest("Invalid Service: must have a Service name")
+            address, port = s.str("address"), s.int("port", 0, 0, 65535)
             svc = Service(
                 node=node,
                 id=s.str("id") or s.str("service"),
                 name=s.str("service"),
                 tags=s.strs("tags"),
-                address=s.str("address"),
-                port=s.int("port", 0, 0, 65535),
+                address=address,
+                port=port,
                 meta=s.str_map("meta"),
+                tagged_addresses=tagged_addresses(s, address, port, defaults=False),
             )
         checks: dict[str, Check] = {}
         for d in ([c] if (c := b.obj("check")) else []) + b.objs("checks"):
@@ -774,15 +912,43 @@ class Registry:
         records = {NODES + node: m.dump(n)}
         if svc is not None:
             records[f"{SERVICES}{node}/{svc.id}"] = m.dump(svc)
-        records.update((c.key(), m.dump(c)) for c in checks.values())
+        # a check of a service registered earlier takes that service's name and tags (Consul's
+        # ensureCheckTxn), so the service's index and health views see it
+        others = sorted(
+            {
+                f"{SERVICES}{node}/{c.service_id}"
+                for c in checks.values()
+                if c.service_id and not c.service_name
+            }
+        )
 
-        def decide(snap: Snapshot) -> tuple[None, Plan]:
-            compares = tuple(Compare.on(k, snap.entries[k]) for k in records)
-            writes = tuple(Put(k, v) for k, v in records.items() if _changed(snap.entries[k], v))
-            return None, Plan(compares, writes)
+        dumped = {c.key(): m.dump(c) for c in checks.values() if not (c.service_id and not c.service_name)}
 
-        await self._atomically(list(records), [], decide)
-        for c in checks.values():
+        def decide(snap: Snapshot) -> tuple[list[Check], Plan]:
+            final, wanted = [], dict(records)
+            for c in checks.values():
+                if c.key() in dumped:
+                    final.append(c)
+                    wanted[c.key()] = dumped[c.key()]
+                    continue
+                if c.service_id and not c.service_name:
+                    se = snap.entries[f"{SERVICES}{node}/{c.service_id}"]
+                    if se is None:
+                        raise ServerError(
+                            f"Failed inserting check {c.id!r} on node {node!r}: Missing service "
+                            f"registration {c.service_id!r}; register the service with the check"
+                        )
+                    other = m.load_service(se.value, 0, 0)
+                    c = replace(c, service_name=other.name, service_tags=other.tags)
+                final.append(c)
+                wanted[c.key()] = m.dump(c)
+            compares = [Compare.on(k, snap.entries[k]) for k in [*wanted, *others]]
+            writes = tuple(Put(k, v) for k, v in wanted.items() if _changed(snap.entries[k], v))
+            return final, Plan(tuple(compares), writes)
+
+        keys = [*records, *(c.key() for c in checks.values()), *others]
+        final, _ = await self._atomically(keys, [], decide)
+        for c in final:
             if c.definition.ttl:
                 self.checks.ttl_touched(c)
             self.checks.status_changed(c)
@@ -790,7 +956,7 @@ class Registry:
     async def catalog_deregister(self, body: dict[str, Any]) -> None:
         b = Obj(body)
         node = _node_name(b.str("node"))
-        self._check_dc(b.str("datacenter") or None)
+        self.check_dc(b.str("datacenter") or None)
         service_id, check_id = b.str("serviceid"), b.str("checkid")
         if service_id:
             removed = await self._remove_service(node, service_id, missing_ok=True)
@@ -814,64 +980,67 @@ class Registry:
         for cid in removed:
             self.checks.unschedule(cid, node)
 
+    # --- upkeep: the by-service entries, and KV tombstones ---------------------------------------------
+
+    async def _reindex(self) -> None:
+        """At start: a by-service entry for every service instance and none for what is gone — a store
+        written before they existed, or by hand, gets them here. Each batch compares on the services it
+        read, so a registration made meanwhile by another manager is never undone."""
+        snap = await self.store.read([], [SERVICES, indexes.BY_SERVICE])
+        want: dict[str, tuple[Entry, bytes]] = {}
+        for e in snap.trees[SERVICES]:
+            svc = m.load_service(e.value, e.create_index, e.modify_index)
+            ref = indexes.by_service_value(svc.node, svc.id)
+            want[indexes.by_service(svc.name, svc.node, svc.id)] = (e, ref)
+        have = {e.key: e for e in snap.trees[indexes.BY_SERVICE]}
+        todo: list[tuple[Compare, Write]] = []
+        for k, (e, v) in want.items():
+            if k not in have or have[k].value != v:
+                todo.append((Compare.on(e.key, e), Put(k, v)))
+        for k, e in have.items():
+            if k not in want:
+                todo.append((Compare.on(k, e), Delete(k)))
+        for i in range(0, len(todo), REINDEX_BATCH):
+            batch = todo[i : i + REINDEX_BATCH]
+            if await self.store.txn([c for c, _ in batch], [w for _, w in batch]) is None:
+                kv(log, "by-service entries changed while rebuilt; next start retries", logging.WARNING)
+        if todo:
+            kv(log, "by-service entries rebuilt", changed=len(todo))
+
+    async def _reap_tombstones(self) -> None:
+        """Tombstones older than Consul's tombstone_ttl go; the same transaction bumps index/kv-reaped,
+        which every prefix's index includes, so no prefix's index goes back when its newest tombstone
+        does (where Consul lets it)."""
+        while True:
+            await asyncio.sleep(REAP_EVERY)
+            try:
+                await self.reap_tombstones(time.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                kv(log, "reaping KV tombstones failed", logging.ERROR, exc_info=True, retry_in=REAP_EVERY)
+
+    async def reap_tombstones(self, now: float, ttl: float = indexes.TOMBSTONE_TTL) -> int:
+        old = [
+            e for e in await self.store.range(indexes.TOMBSTONES) if indexes.tombstone_age(e.value, now) > ttl
+        ]
+        reaped = 0
+        for i in range(0, len(old), REINDEX_BATCH):
+            batch = old[i : i + REINDEX_BATCH]
+            writes: list[Write] = [Delete(e.key) for e in batch]
+            writes.append(Put(indexes.KV_FLOOR, b""))
+            if await self.store.txn([Compare.on(e.key, e) for e in batch], writes) is not None:
+                reaped += len(batch)
+        return reaped
+
     # --- views ----------------------------------------------------------------------------------------
 
     async def health_service(
         self, name: str, tag: str | None = None, passing: bool = False, ignore_case: bool = False
     ) -> list[dict]:
-        fold = str.lower if ignore_case else str
-        nodes = {n.name: n for n in await self.nodes()}
-        checks = await self.all_checks()
-        out = []
-        for svc in sorted(await self.services(), key=lambda s: (s.node, s.id)):
-            if fold(svc.name) != fold(name) or svc.node not in nodes:
-                continue
-            if tag and fold(tag) not in {fold(t) for t in svc.tags}:
-                continue
-            mine = [c for c in checks if c.node == svc.node and c.service_id in ("", svc.id)]
-            if passing and any(c.status != m.PASSING for c in mine):
-                continue
-            out.append(
-                {
-                    "Node": nodes[svc.node].to_consul(),
-                    "Service": svc.to_health(),
-                    "Checks": [c.to_consul() for c in mine],
-                }
-            )
-        return out
+        """The DNS interface's view: instances of `name` (service names match case-insensitively, as in
+        Consul's catalog)."""
+        from shoal.registry.views import Filters
 
-    async def catalog_service(self, name: str, tag: str | None = None) -> list[dict]:
-        nodes = {n.name: n for n in await self.nodes()}
-        out = []
-        for svc in sorted(await self.services(), key=lambda s: (s.node, s.id)):
-            if svc.name != name or (tag and tag not in svc.tags) or svc.node not in nodes:
-                continue
-            n = nodes[svc.node]
-            out.append(
-                {
-                    "ID": n.id,
-                    "Node": n.name,
-                    "Address": n.address,
-                    "Datacenter": n.datacenter,
-                    "TaggedAddresses": n.to_consul()["TaggedAddresses"],
-                    "NodeMeta": n.meta,
-                    "ServiceKind": "",
-                    "ServiceID": svc.id,
-                    "ServiceName": svc.name,
-                    "ServiceTags": list(svc.tags),
-                    "ServiceAddress": svc.address,
-                    "ServicePort": svc.port,
-                    "ServiceMeta": svc.meta,
-                    "ServiceWeights": svc.weights,
-                    "ServiceEnableTagOverride": svc.enable_tag_override,
-                    "CreateIndex": svc.create_index,
-                    "ModifyIndex": svc.modify_index,
-                }
-            )
-        return out
-
-    async def catalog_services(self) -> dict[str, list[str]]:
-        out: dict[str, set[str]] = {}
-        for svc in await self.services():
-            out.setdefault(svc.name, set()).update(svc.tags)
-        return {k: sorted(v) for k, v in sorted(out.items())}
+        f = Filters(tags=(tag,) if tag else (), passing=passing)
+        return (await self.views.health_service(name, f)).data

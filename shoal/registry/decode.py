@@ -38,6 +38,8 @@ def _finite(text: str) -> float:
 
 
 def clean(s: str) -> str:
+    if s.isascii():  # the common case, and no surrogate can be in it
+        return s
     return _SURROGATE.sub("\ufffd", s) if _SURROGATE.search(s) else s
 
 

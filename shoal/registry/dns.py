@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from dnslib import AAAA, QTYPE, RCODE, RR, SOA, SRV, A, DNSRecord
 
+from shoal.logs import kv
 from shoal.registry.core import Registry
 
 log = logging.getLogger("shoal.registry.dns")
@@ -128,7 +129,7 @@ class DNSServer:
         try:
             return (await self.answer(request)).pack()
         except Exception:
-            log.exception("DNS answer failed")
+            kv(log, "dns answer failed", logging.ERROR, exc_info=True, question=str(request.q.qname)[:255])
         try:
             reply = request.reply()
             reply.header.rcode = RCODE.SERVFAIL

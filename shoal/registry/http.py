@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import platform
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from shoal import __version__, errors
 from shoal.errors import BadRequest, NotFound, ShoalError, TooLarge
-from shoal.registry import decode, txn
+from shoal.logs import kv
+from shoal.registry import bexpr, decode, txn
 from shoal.registry import model as m
+from shoal.registry.blocking import Read
 from shoal.registry.core import Registry
-from shoal.registry.model import CHECKS, KV, NODES, SERVICES, SESSIONS
+from shoal.registry.views import Filters
 
 log = logging.getLogger("shoal.registry.http")
 
@@ -60,45 +62,69 @@ def _json(data: Any, index: int | None = None, status: int = 200) -> web.Respons
     )
 
 
-async def _blocking(
-    request: web.Request, prefixes: Sequence[str], read: Callable[[], Awaitable[Any]]
-) -> tuple[int, Any]:
-    """Consul's blocking query: with ?index=N wait until something under `prefixes` changes after N
-    (or ?wait passes), then read. Returns (X-Consul-Index, data)."""
-    reg = request.app[REGISTRY]
+async def _blocking(request: web.Request, read: Callable[[], Awaitable[Read[Any]]]) -> Read[Any]:
+    """Consul's blocking query (blocking.py): with ?index=N, the answer once the query's own index is
+    past N, or when ?wait passes. Queries are named by path and parameters, so readers of the same one
+    share a read when one change wakes them all."""
     index = _int_param(request, "index", "index")
+    wait = 0.0
     if index:
         wait = (
             min(decode.duration(request.query.get("wait") or "5m", "wait", number_unit=1.0), MAX_WAIT)
             or DEFAULT_WAIT
         )
-        if await reg.wait(prefixes, index, wait) == index:  # timed out: Consul answers with the same index
-            return index, await read()
-    current = await reg.index()
-    return current, await read()
+    key = (
+        request.path,
+        tuple(sorted((k, v) for k, v in request.query.items() if k not in ("index", "wait"))),
+    )
+    return await request.app[REGISTRY].block(key, read, index, wait)
 
 
-# Consul's clients map status codes, not bodies: 400 bad request, 403 permission denied, 404 not found,
-# 413 too large, 5xx server error, each with a plain-text message (py-consul, consul-template and
-# Consul's own Go client all do). Anything else, an engine's reply included, is a 500 here.
-_STATUS = {
-    errors.BAD_REQUEST: 400,
-    errors.DENIED: 403,
-    errors.NOT_FOUND: 404,
-    errors.CONFLICT: 409,
-    errors.TOO_LARGE: 413,
-}
+def _filters(request: web.Request, shape: bexpr.Struct | None = None) -> Filters:
+    """Consul's read filters: every ?tag (all must be there, any case), every ?node-meta=KEY:VALUE (all
+    must match; Consul's ParseMetaPair: no colon means an empty value), ?passing, and ?filter=."""
+    meta: dict[str, str] = {}
+    for pair in request.query.getall("node-meta", []):
+        k, _, v = pair.partition(":")
+        meta[k] = v
+    expr = request.query.get("filter", "")
+    return Filters(
+        tags=tuple(request.query.getall("tag", [])),
+        node_meta=tuple(meta.items()),
+        passing=_flag(request, "passing"),
+        expr=bexpr.compile_filter(expr, shape) if expr and shape is not None else None,
+    )
+
+
+def _index_headers(index: int) -> dict[str, str]:
+    return {"X-Consul-Index": str(index), "X-Consul-Knownleader": "true", "X-Consul-Lastcontact": "0"}
+
+
+def consul_status(err: ShoalError) -> int:
+    """The status for the error's kind, from the one table every HTTP edge shares (shoal.errors): Consul's
+    clients branch on status codes, not bodies (py-consul, consul-template and Consul's Go client all
+    do), and anything without a status of its own, an engine's reply included, is Consul's 500."""
+    return errors.HTTP_STATUS.get(err.kind, 500)
 
 
 def consul_reply(err: ShoalError, index: int | None = None) -> web.Response:
     """Consul's error form: the status for the error's kind and the message as plain text."""
     headers = {"X-Consul-Index": str(index)} if index else {}
-    return web.Response(status=_STATUS.get(err.kind, 500), text=err.message, headers=headers)
+    return web.Response(status=consul_status(err), text=err.message, headers=headers)
+
+
+def _dc_scoped(path: str) -> bool:
+    """Endpoints Consul forwards to a datacenter given by ?dc= (the agent's own and status are local)."""
+    return path.startswith("/v1/") and not path.startswith(
+        ("/v1/agent/", "/v1/status/", "/v1/catalog/datacenters")
+    )
 
 
 @web.middleware
 async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
     try:
+        if "dc" in request.query and _dc_scoped(request.path):
+            request.app[REGISTRY].check_dc(request.query["dc"])
         return await handler(request)
     except ShoalError as e:
         index = None
@@ -108,10 +134,15 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
             except Exception:
                 index = None
         return consul_reply(e, index)
+    except web.HTTPMethodNotAllowed as e:  # Consul's MethodNotAllowedError: its words, and Allow
+        allowed = ",".join(sorted(e.allowed_methods))
+        return web.Response(
+            status=405, text=f"method {request.method} not allowed", headers={"Allow": allowed}
+        )
     except web.HTTPException:
-        raise  # aiohttp's own answers (404 no such route, 405, 413 body too large) are plain text already
+        raise  # aiohttp's own answers (404 no such route, 413 body too large) are plain text already
     except Exception:
-        log.exception("%s %s failed", request.method, request.path)
+        kv(log, "request failed", logging.ERROR, exc_info=True, method=request.method, path=request.path)
         return web.Response(
             status=500, text=f"Internal error serving {request.method} {request.path}; see the registry log"
         )
@@ -221,47 +252,38 @@ def _key(request: web.Request) -> str:
 
 
 async def kv_get(request: web.Request) -> web.Response:
-    reg = request.app[REGISTRY]
+    """Consul's KV reads: one key answers with its own ModifyIndex in X-Consul-Index; ?recurse and
+    ?keys with the highest index under the prefix; a missing key or an empty prefix with the store's."""
+    views = request.app[REGISTRY].views
     key = _key(request)
-    recurse, keys = _flag(request, "recurse"), _flag(request, "keys")
-    if keys:
+    if _flag(request, "keys"):
         sep = request.query.get("separator", request.query.get("seperator", ""))
-
-        async def read_keys() -> list[str]:
-            out: list[str] = []
-            for e in await reg.kv_range(key):
-                k = e.key
-                if sep:
-                    cut = k.find(sep, len(key))
-                    if cut >= 0:
-                        k = k[: cut + len(sep)]
-                if not out or out[-1] != k:
-                    out.append(k)
-            return out
-
-        index, listed = await _blocking(request, [KV + key], read_keys)
+        r = await _blocking(request, lambda: views.kv_list(key))
+        listed: list[str] = []
+        for e in r.data:
+            k = e.key
+            if sep:
+                cut = k.find(sep, len(key))
+                if cut >= 0:
+                    k = k[: cut + len(sep)]
+            if not listed or listed[-1] != k:
+                listed.append(k)
         if not listed and key:
-            return web.Response(status=404, headers={"X-Consul-Index": str(index)})
-        return _json(listed, index)
-    if recurse:
-        index, entries = await _blocking(request, [KV + key], lambda: reg.kv_range(key))
+            return web.Response(status=404, headers=_index_headers(r.index))
+        return _json(listed, r.index)
+    if _flag(request, "recurse"):
+        r = await _blocking(request, lambda: views.kv_list(key))
+        entries = r.data
     else:
-
-        async def one() -> list[m.KVEntry]:
-            e = await reg.kv_get(key)
-            return [e] if e else []
-
-        index, entries = await _blocking(request, [KV + key], one)
-        entries = [e for e in entries if e.key == key]
+        r = await _blocking(request, lambda: views.kv_get(key))
+        entries = [r.data] if r.data is not None else []
     if not entries:
-        return web.Response(status=404, headers={"X-Consul-Index": str(index)})
+        return web.Response(status=404, headers=_index_headers(r.index))
     if _flag(request, "raw"):
         return web.Response(
-            body=entries[0].value,
-            headers={"X-Consul-Index": str(index)},
-            content_type="application/octet-stream",
+            body=entries[0].value, headers=_index_headers(r.index), content_type="application/octet-stream"
         )
-    return _json([e.to_consul() for e in entries], index)
+    return _json([e.to_consul() for e in entries], r.index)
 
 
 async def kv_put(request: web.Request) -> web.Response:
@@ -310,22 +332,15 @@ async def session_renew(request: web.Request) -> web.Response:
 
 
 async def session_info(request: web.Request) -> web.Response:
-    reg = request.app[REGISTRY]
-    sid = request.match_info["id"]
-
-    async def read() -> list[dict]:
-        s = await reg.session(sid)
-        return [s.to_consul()] if s else []
-
-    index, data = await _blocking(request, [SESSIONS + sid], read)
-    return _json(data, index)
+    views, sid = request.app[REGISTRY].views, request.match_info["id"]
+    r = await _blocking(request, lambda: views.session(sid))
+    return _json(r.data, r.index)
 
 
 async def session_list(request: web.Request) -> web.Response:
-    reg = request.app[REGISTRY]
-    node = request.match_info.get("node")
-    index, data = await _blocking(request, [SESSIONS], lambda: reg.sessions(node))
-    return _json([s.to_consul() for s in data], index)
+    views, node = request.app[REGISTRY].views, request.match_info.get("node")
+    r = await _blocking(request, lambda: views.sessions(node))
+    return _json(r.data, r.index)
 
 
 # --- agent services and checks ------------------------------------------------------------------------
@@ -333,17 +348,20 @@ async def session_list(request: web.Request) -> web.Response:
 
 async def agent_services(request: web.Request) -> web.Response:
     reg = request.app[REGISTRY]
-    svcs = await reg.services(reg.config.node)
-    return _json({s.id: s.to_agent(reg.config.datacenter) for s in svcs})
+    f = _filters(request, bexpr.AGENT_SERVICE)
+    svcs = [s.to_agent(reg.config.datacenter) for s in await reg.services(reg.config.node)]
+    return _json({s["ID"]: s for s in svcs if f.expr is None or f.expr.keep(s)})
 
 
 async def agent_service(request: web.Request) -> web.Response:
     reg = request.app[REGISTRY]
     sid = request.match_info["id"]
-    index, svc = await _blocking(request, [f"{SERVICES}{reg.config.node}/{sid}"], lambda: reg.service(sid))
-    if svc is None:
+    if sid in ("register", "deregister") or sid.startswith("deregister/"):  # PUT only, as in Consul
+        raise web.HTTPMethodNotAllowed(request.method, ["PUT"])
+    r = await _blocking(request, lambda: reg.views.agent_service(reg.config.node, sid))
+    if r.data is None:
         raise NotFound(f"unknown service ID: {sid}")
-    return _json(svc.to_agent(reg.config.datacenter), index)
+    return _json(r.data.to_agent(reg.config.datacenter), r.index)
 
 
 async def agent_service_register(request: web.Request) -> web.Response:
@@ -358,8 +376,9 @@ async def agent_service_deregister(request: web.Request) -> web.Response:
 
 async def agent_checks(request: web.Request) -> web.Response:
     reg = request.app[REGISTRY]
-    checks = [c for c in await reg.all_checks(reg.config.node) if c.id != "serfHealth"]
-    return _json({c.id: c.to_consul() for c in checks})
+    f = _filters(request, bexpr.CHECK)
+    checks = [c.to_consul() for c in await reg.all_checks(reg.config.node) if c.id != "serfHealth"]
+    return _json({c["CheckID"]: c for c in checks if f.expr is None or f.expr.keep(c)})
 
 
 async def agent_check_register(request: web.Request) -> web.Response:
@@ -401,83 +420,65 @@ async def txn_apply(request: web.Request) -> web.Response:
 
 # --- catalog and health -------------------------------------------------------------------------------
 
-_CATALOG = [NODES, SERVICES]
-_HEALTH = [NODES, SERVICES, CHECKS]
-
 
 async def catalog_datacenters(request: web.Request) -> web.Response:
     return _json([request.app[REGISTRY].config.datacenter])
 
 
 async def catalog_services(request: web.Request) -> web.Response:
-    reg = request.app[REGISTRY]
-    reg._check_dc(_dc(request))
-    index, data = await _blocking(request, _CATALOG, reg.catalog_services)
-    return _json(data, index)
+    views, f = request.app[REGISTRY].views, _filters(request, bexpr.CATALOG_SERVICE)
+    r = await _blocking(request, lambda: views.catalog_services(f))
+    return _json(r.data, r.index)
 
 
 async def catalog_service(request: web.Request) -> web.Response:
-    reg = request.app[REGISTRY]
-    reg._check_dc(_dc(request))
-    name, tag = request.match_info["name"], request.query.get("tag")
-    index, data = await _blocking(request, _CATALOG, lambda: reg.catalog_service(name, tag))
-    return _json(data, index)
+    views, f = request.app[REGISTRY].views, _filters(request, bexpr.CATALOG_SERVICE)
+    name = request.match_info["name"]
+    r = await _blocking(request, lambda: views.catalog_service(name, f))
+    return _json(r.data, r.index)
 
 
 async def catalog_nodes(request: web.Request) -> web.Response:
-    reg = request.app[REGISTRY]
-    reg._check_dc(_dc(request))
-    index, data = await _blocking(request, [NODES], reg.nodes)
-    return _json([n.to_consul() for n in data], index)
+    views, f = request.app[REGISTRY].views, _filters(request, bexpr.NODE)
+    r = await _blocking(request, lambda: views.catalog_nodes(f))
+    return _json(r.data, r.index)
 
 
 async def catalog_node(request: web.Request) -> web.Response:
-    reg = request.app[REGISTRY]
+    views, f = request.app[REGISTRY].views, _filters(request, bexpr.SERVICE)
     name = request.match_info["node"]
-
-    async def read() -> dict | None:
-        node = next((n for n in await reg.nodes() if n.name == name), None)
-        if node is None:
-            return None
-        svcs = await reg.services(name)
-        return {"Node": node.to_consul(), "Services": {s.id: s.to_health() for s in svcs}}
-
-    index, data = await _blocking(request, _CATALOG, read)
-    return _json(data, index)
+    r = await _blocking(request, lambda: views.catalog_node(name, f))
+    return _json(r.data, r.index)
 
 
 async def health_service(request: web.Request) -> web.Response:
-    reg = request.app[REGISTRY]
-    reg._check_dc(_dc(request))
-    name, tag, passing = request.match_info["name"], request.query.get("tag"), _flag(request, "passing")
-    index, data = await _blocking(request, _HEALTH, lambda: reg.health_service(name, tag, passing))
-    return _json(data, index)
-
-
-async def _checks_view(request: web.Request, prefix: str, keep: Callable[[m.Check], bool]) -> web.Response:
-    reg = request.app[REGISTRY]
-
-    async def read() -> list[dict]:
-        return [c.to_consul() for c in await reg.all_checks() if c.key().startswith(prefix) and keep(c)]
-
-    index, data = await _blocking(request, [prefix], read)
-    return _json(data, index)
+    views, f = request.app[REGISTRY].views, _filters(request, bexpr.HEALTH_ENTRY)
+    name = request.match_info["name"]
+    r = await _blocking(request, lambda: views.health_service(name, f))
+    return _json(r.data, r.index)
 
 
 async def health_state(request: web.Request) -> web.Response:
     state = request.match_info["state"]
     if state not in ("any", *m.STATUSES):
         raise BadRequest(f"Invalid state {state!r}: must be any, passing, warning or critical")
-    return await _checks_view(request, CHECKS, lambda c: state in ("any", c.status))
+    views, f = request.app[REGISTRY].views, _filters(request, bexpr.CHECK)
+    r = await _blocking(request, lambda: views.health_state(state, f))
+    return _json(r.data, r.index)
 
 
 async def health_checks(request: web.Request) -> web.Response:
+    views, f = request.app[REGISTRY].views, _filters(request, bexpr.CHECK)
     name = request.match_info["name"]
-    return await _checks_view(request, CHECKS, lambda c: c.service_name == name)
+    r = await _blocking(request, lambda: views.health_checks(name, f))
+    return _json(r.data, r.index)
 
 
 async def health_node(request: web.Request) -> web.Response:
-    return await _checks_view(request, f"{CHECKS}{request.match_info['node']}/", lambda c: True)
+    views, f = request.app[REGISTRY].views, _filters(request, bexpr.CHECK)
+    name = request.match_info["node"]
+    r = await _blocking(request, lambda: views.health_node(name, f))
+    return _json(r.data, r.index)
 
 
 async def catalog_register(request: web.Request) -> web.Response:
@@ -501,6 +502,9 @@ async def catalog_deregister(request: web.Request) -> web.Response:
 
 
 def make_app(registry: Registry) -> web.Application:
+    """The Consul API app. `_errors` is its first middleware: one appended to `app.middlewares` before
+    the runner starts (acl_http.install does) runs inside it, after the ?dc= check, so a refusal raised
+    there as a ShoalError gets Consul's status and plain-text form."""
     app = web.Application(middlewares=[_errors], client_max_size=decode.MAX_JSON)
     app[REGISTRY] = registry
     r = app.router
@@ -520,14 +524,15 @@ def make_app(registry: Registry) -> web.Application:
     r.add_get("/v1/session/list", session_list)
     r.add_get("/v1/session/node/{node}", session_list)
     r.add_get("/v1/agent/services", agent_services)
-    r.add_get("/v1/agent/service/{id}", agent_service)
+    # ids may hold "/" (Consul takes the rest of the path); register/deregister are PUT only there
     r.add_put("/v1/agent/service/register", agent_service_register)
-    r.add_put("/v1/agent/service/deregister/{id}", agent_service_deregister)
+    r.add_put("/v1/agent/service/deregister/{id:.+}", agent_service_deregister)
+    r.add_get("/v1/agent/service/{id:.+}", agent_service)
     r.add_get("/v1/agent/checks", agent_checks)
     r.add_put("/v1/agent/check/register", agent_check_register)
-    r.add_put("/v1/agent/check/deregister/{id}", agent_check_deregister)
-    r.add_put("/v1/agent/check/{state:pass|warn|fail}/{id}", agent_check_mark)
-    r.add_put("/v1/agent/check/update/{id}", agent_check_update)
+    r.add_put("/v1/agent/check/deregister/{id:.+}", agent_check_deregister)
+    r.add_put("/v1/agent/check/{state:pass|warn|fail}/{id:.+}", agent_check_mark)
+    r.add_put("/v1/agent/check/update/{id:.+}", agent_check_update)
     r.add_get("/v1/catalog/datacenters", catalog_datacenters)
     r.add_get("/v1/catalog/services", catalog_services)
     r.add_get("/v1/catalog/service/{name}", catalog_service)

@@ -140,6 +140,42 @@ def test_wait_times_out_with_the_same_index(store_url):
     run(store_url, fn)
 
 
+def test_wait_on_exact_keys_wakes_only_for_those_keys(store_url):
+    """A blocking query waits on the one index key its answer depends on; keys that merely share its
+    beginning (another service's index) do not wake it."""
+
+    async def fn(s):
+        start = await s.index()
+
+        async def later():
+            await asyncio.sleep(0.1)
+            await s.put("index/service/web2", b"")
+            await s.put("index/service/we", b"")
+            await asyncio.sleep(0.1)
+            return await s.put("index/service/web", b"")
+
+        w = asyncio.create_task(later())
+        woke = await s.wait([], start, 5, keys=["index/service/web"])
+        assert woke == await w
+
+    run(store_url, fn)
+
+
+def test_waiters_that_time_out_or_wake_are_forgotten(store_url):
+    async def fn(s):
+        start = await s.index()
+        quiet = [s.wait([], start, 0.2, keys=[f"quiet/{i}"]) for i in range(50)]
+        quiet += [s.wait([f"quiet/{i}/"], start, 0.2) for i in range(50)]
+        woken = [asyncio.ensure_future(s.wait(["loud/"], start, 5, keys=["loud/x"])) for _ in range(50)]
+        await asyncio.sleep(0.05)
+        idx = await s.put("loud/x", b"1")
+        assert await asyncio.gather(*quiet) == [start] * 100
+        assert await asyncio.gather(*woken) == [idx] * 50
+        assert s.feed.waiting == 0
+
+    run(store_url, fn)
+
+
 def test_a_lease_not_kept_alive_deletes_its_keys(store_url):
     async def fn(s):
         lease = await s.grant(1)

@@ -64,7 +64,9 @@ def test_sqlite_keeps_every_acknowledged_write_across_kill_9():
     ]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60  # busy writers, however slow this machine is right now
+    while sum(len(a) for a in acked) <= 500 and time.monotonic() < deadline and not errors:
+        time.sleep(0.1)
     reg.proc.send_signal(signal.SIGKILL)  # mid-write, no shutdown
     reg.proc.wait()
     stop.set()
@@ -340,8 +342,11 @@ def test_sqlite_loses_no_acknowledged_operation_to_kill_9_and_power_loss_under_m
 def test_the_mixed_load_check_catches_a_store_that_does_not_sync_every_commit(powerloss, synchronous):
     """The test above, with SQLite told not to fsync each commit: acknowledged operations are lost in the
     power cut, and the check says so — it is not a test that cannot fail."""
-    ws, lost, _ = _sqlite_mixed_load(powerloss, synchronous)
-    assert lost, f"synchronous={synchronous} lost nothing of {sum(w.acked for w in ws)} operations?"
+    for _ in range(3):  # a power cut that lands just after a checkpoint loses nothing even here: cut again
+        ws, lost, _ = _sqlite_mixed_load(powerloss, synchronous)
+        if lost:
+            break
+    assert lost, f"synchronous={synchronous} lost nothing of {sum(w.acked for w in ws)} operations, 3 times?"
 
 
 def test_etcd_loses_no_acknowledged_operation_when_registry_and_etcd_are_killed_under_mixed_load():

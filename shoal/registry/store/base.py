@@ -117,9 +117,16 @@ class Store(Protocol):
     async def index(self) -> int:
         """The global index: the index of the newest write (never 0 once opened)."""
 
-    async def wait(self, prefixes: Sequence[str], index: int, timeout: float) -> int:
-        """Returns once a key under one of `prefixes` changed after `index`: the index of that change,
-        or `index` itself when `timeout` passes first. May return early (Consul allows it)."""
+    def seen(self) -> int:
+        """The newest index the change feed has published (no I/O): a read started now sees at least
+        this much."""
+
+    async def wait(
+        self, prefixes: Sequence[str], index: int, timeout: float, keys: Sequence[str] = ()
+    ) -> int:
+        """Returns once one of `keys`, or a key under one of `prefixes`, changed after `index`: the index
+        of that change, or `index` itself when `timeout` passes first. May return early (Consul allows
+        it)."""
 
     async def grant(self, ttl: float) -> int:
         """A lease: keys put with it are deleted when it is revoked or not kept alive for `ttl`."""
@@ -131,20 +138,41 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+class _Waiter:
+    """One blocked reader: the exact keys and prefixes it waits on, and the index it has already seen."""
+
+    __slots__ = ("after", "fut", "keys", "prefixes")
+
+    def __init__(
+        self, keys: tuple[str, ...], prefixes: tuple[str, ...], after: int, fut: asyncio.Future[int]
+    ) -> None:
+        self.keys, self.prefixes, self.after, self.fut = keys, prefixes, after, fut
+
+
 class ChangeFeed:
     """Recent (index, key) changes and the blocking readers waiting on them, in one event loop.
 
     Both stores feed it: SQLite after each commit, etcd from one watch over its whole namespace.
-    Waiters whose index is older than the history kept are woken at once (a spurious wake-up, which
-    Consul's blocking queries allow), so memory stays bounded.
+    Waiters are filed under each exact key and each prefix they wait on, so a change costs a few dict
+    lookups however many readers are blocked (a blocking query waits on the one index key its answer
+    depends on, e.g. index/service/web, not on a whole table). Waiters whose index is older than the
+    history kept are woken at once (a spurious wake-up, which Consul's blocking queries allow), so
+    memory stays bounded.
     """
 
     def __init__(self, start_index: int, keep: int = 50_000) -> None:
         self._recent: deque[tuple[int, str]] = deque(maxlen=keep)
-        self._waiters: list[tuple[tuple[str, ...], int, asyncio.Future[int]]] = []
+        self._exact: dict[str, set[_Waiter]] = {}
+        self._prefix: dict[str, set[_Waiter]] = {}
+        self._lengths: dict[int, int] = {}  # prefix length -> how many prefix registrations have it
         self.last_index = start_index
         # every change after this index is in _recent (until the deque starts dropping old ones)
         self._complete_after = start_index
+
+    @property
+    def waiting(self) -> int:
+        """How many readers are blocked (for figures and tests)."""
+        return len({w for ws in (*self._exact.values(), *self._prefix.values()) for w in ws})
 
     def publish(self, changes: Sequence[tuple[int, str]]) -> None:
         if not changes:
@@ -158,49 +186,84 @@ class ChangeFeed:
             )
         self._recent.extend(changes)
         self.last_index = max(self.last_index, changes[-1][0])
-        still = []
-        for prefixes, after, fut in self._waiters:
-            if fut.done():
-                continue
-            hit = next((i for i, k in changes if i > after and k.startswith(prefixes)), None)
-            if hit is None:
-                still.append((prefixes, after, fut))
-            else:
-                fut.set_result(hit)
-        self._waiters = still
+        if not self._exact and not self._prefix:
+            return
+        lengths = sorted(self._lengths)
+        for i, key in changes:
+            if ws := self._exact.get(key):
+                self._fire(ws, i)
+            for n in lengths:
+                if n > len(key):
+                    break
+                if ws := self._prefix.get(key[:n]):
+                    self._fire(ws, i)
+
+    def _fire(self, waiters: set[_Waiter], index: int) -> None:
+        for w in [w for w in waiters if index > w.after]:
+            self._drop(w)
+            if not w.fut.done():
+                w.fut.set_result(index)
+
+    def _add(self, w: _Waiter) -> None:
+        for k in w.keys:
+            self._exact.setdefault(k, set()).add(w)
+        for p in w.prefixes:
+            self._prefix.setdefault(p, set()).add(w)
+            self._lengths[len(p)] = self._lengths.get(len(p), 0) + 1
+
+    def _drop(self, w: _Waiter) -> None:
+        for table, names in ((self._exact, w.keys), (self._prefix, w.prefixes)):
+            for name in names:
+                ws = table.get(name)
+                if ws is None or w not in ws:
+                    continue
+                ws.discard(w)
+                if not ws:
+                    del table[name]
+                if table is self._prefix:
+                    left = self._lengths[len(name)] - 1
+                    if left:
+                        self._lengths[len(name)] = left
+                    else:
+                        del self._lengths[len(name)]
 
     def resync(self, index: int) -> None:
         """The history up to `index` is lost (etcd compacted past the watch): every waiter wakes and
         re-reads, and any later wait from an older index wakes at once."""
         self.last_index = max(self.last_index, index)
         self._complete_after = max(self._complete_after, index)
-        waiters, self._waiters = self._waiters, []
-        for _, after, fut in waiters:
-            if not fut.done():
-                fut.set_result(max(index, after))
+        waiters = {w for ws in (*self._exact.values(), *self._prefix.values()) for w in ws}
+        self._exact, self._prefix, self._lengths = {}, {}, {}
+        for w in waiters:
+            if not w.fut.done():
+                w.fut.set_result(max(index, w.after))
 
-    def _seen(self, prefixes: tuple[str, ...], after: int) -> int | None:
+    def _seen(self, keys: frozenset[str], prefixes: tuple[str, ...], after: int) -> int | None:
         if after < self._complete_after:
             # history does not reach back to `after`: wake now, the caller re-reads
             return self.last_index if self.last_index > after else None
         start = bisect.bisect_right(self._recent, after, key=lambda c: c[0])
         for i in range(start, len(self._recent)):
             idx, key = self._recent[i]
-            if key.startswith(prefixes):
+            if key in keys or (prefixes and key.startswith(prefixes)):
                 return idx
         return None
 
-    async def wait(self, prefixes: Sequence[str], after: int, timeout: float) -> int:
-        p = tuple(prefixes)
-        hit = self._seen(p, after)
+    async def wait(
+        self, prefixes: Sequence[str], after: int, timeout: float, keys: Sequence[str] = ()
+    ) -> int:
+        p, k = tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(keys))
+        hit = self._seen(frozenset(k), p, after)
         if hit is not None:
             return hit
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiters.append((p, after, fut))
+        w = _Waiter(k, p, after, asyncio.get_running_loop().create_future())
+        self._add(w)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(w.fut, timeout)
         except TimeoutError:
             return after
+        finally:
+            self._drop(w)
 
 
 def now() -> float:

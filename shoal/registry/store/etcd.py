@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from aetcd import rpc
@@ -64,6 +66,10 @@ class EtcdStore:
         self._watch = rpc.WatchStub(self._channel)
         self.feed: ChangeFeed
         self._watcher: asyncio.Task[None] | None = None
+        self._watch_call: Any = None  # the watch thread's current call, cancelled to stop it
+        self._pending: list[tuple[str, Any]] = []  # what the watch thread saw, for the loop
+        self._pending_lock = threading.Lock()
+        self._flush_due = False
 
     @classmethod
     async def open(cls, endpoints: Sequence[str]) -> EtcdStore:
@@ -255,8 +261,13 @@ class EtcdStore:
         resp = await self._call(self._kv.Range, rpc.RangeRequest(key=NAMESPACE, count_only=True))
         return max(1, resp.header.revision)
 
-    async def wait(self, prefixes: Sequence[str], index: int, timeout: float) -> int:
-        return await self.feed.wait(prefixes, index, timeout)
+    def seen(self) -> int:
+        return self.feed.last_index
+
+    async def wait(
+        self, prefixes: Sequence[str], index: int, timeout: float, keys: Sequence[str] = ()
+    ) -> int:
+        return await self.feed.wait(prefixes, index, timeout, keys)
 
     async def grant(self, ttl: float) -> int:
         resp = await self._call(self._lease.LeaseGrant, rpc.LeaseGrantRequest(TTL=max(1, round(ttl))))
@@ -282,31 +293,60 @@ class EtcdStore:
             await self._call(self._lease.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease))
 
     async def _watch_loop(self, start: int) -> None:
-        """Feeds every change in our namespace to the ChangeFeed, resuming after the last one seen. When
-        etcd has compacted the revisions we missed, nobody can know what changed there: every blocked
-        reader wakes to re-read (Consul allows a spurious wake-up), and the watch starts again from now."""
+        """Feeds every change in our namespace to the ChangeFeed, resuming after the last one seen. The
+        watch runs in a thread of its own on a synchronous channel: read on the event loop, it got one
+        message per loop turn, and under a cluster's write load it fell seconds behind (so did every
+        blocked reader). The thread hands the loop whatever arrived meanwhile in one callback. When etcd
+        has compacted the revisions we missed, nobody can know what changed there: every blocked reader
+        wakes to re-read (Consul allows a spurious wake-up), and the watch starts again from now.
+        Cancelling this coroutine stops the thread."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._watch_thread, args=(start, stop, loop), name="etcd-watch", daemon=True
+        )
+        thread.start()
+        try:
+            await loop.create_future()  # until cancelled
+        finally:
+            stop.set()
+            call = self._watch_call
+            if call is not None:
+                call.cancel()
+
+    def _watch_thread(self, start: int, stop: threading.Event, loop: asyncio.AbstractEventLoop) -> None:
+        channel = grpc.insecure_channel(
+            "ipv4:" + ",".join(self.endpoints), options=[("grpc.lb_policy_name", "round_robin")]
+        )
+        watch, kv = rpc.WatchStub(channel), rpc.KVStub(channel)
         last = start
-        while True:
-            try:
+        try:
+            while not stop.is_set():
+                done = threading.Event()
                 req = rpc.WatchRequest(
                     create_request=rpc.WatchCreateRequest(
                         key=NAMESPACE, range_end=_end(NAMESPACE), start_revision=last + 1
                     )
                 )
-                queue: asyncio.Queue[rpc.WatchRequest] = asyncio.Queue()
-                await queue.put(req)
 
-                async def requests(q: asyncio.Queue[rpc.WatchRequest] = queue):
-                    while True:
-                        yield await q.get()
+                def requests(first: rpc.WatchRequest = req, done: threading.Event = done):
+                    yield first
+                    while not (stop.is_set() or done.is_set()):
+                        done.wait(1.0)
 
-                call = self._watch.Watch(requests())
                 try:
-                    async for resp in call:
+                    call = watch.Watch(requests())
+                    self._watch_call = call
+                    if stop.is_set():
+                        call.cancel()
+                    for resp in call:
                         if resp.compact_revision or resp.canceled:
-                            now = await self.index()
-                            self.feed.resync(now)
-                            last = now
+                            head = kv.Range(
+                                rpc.RangeRequest(key=NAMESPACE, count_only=True), timeout=CALL_TIMEOUT
+                            )
+                            last = max(1, head.header.revision)
+                            self._deliver(loop, ("resync", last))
+                            call.cancel()
                             break
                         changes = [
                             (ev.kv.mod_revision, ev.kv.key[len(NAMESPACE) :].decode(errors="replace"))
@@ -314,15 +354,40 @@ class EtcdStore:
                         ]
                         if changes:
                             last = changes[-1][0]
-                            self.feed.publish(changes)
+                            self._deliver(loop, ("changes", changes))
                         elif resp.header.revision > last and not resp.created:
                             last = resp.header.revision
+                except Exception:  # a lost member, a restart, a cancel: look again from `last`
+                    if not stop.is_set():
+                        stop.wait(0.2)
                 finally:
-                    call.cancel()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(0.2)
+                    done.set()
+        finally:
+            channel.close()
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop, item: tuple[str, Any]) -> None:
+        """From the watch thread: queue `item` and, unless a flush is already on its way, ask the loop
+        for one."""
+        with self._pending_lock:
+            self._pending.append(item)
+            if self._flush_due:
+                return
+            self._flush_due = True
+        with contextlib.suppress(RuntimeError):  # the loop closed under us: nobody is waiting any more
+            loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        with self._pending_lock:
+            items, self._pending, self._flush_due = self._pending, [], False
+        batch: list[tuple[int, str]] = []
+        for kind, value in items:
+            if kind == "changes":
+                batch += value
+                continue
+            self.feed.publish(batch)
+            batch = []
+            self.feed.resync(value)
+        self.feed.publish(batch)
 
     async def close(self) -> None:
         if self._watcher:

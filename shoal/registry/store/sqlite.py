@@ -338,8 +338,13 @@ class SQLiteStore:
     async def index(self) -> int:
         return self._index
 
-    async def wait(self, prefixes: Sequence[str], index: int, timeout: float) -> int:
-        return await self.feed.wait(prefixes, index, timeout)
+    def seen(self) -> int:
+        return self.feed.last_index
+
+    async def wait(
+        self, prefixes: Sequence[str], index: int, timeout: float, keys: Sequence[str] = ()
+    ) -> int:
+        return await self.feed.wait(prefixes, index, timeout, keys)
 
     async def grant(self, ttl: float) -> int:
         def fn(c: sqlite3.Connection, t: _Txn) -> int:

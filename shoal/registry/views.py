@@ -1,0 +1,317 @@
+"""The registry's read views as Consul shapes them, each with the index Consul keys it on and the store
+keys a blocking reader of it waits on (see blocking.py, indexes.py).
+
+A view of one service reads its index key and its by-service entries first, then the instances, their
+nodes and their checks: the index comes from the first read, so whatever changes between the two reads
+is newer than the index answered and the client's next blocking query returns at once — no change is
+ever missed, and nothing outside the service is read.
+
+Filters are Consul's: repeated `tag` all required (case-insensitive), repeated `node-meta` all required,
+`passing`, and `filter=` (bexpr.py) on the entries as answered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.registry import bexpr
+from shoal.registry import model as m
+from shoal.registry.blocking import Read
+from shoal.registry.indexes import (
+    CHECKS_INDEX,
+    KV_FLOOR,
+    NODES_INDEX,
+    SERVICES_INDEX,
+    TOMBSTONES,
+    by_service_prefix,
+    checks_index,
+    load_ref,
+    node_checks_index,
+    node_index,
+    service_index,
+)
+from shoal.registry.model import CHECKS, KV, NODES, SERVICES, SESSIONS, Check, KVEntry, Node, Service
+from shoal.registry.store import Store
+from shoal.registry.store.base import Entry, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    tags: tuple[str, ...] = ()
+    node_meta: tuple[tuple[str, str], ...] = ()
+    passing: bool = False
+    expr: bexpr.Filter | None = field(default=None)
+
+    @property
+    def needs_nodes(self) -> bool:
+        return bool(self.node_meta)
+
+
+NONE = Filters()
+SPREAD = 32  # instances on up to this many nodes are read key by key; more, by whole prefixes
+
+
+def _index(snap: Snapshot, *keys: str) -> int:
+    """The modify index of the first of `keys` that exists, else the snapshot's (never 0)."""
+    for k in keys:
+        if (e := snap.entries.get(k)) is not None:
+            return max(1, e.modify_index)
+    return max(1, snap.index)
+
+
+def _tags_ok(tags: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    have = {t.lower() for t in tags}
+    return all(t.lower() in have for t in wanted)
+
+
+def _meta_ok(meta: dict[str, str], wanted: tuple[tuple[str, str], ...]) -> bool:
+    return all(meta.get(k) == v for k, v in wanted)
+
+
+def _node(e: Entry) -> Node:
+    return m.load_node(e.value, e.create_index, e.modify_index)
+
+
+def _service(e: Entry) -> Service:
+    return m.load_service(e.value, e.create_index, e.modify_index)
+
+
+def _check(e: Entry) -> Check:
+    return m.load_check(e.value, e.create_index, e.modify_index)
+
+
+def catalog_entry(n: Node, svc: Service) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "ID": n.id,
+        "Node": n.name,
+        "Address": n.address,
+        "Datacenter": n.datacenter,
+        "TaggedAddresses": n.to_consul()["TaggedAddresses"],
+        "NodeMeta": n.meta,
+        "ServiceKind": "",
+        "ServiceID": svc.id,
+        "ServiceName": svc.name,
+        "ServiceTags": list(svc.tags),
+        "ServiceAddress": svc.address,
+    }
+    if svc.tagged_addresses:  # Consul's structs.ServiceNode: omitempty
+        d["ServiceTaggedAddresses"] = svc.tagged_addresses
+    d.update(
+        ServiceMeta=svc.meta,
+        ServicePort=svc.port,
+        ServiceWeights=svc.weights,
+        ServiceEnableTagOverride=svc.enable_tag_override,
+        CreateIndex=svc.create_index,
+        ModifyIndex=svc.modify_index,
+    )
+    return d
+
+
+class Views:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # --- one service --------------------------------------------------------------------------------
+
+    async def _instances(
+        self, name: str, with_checks: bool
+    ) -> tuple[Snapshot, list[tuple[Node, Service, list[Check]]]]:
+        """The first snapshot (index key, by-service entries) and every instance of `name` with its node
+        (and, with `with_checks`, its node's checks), ordered by node then service id."""
+        prefix = by_service_prefix(name)
+        first = await self.store.read([service_index(name), SERVICES_INDEX], [prefix])
+        refs = sorted({ref for e in first.trees[prefix] if (ref := load_ref(e.value)) is not None})
+        if not refs:
+            return first, []
+        nodes = sorted({n for n, _ in refs})
+        if len(nodes) <= SPREAD:
+            second = await self.store.read(
+                [f"{SERVICES}{n}/{sid}" for n, sid in refs] + [NODES + n for n in nodes],
+                [f"{CHECKS}{n}/" for n in nodes] if with_checks else [],
+            )
+            entries = dict(second.entries)
+            checks_on = {n: second.trees[f"{CHECKS}{n}/"] for n in nodes} if with_checks else {}
+        else:  # a service on many nodes: three ranges read less than a key or two per instance
+            second = await self.store.read([], [NODES, SERVICES, *([CHECKS] if with_checks else [])])
+            entries = {e.key: e for p in (NODES, SERVICES) for e in second.trees[p]}
+            checks_on = {}
+            for e in second.trees[CHECKS] if with_checks else ():
+                checks_on.setdefault(e.key[len(CHECKS) :].partition("/")[0], []).append(e)
+        out = []
+        for n, sid in refs:
+            se, ne = entries.get(f"{SERVICES}{n}/{sid}"), entries.get(NODES + n)
+            if se is None or ne is None:
+                continue
+            svc = _service(se)
+            if svc.name.lower() != name.lower():
+                continue
+            checks = [c for c in map(_check, checks_on.get(n, ())) if c.service_id in ("", sid)]
+            out.append((_node(ne), svc, checks))
+        return first, out
+
+    async def health_service(self, name: str, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
+        first, instances = await self._instances(name, with_checks=True)
+        out = []
+        for node, svc, checks in instances:
+            if not _tags_ok(svc.tags, f.tags) or not _meta_ok(node.meta, f.node_meta):
+                continue
+            if f.passing and any(c.status != m.PASSING for c in checks):
+                continue
+            entry = {
+                "Node": node.to_consul(),
+                "Service": svc.to_health(),
+                "Checks": [c.to_consul() for c in checks],
+            }
+            if f.expr is None or f.expr.keep(entry):
+                out.append(entry)
+        key = service_index(name)
+        return Read(out, _index(first, key, SERVICES_INDEX), first.index, keys=(key,))
+
+    async def catalog_service(self, name: str, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
+        first, instances = await self._instances(name, with_checks=False)
+        out = []
+        for node, svc, _ in instances:
+            if not _tags_ok(svc.tags, f.tags) or not _meta_ok(node.meta, f.node_meta):
+                continue
+            entry = catalog_entry(node, svc)
+            if f.expr is None or f.expr.keep(entry):
+                out.append(entry)
+        key = service_index(name)
+        return Read(out, _index(first, key, SERVICES_INDEX), first.index, keys=(key,))
+
+    async def health_checks(self, name: str, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
+        first, instances = await self._instances(name, with_checks=True)
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for node, _, checks in instances:
+            if not _meta_ok(node.meta, f.node_meta):
+                continue
+            for c in checks:
+                if c.service_name.lower() != name.lower() or (c.node, c.id) in seen:
+                    continue
+                seen.add((c.node, c.id))
+                d = c.to_consul()
+                if f.expr is None or f.expr.keep(d):
+                    out.append(d)
+        key = service_index(name)
+        return Read(out, _index(first, key, SERVICES_INDEX), first.index, keys=(key,))
+
+    # --- the whole catalog, and one node --------------------------------------------------------------
+
+    async def catalog_services(self, f: Filters = NONE) -> Read[dict[str, list[str]]]:
+        nodes_too = f.needs_nodes or f.expr is not None
+        snap = await self.store.read([SERVICES_INDEX], [SERVICES, *([NODES] if nodes_too else [])])
+        nodes = {n.name: n for n in map(_node, snap.trees[NODES])} if nodes_too else {}
+        out: dict[str, set[str]] = {}
+        for svc in map(_service, snap.trees[SERVICES]):
+            if nodes_too:
+                node = nodes.get(svc.node)
+                if node is None or not _meta_ok(node.meta, f.node_meta):
+                    continue
+                if f.expr is not None and not f.expr.keep(catalog_entry(node, svc)):
+                    continue
+            out.setdefault(svc.name, set()).update(svc.tags)
+        data = {k: sorted(v) for k, v in sorted(out.items())}
+        return Read(data, _index(snap, SERVICES_INDEX), snap.index, keys=(SERVICES_INDEX,))
+
+    async def catalog_nodes(self, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
+        snap = await self.store.read([NODES_INDEX], [NODES])
+        out = []
+        for node in map(_node, snap.trees[NODES]):
+            d = node.to_consul()
+            if _meta_ok(node.meta, f.node_meta) and (f.expr is None or f.expr.keep(d)):
+                out.append(d)
+        return Read(out, _index(snap, NODES_INDEX), snap.index, keys=(NODES_INDEX,))
+
+    async def catalog_node(self, name: str, f: Filters = NONE) -> Read[dict[str, Any] | None]:
+        key = node_index(name)
+        snap = await self.store.read([key, NODES_INDEX, NODES + name], [f"{SERVICES}{name}/"])
+        ne = snap.entries[NODES + name]
+        data = None
+        if ne is not None:
+            services = {}
+            for svc in map(_service, snap.trees[f"{SERVICES}{name}/"]):
+                d = svc.to_health()
+                if f.expr is None or f.expr.keep(d):
+                    services[svc.id] = d
+            data = {"Node": _node(ne).to_consul(), "Services": services}
+        return Read(data, _index(snap, key, NODES_INDEX), snap.index, keys=(key,))
+
+    async def health_state(self, state: str, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
+        key = CHECKS_INDEX if state == "any" else checks_index(state)
+        snap = await self.store.read([key, CHECKS_INDEX], [CHECKS, *([NODES] if f.needs_nodes else [])])
+        nodes = {n.name: n for n in map(_node, snap.trees[NODES])} if f.needs_nodes else {}
+        out = []
+        for c in map(_check, snap.trees[CHECKS]):
+            if state != "any" and c.status != state:
+                continue
+            if f.needs_nodes and (c.node not in nodes or not _meta_ok(nodes[c.node].meta, f.node_meta)):
+                continue
+            d = c.to_consul()
+            if f.expr is None or f.expr.keep(d):
+                out.append(d)
+        return Read(out, _index(snap, key, CHECKS_INDEX), snap.index, keys=(key,))
+
+    async def health_node(self, name: str, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
+        key = node_checks_index(name)
+        snap = await self.store.read([key, CHECKS_INDEX], [f"{CHECKS}{name}/"])
+        out = [
+            d
+            for d in (c.to_consul() for c in map(_check, snap.trees[f"{CHECKS}{name}/"]))
+            if f.expr is None or f.expr.keep(d)
+        ]
+        return Read(out, _index(snap, key, CHECKS_INDEX), snap.index, keys=(key,))
+
+    async def agent_service(self, node: str, service_id: str) -> Read[Service | None]:
+        key = f"{SERVICES}{node}/{service_id}"
+        snap = await self.store.read([key])
+        e = snap.entries[key]
+        return Read(_service(e) if e else None, _index(snap, key), snap.index, keys=(key,))
+
+    # --- KV and sessions ----------------------------------------------------------------------------
+
+    async def kv_get(self, key: str) -> Read[KVEntry | None]:
+        """Consul's KVS.Get: the key's ModifyIndex when it exists, the store's index when it does not.
+        One point read (the hot path): what the store had published before it is what a blocked reader
+        waits after, so no later change goes unseen."""
+        at = self.store.seen()
+        e = await self.store.get(KV + key)
+        data = KVEntry.decode(key, e.value, e.create_index, e.modify_index) if e else None
+        return Read(data, max(1, e.modify_index if e else at), at, keys=(KV + key,))
+
+    async def kv_list(self, prefix: str) -> Read[list[KVEntry]]:
+        """Consul's KVS.List: the highest index under the prefix, deletions (tombstones) included; the
+        store's index when nothing is there."""
+        snap = await self.store.read([KV_FLOOR], [KV + prefix, TOMBSTONES + prefix])
+        n = len(KV)
+        entries = [
+            KVEntry.decode(e.key[n:], e.value, e.create_index, e.modify_index)
+            for e in snap.trees[KV + prefix]
+        ]
+        if entries:
+            floor = snap.entries[KV_FLOOR]
+            index = max(
+                [e.modify_index for e in entries]
+                + [t.modify_index for t in snap.trees[TOMBSTONES + prefix]]
+                + [floor.modify_index if floor else 0]
+            )
+        else:
+            index = snap.index
+        return Read(entries, max(1, index), snap.index, prefixes=(KV + prefix,))
+
+    async def session(self, session_id: str) -> Read[list[dict[str, Any]]]:
+        key = SESSIONS + session_id
+        snap = await self.store.read([key])
+        e = snap.entries[key]
+        data = [m.load_session(e.value, e.create_index, e.modify_index).to_consul()] if e else []
+        return Read(data, _index(snap, key), snap.index, keys=(key,))
+
+    async def sessions(self, node: str | None = None) -> Read[list[dict[str, Any]]]:
+        snap = await self.store.read([], [SESSIONS])
+        data = [
+            s.to_consul()
+            for s in (m.load_session(e.value, e.create_index, e.modify_index) for e in snap.trees[SESSIONS])
+            if node is None or s.node == node
+        ]
+        return Read(data, max(1, snap.index), snap.index, prefixes=(SESSIONS,))
