@@ -39,11 +39,14 @@ e2e: venv
 bench: venv
 	$(PY) benchmarks/dev_up.py
 	$(PY) benchmarks/registry_kv.py
+	$(PY) benchmarks/registry_watch.py
+	$(PY) benchmarks/registry_acl.py
 	$(PY) benchmarks/agent_facts.py
 	$(PY) benchmarks/scheduler.py
 	$(PY) benchmarks/manager.py
 	$(PY) benchmarks/datasets.py
 	$(PY) benchmarks/safety.py
+	$(PY) benchmarks/security.py
 
 down:
 	@$(SHOAL) dev down

@@ -10,6 +10,7 @@ import click
 
 from shoal import logs
 from shoal.errors import BadRequest
+from shoal.registry.acl_http import AclConfig
 from shoal.registry.core import Config
 from shoal.registry.server import serve_forever
 
@@ -59,6 +60,27 @@ def _hostport(value: str, default_port: int) -> tuple[str, int]:
 @click.option("--datacenter", default="dc1", show_default=True)
 @click.option("--domain", default="shoal", show_default=True, help="DNS domain: NAME.service.DOMAIN.")
 @click.option("--enable-script-checks", is_flag=True, help="Allow checks that run commands (Args).")
+@click.option(
+    "--acl",
+    "acl_enabled",
+    is_flag=True,
+    help="Check Consul ACL tokens on every HTTP request (X-Consul-Token, Bearer, ?token=); DNS stays open.",
+)
+@click.option(
+    "--acl-default-policy",
+    type=click.Choice(["allow", "deny"]),
+    default="deny",
+    show_default=True,
+    help="What a token may do where no rule says (Consul's acl.default_policy).",
+)
+@click.option(
+    "--acl-initial-management",
+    default="",
+    envvar="CONSUL_ACL_INITIAL_MANAGEMENT",
+    show_envvar=True,
+    help="A management token's secret to create at start (Consul's acl.tokens.initial_management); "
+    "prefer the environment variable, which no process listing shows.",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="logfmt", show_default=True)
 def registry(
@@ -75,6 +97,9 @@ def registry(
     https_addr: str,
     tlscert: str | None,
     tlskey: str | None,
+    acl_enabled: bool,
+    acl_default_policy: str,
+    acl_initial_management: str,
 ) -> None:
     """Serve the Consul HTTP API and DNS over the chosen store."""
     logs.setup(log_level, log_format)
@@ -91,6 +116,17 @@ def registry(
     elif not http_host:
         raise BadRequest("the registry needs a listener: --http HOST:PORT or --https HOST:PORT")
     dns_host, dns_port = _hostport(dns_addr, 8600)
+    if acl_initial_management and not acl_enabled:
+        raise BadRequest("--acl-initial-management needs --acl (ACLs are off without it)")
+    if acl_initial_management and (
+        len(acl_initial_management) > 256
+        or not acl_initial_management.isprintable()
+        or " " in acl_initial_management
+    ):
+        raise BadRequest(
+            "--acl-initial-management must be one printable word of at most 256 characters (a UUID)"
+        )
+    acl = AclConfig(acl_enabled, acl_default_policy, acl_initial_management)
     config = Config(
         node=node,
         address=advertise,
@@ -109,7 +145,9 @@ def registry(
             ready=lambda: click.echo(
                 f"registry ready: {f'https://{https_addr}' if https else f'http://{http_host}:{http_port}'} "
                 f"dns {dns_host}:{dns_port} store {store_url}"
+                + (f" acl on (default {acl_default_policy})" if acl_enabled else "")
             ),
             https=https,
+            acl=acl,
         )
     )

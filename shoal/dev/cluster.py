@@ -111,6 +111,7 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
                             f"{o[0] or 'cluster'} {o[1].name}",
                             ca=o[1].ready_ca,
                             cert=o[1].ready_cert,
+                            token_file=o[1].ready_token,
                         ),
                         [o for o in tier if o[1].ready_url],
                     )
@@ -451,11 +452,12 @@ def env_lines(name: str, root: Path) -> list[str]:
             f"export DOCKER_CERT_PATH={tls.admin(layout).dir}",
             f"export CONSUL_HTTP_ADDR={layout.registry_url}",
             f"export CONSUL_CACERT={tls.node_ca(layout)}",
+            f"export CONSUL_HTTP_TOKEN={tls.management_token(layout).read_text().strip()}",
         ]
         lines += _ca_bundle_lines(layout)
     else:
         lines += [
-            "unset DOCKER_TLS_VERIFY DOCKER_CERT_PATH",
+            "unset DOCKER_TLS_VERIFY DOCKER_CERT_PATH CONSUL_HTTP_TOKEN",
             f"export CONSUL_HTTP_ADDR={layout.registry_url}",
         ]
     lines.append(f"export SHOAL_DASHBOARD={layout.dashboard_url}")

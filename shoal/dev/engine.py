@@ -55,10 +55,12 @@ def wait_ready(socket: Path, pid: int, log: Path, node: str, timeout: float = 60
 
 
 def get(
-    url: str, ca: str = "", cert: tuple[str, str] | None = None, timeout: float = 1.0
+    url: str, ca: str = "", cert: tuple[str, str] | None = None, timeout: float = 1.0, token: str = ""
 ) -> requests.Response:
-    """One GET, checking the server against `ca` (and showing `cert`) on a secure cluster."""
-    return requests.get(url, timeout=timeout, verify=ca or True, cert=cert)
+    """One GET, checking the server against `ca` (and showing `cert`, and the registry `token`) on a secure
+    cluster."""
+    headers = {"X-Consul-Token": token} if token else None
+    return requests.get(url, timeout=timeout, verify=ca or True, cert=cert, headers=headers)
 
 
 def wait_http(
@@ -69,12 +71,14 @@ def wait_http(
     timeout: float = 30.0,
     ca: str = "",
     cert: tuple[str, str] | None = None,
+    token_file: str = "",
 ) -> None:
     """Polls `url` until it answers 200; fails at once if the process died."""
+    token = Path(token_file).read_text().strip() if token_file else ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if get(url, ca, cert).status_code == 200:
+            if get(url, ca, cert, token=token).status_code == 200:
                 return
         except requests.RequestException:
             pass

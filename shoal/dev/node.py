@@ -8,6 +8,7 @@ these lists name, `down` stops every pid it recorded, so a new service needs no 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -53,6 +54,9 @@ class ProcessSpec:
     tier: int = 0  # start order: the registry (0), the manager (1), the nodes' agents (2)
     ready_ca: str = ""  # the CA the ready URL's certificate is signed by (secure clusters)
     ready_cert: tuple[str, str] | None = None  # the client certificate it wants (the manager's Docker API)
+    ready_token: str = ""  # a file holding the registry ACL token the ready URL wants
+    env_files: tuple[tuple[str, str], ...] = ()  # (VARIABLE, file): secrets passed in the environment, which
+    # no process listing shows, read from their files at each start
 
 
 def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
@@ -109,11 +113,13 @@ def node_services(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]
     )  # fmt: skip
     ready = f"{cluster.registry_url}/v1/kv/{keys.node_facts(node.name)}"
     ca = str(tls.node_ca(cluster)) if cluster.secure else ""
+    token = str(tls.management_token(cluster)) if cluster.secure else ""
     return [
         ProcessSpec(
-            "agent", agent, node.log_dir / "agent.log", ready_url=ready, join="engine", tier=2, ready_ca=ca
+            "agent", agent, node.log_dir / "agent.log", ready_url=ready, join="engine", tier=2, ready_ca=ca,
+            ready_token=token,
         )
-    ]
+    ]  # fmt: skip
 
 
 def join_token_file(cluster: ClusterLayout) -> Path:
@@ -136,6 +142,7 @@ def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
         "--tlscert", str(reg.cert), "--tlskey", str(reg.key),
         "--dns", f"{cluster.gateway}:{REGISTRY_DNS_PORT}",
         "--node", "manager", "--advertise", cluster.gateway,
+        "--acl", "--acl-default-policy", "deny",
     )  # fmt: skip
     manager = (
         sys.executable, "-m", "shoal", "manager",
@@ -148,15 +155,16 @@ def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
         "--unix", str(cluster.root / "manager.sock"),
         "--strategy", cluster.strategy,
     )  # fmt: skip
-    admin = tls.admin(cluster)
+    admin, token = tls.admin(cluster), str(tls.management_token(cluster))
     return [
         ProcessSpec(
             "registry", registry, logs / "registry.log", ready_url=f"{cluster.registry_url}/v1/status/leader",
-            ready_ca=str(ca),
+            ready_ca=str(ca), env_files=(("CONSUL_ACL_INITIAL_MANAGEMENT", token),),
         ),
         ProcessSpec(
             "manager", manager, logs / "manager.log", ready_url=f"{cluster.manager_url}/_ping", tier=1,
             ready_ca=str(admin.ca), ready_cert=(str(admin.cert), str(admin.key)),
+            env_files=(("CONSUL_HTTP_TOKEN", token),),
         ),
     ]  # fmt: skip
 
@@ -195,6 +203,9 @@ def start(spec: ProcessSpec, env: dict[str, str] | None = None, join_pid: int = 
     """Starts `spec` in its own session (so a terminal's Ctrl-C does not reach it); returns its pid.
     With `join_pid`, it runs inside that process's network, UTS and mount namespaces."""
     spec.log.parent.mkdir(parents=True, exist_ok=True)
+    if spec.env_files:
+        env = {**(env if env is not None else os.environ)}
+        env.update((var, Path(path).read_text().strip()) for var, path in spec.env_files)
     argv = list(spec.argv)
     if join_pid:
         argv = ["nsenter", f"--target={join_pid}", "--net", "--uts", "--mount", "--", *argv]

@@ -5,7 +5,9 @@ engine), under `<cluster root>/tls/`, plus an engine certificate per node. DOCKE
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 from shoal import certs
@@ -53,6 +55,12 @@ def engine(layout: ClusterLayout, node: NodeLayout) -> Files:
     return cert_dir(layout).engine(node.name)
 
 
+def management_token(layout: ClusterLayout) -> Path:
+    """The registry's management token (a Consul ACL secret): the manager's, and the operator's by
+    `dev env`; made at `up`, readable by root only."""
+    return tls_root(layout) / "management-token"
+
+
 def make_certs(layout: ClusterLayout) -> None:
     """Both CAs and every certificate the cluster's own processes use (agents get theirs by joining)."""
     d = cert_dir(layout)
@@ -61,3 +69,6 @@ def make_certs(layout: ClusterLayout) -> None:
     certs.make(d, layout.name, [layout.gateway])
     for n in layout.nodes:
         certs.make_engine(d, n.name, [n.address])
+    fd = os.open(management_token(layout), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(uuid.uuid4()))

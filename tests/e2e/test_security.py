@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 
@@ -143,7 +144,7 @@ def test_a_revoked_join_token_is_listed_no_more_and_joins_no_node(dev_cluster, t
     """Rotating a join token: make a new one, revoke the old by its id; the revoked one is refused with the
     way to get a new one, and `shoal token ls` never shows a secret."""
     made = _shoal(dev_cluster, "token", "create", "-q", check=True).stdout.strip()
-    token_id, secret = made.rsplit("-", 1)[1].split(".")
+    token_id, secret = re.fullmatch(r"SHOAL-1-[0-9a-f]{64}-([0-9a-f]{16})\.(.+)", made).groups()
     listing = _shoal(dev_cluster, "token", "ls", check=True).stdout
     assert token_id in listing and secret not in listing
     assert _shoal(dev_cluster, "token", "rm", token_id, check=True).stdout.split() == [token_id]
@@ -158,3 +159,70 @@ def test_a_revoked_join_token_is_listed_no_more_and_joins_no_node(dev_cluster, t
     assert got.returncode != 0, got.stderr
     assert "this join token is not valid (unknown, revoked or mistyped)" in got.stderr, got.stderr
     assert "shoal token create" in got.stderr
+
+
+def _registry(dev_cluster, method: str, path: str, token: str = "", **kw) -> requests.Response:
+    """One Consul API request as a client with `token` (none: what any container on the cluster has)."""
+    s = requests.Session()
+    s.trust_env = False  # this machine's REQUESTS_CA_BUNDLE would replace `verify`
+    headers = {"X-Consul-Token": token} if token else {}
+    return s.request(
+        method, f"{dev_cluster.registry_url}{path}", headers=headers, verify=dev_cluster.env["CONSUL_CACERT"],
+        timeout=30, **kw,
+    )  # fmt: skip
+
+
+def _node_token(dev_cluster, node: str) -> str:
+    """The registry token node's agent got when it joined (kept in its state directory)."""
+    creds = dev_cluster.root / dev_cluster.name / node / "agent" / "credentials.json"
+    return json.loads(creds.read_text())["token"]
+
+
+def test_without_a_token_the_registry_serves_discovery_and_nothing_else(dev_cluster):
+    """Anonymous: KV writes and deletes are 403 (every dataset record stays), KV reads see nothing, sessions
+    cannot be made; health, catalog and DNS still answer for service discovery."""
+    mgmt = dev_cluster.env["CONSUL_HTTP_TOKEN"]
+    before = _registry(dev_cluster, "GET", "/v1/kv/shoal/?keys", mgmt).json()
+    for method, path in [
+        ("PUT", "/v1/kv/shoal/intruder"),
+        ("DELETE", "/v1/kv/shoal/datasets/?recurse"),
+        ("DELETE", "/v1/kv/?recurse"),
+        ("PUT", "/v1/session/create"),
+        ("PUT", "/v1/acl/token"),
+    ]:
+        r = _registry(dev_cluster, method, path, data=b"{}")
+        assert r.status_code == 403 and "Permission denied" in r.text, (method, path, r.status_code, r.text)
+    assert _registry(dev_cluster, "GET", "/v1/kv/shoal/?recurse").status_code in (403, 404)
+    assert _registry(dev_cluster, "GET", "/v1/kv/shoal/?keys", mgmt).json() == before
+    r = _registry(dev_cluster, "GET", "/v1/kv/shoal/?keys", token="not-a-token")
+    assert (r.status_code, r.text.strip()) == (403, "ACL not found")
+    healthy = _registry(dev_cluster, "GET", "/v1/health/service/shoal-agent?passing").json()
+    assert sorted(e["Node"]["Node"] for e in healthy) == sorted(dev_cluster.nodes)
+    got = subprocess.run(
+        ["dig", "+short", f"@{dev_cluster.gateway}", "-p", "8600", "shoal-agent.service.shoal"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout.split()  # fmt: skip
+    assert sorted(got) == sorted(dev_cluster.address(n) for n in dev_cluster.nodes)
+
+
+def test_a_nodes_token_writes_its_own_keys_and_no_other_nodes(dev_cluster):
+    """node1's agent token (got at join) writes under shoal/nodes/node1/ but not node2's keys, cannot
+    delete the dataset records recursively, nor mint tokens."""
+    token = _node_token(dev_cluster, "node1")
+    assert token and token != dev_cluster.env["CONSUL_HTTP_TOKEN"]
+    own = _registry(dev_cluster, "PUT", "/v1/kv/shoal/nodes/node1/probe", token, data=b"1")
+    assert (own.status_code, own.text.strip()) == (200, "true")
+    assert _registry(dev_cluster, "DELETE", "/v1/kv/shoal/nodes/node1/probe", token).status_code == 200
+    for method, path in [
+        ("PUT", "/v1/kv/shoal/nodes/node2/facts"),
+        ("DELETE", "/v1/kv/shoal/nodes/node2/?recurse"),
+        ("DELETE", "/v1/kv/shoal/datasets/?recurse"),
+        ("PUT", "/v1/kv/shoal/join-tokens/0000000000000000"),
+        ("PUT", "/v1/acl/token"),
+    ]:
+        r = _registry(dev_cluster, method, path, token, data=b"{}")
+        assert r.status_code == 403 and "Permission denied" in r.text, (method, path, r.status_code, r.text)
+    other = _registry(
+        dev_cluster, "PUT", "/v1/catalog/register", token, json={"Node": "node2", "Address": "10.0.0.9"}
+    )
+    assert other.status_code == 403, other.text

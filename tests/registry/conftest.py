@@ -118,3 +118,23 @@ def registry(request) -> Iterator[RegistryProc]:
         yield r
     finally:
         stop_registry(r)
+
+
+# --- ACLs (tests/registry/test_acl.py) ---------------------------------------------------------------
+
+ACL_MANAGEMENT = "6f1e3c2a-3b7d-4e59-9a43-0c1d2e3f4a5b"  # the initial management token of `acl_registry`
+
+
+@pytest.fixture(scope="module", params=["sqlite", "etcd"])
+def acl_registry(request) -> Iterator[RegistryProc]:
+    """A registry with ACLs on (default deny) and ACL_MANAGEMENT as its initial management token, given
+    the way an operator would: in CONSUL_ACL_INITIAL_MANAGEMENT, not on the command line."""
+    if request.param == "sqlite":
+        store = f"sqlite://{tempfile.mkdtemp()}/registry.db"
+    else:
+        store = "etcd://" + request.getfixturevalue("etcd_endpoint")
+    r = start_registry(store, "--acl", env={"CONSUL_ACL_INITIAL_MANAGEMENT": ACL_MANAGEMENT})
+    try:
+        yield r
+    finally:
+        stop_registry(r)
