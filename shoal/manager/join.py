@@ -19,26 +19,13 @@ from typing import TYPE_CHECKING, Any
 from shoal import keys, pki
 from shoal.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from shoal.logs import kv
+from shoal.registry import acl
 from shoal.tokens import HOW_TO, PREFIX, Token, parse_token, secret_hash
 
 if TYPE_CHECKING:
     from shoal.manager.service import Manager
 
 log = logging.getLogger("shoal.manager.join")
-# What a node's agent still writes outside its own node's keys: the dataset records it keeps (a node is the
-# writer of its datasets' state; moving those writes to the manager is what narrows this further).
-# Everything else (its facts, claim, mounts, catalog entry and checks) is Consul's node identity
-# (shoal.registry.acl.node_policy).
-NODE_DATA_POLICY = "shoal-node-data"
-# The exact key of each prefix is denied, so no node token can delete a prefix wholesale (a recursive
-# delete needs write on every key below it, as Consul's KeyWritePrefix): one record at a time only.
-NODE_DATA_RULES = "".join(
-    f'key_prefix "{prefix}" {{ policy = "write" }}\nkey "{prefix}" {{ policy = "deny" }}\n'
-    for prefix in (keys.DATASETS, keys.DATASET_NAMES, keys.DELETIONS, keys.MOVES, keys.REPLICA_STATUS)
-)
-# Agents create their claim's session on the registry's own node (as a client of one Consul agent does),
-# not on theirs, so they need session write there; a session holds nothing a key rule does not allow.
-NODE_DATA_RULES += 'session_prefix "" { policy = "write" }\n'
 DEFAULT_TTL = 24 * 3600.0
 MAX_TTL = 365 * 24 * 3600.0
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -138,37 +125,15 @@ class Joins:
         record = {"fingerprint": pki.fingerprint(cert), "joined": now, "expires": pki.expires(cert)}
         if not await self._reg.put(keys.identity(node), record, cas=0):
             raise Conflict(f"node name {node!r} was joined by another agent meanwhile")
-        token, accessor = await self._node_token(node)
-        if accessor:
-            held = await self._reg.get(keys.identity(node))
-            if held is not None:
-                await self._reg.put(keys.identity(node), {**record, "token": accessor}, cas=held.modify_index)
+        token = self._node_token(node)
         kv(log, "node joined", node=node, fingerprint=record["fingerprint"][:23], sans=request.sans)
         return self._grant(cert, token)
 
-    async def _node_token(self, node: str) -> tuple[str, str]:
-        """A registry ACL token for this node alone (Consul's node identity, plus the dataset records its
-        agent keeps): (secret, accessor), or ("", "") where the registry runs without ACLs."""
-        if await self._reg.acl_policy_by_name(NODE_DATA_POLICY) is None:
-            made = await self._reg.acl_policy_create(
-                {
-                    "Name": NODE_DATA_POLICY,
-                    "Description": "the dataset records a node's agent keeps",
-                    "Rules": NODE_DATA_RULES,
-                }
-            )
-            if made is None:
-                return "", ""  # no ACLs: the registry answers /v1/acl/* with 404
-        got = await self._reg.acl_token_create(
-            {
-                "Description": f"shoal agent of node {node}",
-                "NodeIdentities": [{"NodeName": node, "Datacenter": ""}],
-                "Policies": [{"Name": NODE_DATA_POLICY}],
-            }
-        )
-        if not got:
-            return "", ""
-        return str(got.get("SecretID", "")), str(got.get("AccessorID", ""))
+    def _node_token(self, node: str) -> str:
+        """The node's registry ACL token: derived from the manager's own (management) token, so the
+        registry checks it without keeping it (shoal.registry.acl.derived_node_token); "" without one."""
+        token = self.m.cluster.access.token
+        return acl.derived_node_token(token, node) if token else ""
 
     async def renew(self, presented: bytes, csr_pem: bytes) -> dict[str, Any]:
         """A fresh certificate for the node whose current certificate was shown at the handshake."""

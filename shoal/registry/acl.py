@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +120,7 @@ class Token:
     create_time: str = ""
     create_index: int = 0
     modify_index: int = 0
+    rules: str = ""  # inline rules of a derived token (never stored)
 
     def __repr__(self) -> str:  # a secret never reaches a log line, even through a repr
         return f"Token(accessor_id={self.accessor_id!r}, description={self.description!r})"
@@ -309,6 +312,49 @@ def node_policy(node: str) -> str:
         'node_prefix "" { policy = "read" }\n'
         'service_prefix "" { policy = "read" }\n'
     )
+
+
+# What a node's agent writes beyond its node identity: the dataset records it keeps (a node is the writer of
+# its datasets' state; moving those writes to the manager would narrow this). The exact key of each prefix
+# is denied, so a recursive delete of a prefix (which needs write on every key below it, as Consul's
+# KeyWritePrefix) is refused: one record at a time only. Agents create their claim's session on the
+# registry's own node (as clients of one Consul agent do), so they need session write there too.
+NODE_DATA_PREFIXES = (
+    "shoal/datasets/", "shoal/dataset-names/", "shoal/deletions/", "shoal/moves/", "shoal/replicas/",
+    "shoal/replica-status/",
+)  # fmt: skip
+DERIVED_NODE = "shoal-node."
+
+
+def node_data_policy() -> str:
+    rules = [
+        f'key_prefix "{p}" {{ policy = "write" }}\nkey "{p}" {{ policy = "deny" }}\n'
+        for p in NODE_DATA_PREFIXES
+    ]
+    return "".join(rules) + 'session_prefix "" { policy = "write" }\n'
+
+
+def _node_mac(key: str, node: str) -> str:
+    return hmac.new(key.encode(), b"shoal node token\0" + node.encode(), hashlib.sha256).hexdigest()[:48]
+
+
+def derived_node_token(key: str, node: str) -> str:
+    """A node's agent token, derived from the management secret: the registry checks it without storing
+    it, so it outlives a registry that lost its state (a wiped or new store) and the agent is never locked
+    out of re-publishing what the registry lost."""
+    return f"{DERIVED_NODE}{_node_mac(key, node)}.{node}"
+
+
+def resolve_derived(key: str, secret: str) -> Token | None:
+    """The token a derived secret stands for (node identity plus node_data_policy), or None."""
+    if not key or not secret.startswith(DERIVED_NODE):
+        return None
+    mac, _, node = secret.removeprefix(DERIVED_NODE).partition(".")
+    if not node or not hmac.compare_digest(mac.encode(), _node_mac(key, node).encode()):
+        return None
+    accessor = str(uuid.uuid5(uuid.NAMESPACE_URL, f"shoal-node-token:{node}"))
+    return Token(accessor, secret, f"shoal agent of node {node} (derived)", node_identities=(node,),
+                 rules=node_data_policy())  # fmt: skip
 
 
 def service_policy(service: str) -> str:

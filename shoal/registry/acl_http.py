@@ -170,6 +170,9 @@ class AclState:
             return None
         if secret == "anonymous":
             return self.anonymous()
+        derived = acl.resolve_derived(self.config.initial_management, secret)
+        if derived is not None:
+            return derived
         d = _digest(secret)
         t = self.by_secret.get(d)
         if t is None:
@@ -201,6 +204,8 @@ class AclState:
                 rules += acl.parse_rules(acl.node_policy(n))
             for s in token.service_identities:
                 rules += acl.parse_rules(acl.service_policy(s))
+            if token.rules:
+                rules += acl.parse_rules(token.rules)
         default = "allow" if self.config.default_policy == "allow" else acl.DENY
         a = acl.compile_authz(token.accessor_id, rules, default, management)
         if len(self._authz) < 10_000:

@@ -16,7 +16,6 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import aiohttp
 
@@ -187,17 +186,6 @@ class RegistryClient:
         if cas is not None:
             params["cas"] = str(cas)
         return bool(await self._json("DELETE", f"/v1/kv/{key}", params=params or None))
-
-    # --- ACL (Consul's /v1/acl; None where the registry runs without ACLs) -----------------------------
-
-    async def acl_policy_by_name(self, name: str) -> dict[str, Any] | None:
-        return await self._json("GET", f"/v1/acl/policy/name/{quote(name, safe='')}")
-
-    async def acl_policy_create(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        return await self._json("PUT", "/v1/acl/policy", data=json.dumps(body).encode())
-
-    async def acl_token_create(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        return await self._json("PUT", "/v1/acl/token", data=json.dumps(body).encode())
 
     async def txn(self, ops: list[dict[str, Any]]) -> tuple[bool, list[Any]]:
         """Consul's transaction API (KV operations), all applied or none: e.g. claim a dataset name and

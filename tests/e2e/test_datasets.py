@@ -510,6 +510,8 @@ def test_a_wiped_registry_is_rebuilt_from_the_nodes(dev_cluster, kept):
                 "-sf",
                 "--cacert",
                 dev_cluster.env["CONSUL_CACERT"],
+                "-H",  # the operator's management token: anyone else is refused (test_security)
+                f"X-Consul-Token: {dev_cluster.env.get('CONSUL_HTTP_TOKEN', '')}",
                 "-X",
                 "DELETE",
                 f"{dev_cluster.registry_url}/v1/kv/{prefix}?recurse",
@@ -518,8 +520,12 @@ def test_a_wiped_registry_is_rebuilt_from_the_nodes(dev_cluster, kept):
         )
     recs = _recovered(dev_cluster, _ids_of(seeded))
     names = {k.name for k in seeded}
-    _, claims = _consul(dev_cluster).kv.get("shoal/dataset-names/", recurse=True)
-    assert names <= {c["Key"].rsplit("/", 1)[-1] for c in claims or []}
+
+    def claimed() -> bool:  # the name claims come back beside the records, not necessarily with them
+        _, claims = _consul(dev_cluster).kv.get("shoal/dataset-names/", recurse=True)
+        return names <= {c["Key"].rsplit("/", 1)[-1] for c in claims or []}
+
+    _wait(claimed, 60, "the nodes never claimed their datasets' names again")
     for k in seeded:
         assert recs[k.id]["node"] == k.node and recs[k.id]["name"] == k.name and recs[k.id]["conflict"] == ""
         assert k.id in _subvolumes(dev_cluster)[k.node]

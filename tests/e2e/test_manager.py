@@ -65,6 +65,7 @@ def test_the_seeds_constraints_and_the_numeric_form(dev_cluster, cleanup):
     facts = json.loads(
         subprocess.run(
             ["curl", "-s", "--cacert", dev_cluster.env["CONSUL_CACERT"],
+             "-H", f"X-Consul-Token: {dev_cluster.env.get('CONSUL_HTTP_TOKEN', '')}",
              f"{dev_cluster.registry_url}/v1/kv/shoal/nodes/node1/facts?raw"],
             capture_output=True,
             text=True,
