@@ -82,6 +82,8 @@ def make_app(manager: Manager) -> web.Application:
     r.add_route("GET", "/dashboard", dashboard.page)
     r.add_route("GET", "/shoal/v1/overview", dashboard.overview_handler)
     r.add_route("POST", "/shoal/v1/join-tokens", admin.join_token_create)
+    r.add_route("GET", "/shoal/v1/join-tokens", admin.join_token_list)
+    r.add_route("DELETE", "/shoal/v1/join-tokens/{id}", admin.join_token_revoke)
     r.add_route("GET", "/shoal/v1/decisions", containers.decisions_list)
     r.add_route("GET", "/shoal/v1/decisions/{ref:.+}", containers.decision)
     r.add_route("*", "/{tail:.*}", system.not_found)
