@@ -1,18 +1,36 @@
 """The manager's join listener (HTTPS with the node CA's certificate; a client certificate is optional at
 the handshake): what an agent without credentials may ask — the CA to check against its token's pin, and a
-node certificate for a join token — and what a node with its certificate may ask: a renewal. Nothing here
-serves the Docker API; that listener wants a client certificate of the control CA at the handshake."""
+node certificate for a join token — and what a node with its certificate may ask: a renewal. And the
+dashboard for a browser without the admin certificate, behind a login with the registry's management token
+(a Secure, HttpOnly, SameSite=Strict session cookie). Nothing here serves the Docker API; that listener
+wants a client certificate of the control CA at the handshake."""
 
 from __future__ import annotations
 
+import html
 import ssl
 
 from aiohttp import web
 
+from shoal.api.docker import dashboard
 from shoal.api.docker.common import MANAGER, manager_of, read_json, reply_json
 from shoal.api.docker.errors import docker_reply
 from shoal.errors import BadRequest, PermissionDenied, ShoalError
+from shoal.manager.logins import COOKIE, TTL, Logins
 from shoal.manager.service import Manager
+
+LOGINS = web.AppKey("logins", Logins)
+_LOGIN_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>shoal: log in</title></head>
+<body style="font-family: sans-serif; margin: 4em auto; max-width: 32em">
+<h1>shoal</h1>
+<p>{message}</p>
+<form method="post" action="/dashboard/login">
+<label>Registry token <input type="password" name="token" autocomplete="off" autofocus></label>
+<button type="submit">Log in</button>
+</form>
+</body></html>
+"""
 
 
 @web.middleware
@@ -57,9 +75,57 @@ async def renew(request: web.Request) -> web.Response:
     return reply_json(granted, 201)
 
 
+def _login_page(message: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=_LOGIN_PAGE.format(message=html.escape(message)), status=status, content_type="text/html"
+    )
+
+
+def _logged_in(request: web.Request) -> bool:
+    return request.app[LOGINS].valid(request.cookies.get(COOKIE))
+
+
+async def dashboard_page(request: web.Request) -> web.Response:
+    if not _logged_in(request):
+        return _login_page("Log in with the registry's management token (CONSUL_HTTP_TOKEN).")
+    return await dashboard.page(request)
+
+
+async def dashboard_login(request: web.Request) -> web.Response:
+    form = await request.post()
+    token = form.get("token")
+    try:
+        cookie = await request.app[LOGINS].login(token if isinstance(token, str) else "")
+    except PermissionDenied as e:
+        return _login_page(e.message, 403)
+    reply = web.HTTPSeeOther("/dashboard")
+    reply.set_cookie(
+        COOKIE, cookie, max_age=int(TTL), path="/", secure=True, httponly=True, samesite="Strict"
+    )
+    return reply
+
+
+async def dashboard_logout(request: web.Request) -> web.Response:
+    request.app[LOGINS].logout(request.cookies.get(COOKIE))
+    reply = web.HTTPSeeOther("/dashboard")
+    reply.del_cookie(COOKIE, path="/")
+    return reply
+
+
+async def overview(request: web.Request) -> web.Response:
+    if not _logged_in(request):
+        raise PermissionDenied("log in at /dashboard first (with the registry's management token)")
+    return await dashboard.overview_handler(request)
+
+
 def make_public_app(manager: Manager) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=1 << 16)
     app[MANAGER] = manager
+    app[LOGINS] = Logins(manager)
+    app.router.add_get("/dashboard", dashboard_page)
+    app.router.add_post("/dashboard/login", dashboard_login)
+    app.router.add_post("/dashboard/logout", dashboard_logout)
+    app.router.add_get("/shoal/v1/overview", overview)
     app.router.add_get("/shoal/v1/ca", ca)
     app.router.add_post("/shoal/v1/join", join)
     app.router.add_post("/shoal/v1/renew", renew)

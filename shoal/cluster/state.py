@@ -18,7 +18,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -129,6 +129,12 @@ class Cluster:
             loop.create_task(self._resync_loop()),
             loop.create_task(self._follow_events()),
         ]
+
+    def client_with(self, token: str) -> RegistryClient:
+        """A registry client holding someone else's token (to ask the registry what that token is)."""
+        if self._session is None:
+            raise ShoalError("the cluster cache is not started")
+        return replace(self.access, token=token).client(self._session)
 
     @property
     def client(self) -> RegistryClient:

@@ -187,6 +187,11 @@ class RegistryClient:
             params["cas"] = str(cas)
         return bool(await self._json("DELETE", f"/v1/kv/{key}", params=params or None))
 
+    async def token_self(self) -> dict[str, Any] | None:
+        """The ACL token this client holds (Consul's /v1/acl/token/self); None where the registry runs
+        without ACLs; an unknown token is PermissionDenied."""
+        return await self._json("GET", "/v1/acl/token/self")
+
     async def txn(self, ops: list[dict[str, Any]]) -> tuple[bool, list[Any]]:
         """Consul's transaction API (KV operations), all applied or none: e.g. claim a dataset name and
         write its record in one step.

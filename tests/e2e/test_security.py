@@ -226,3 +226,34 @@ def test_a_nodes_token_writes_its_own_keys_and_no_other_nodes(dev_cluster):
         dev_cluster, "PUT", "/v1/catalog/register", token, json={"Node": "node2", "Address": "10.0.0.9"}
     )
     assert other.status_code == 403, other.text
+
+
+def test_the_dashboard_without_a_certificate_wants_the_management_token_and_shows_no_secret(dev_cluster):
+    """On the join listener (no client certificate needed) the dashboard is a login page; a wrong token or
+    a node's token is refused; the management token sets a Secure, HttpOnly, SameSite=Strict cookie that
+    opens the page and its overview, which holds no token or key."""
+    base = f"https://{dev_cluster.gateway}:2377"
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = dev_cluster.env["CONSUL_CACERT"]  # the join listener's certificate is the node CA's
+    page = s.get(f"{base}/dashboard", timeout=30)
+    assert page.status_code == 200 and "<title>shoal: log in</title>" in page.text
+    assert 'name="token"' in page.text
+    assert s.get(f"{base}/shoal/v1/overview", timeout=30).status_code == 403
+    for wrong in ("not-a-token", _node_token(dev_cluster, "node2")):
+        r = s.post(f"{base}/dashboard/login", data={"token": wrong}, allow_redirects=False, timeout=30)
+        assert r.status_code == 403 and "management token" in r.text and wrong not in r.text, r.text
+        assert "shoal_dashboard" not in s.cookies
+    mgmt = dev_cluster.env["CONSUL_HTTP_TOKEN"]
+    r = s.post(f"{base}/dashboard/login", data={"token": mgmt}, allow_redirects=False, timeout=30)
+    assert r.status_code == 303, r.text
+    cookie = r.headers["Set-Cookie"]
+    assert all(flag in cookie for flag in ("Secure", "HttpOnly", "SameSite=Strict")), cookie
+    assert mgmt not in cookie
+    doc = s.get(f"{base}/shoal/v1/overview", timeout=30)
+    assert doc.status_code == 200
+    assert sorted(n["name"] for n in doc.json()["nodes"]) == sorted(dev_cluster.nodes)
+    text = doc.text + s.get(f"{base}/dashboard", timeout=30).text
+    assert mgmt not in text and "PRIVATE KEY" not in text and "SHOAL-1-" not in text
+    s.post(f"{base}/dashboard/logout", allow_redirects=False, timeout=30)
+    assert s.get(f"{base}/shoal/v1/overview", timeout=30).status_code == 403
