@@ -154,3 +154,27 @@ def test_the_dashboard_shows_nodes_containers_datasets_and_decisions(walkthrough
             keep.write_bytes(shot.read_bytes())
         finally:
             browser.close()
+
+
+def test_a_browser_without_the_certificate_logs_in_with_the_management_token(walkthrough):
+    """The dashboard on the join listener, in a real browser holding no client certificate: a login page
+    first; the wrong token is refused there; the management token opens the live dashboard."""
+    from playwright.sync_api import expect, sync_playwright
+
+    env = {**os.environ, **env_of(_shoal("dev", "env").stdout)}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_context(ignore_https_errors=True).new_page()
+            page.goto(f"https://{GATEWAY}:2377/dashboard")
+            page.fill('input[name="token"]', "not-the-token")
+            page.click('button[type="submit"]')
+            expect(page.locator("body")).to_contain_text("management token")
+            expect(page.locator(".node")).to_have_count(0)
+            page.fill('input[name="token"]', env["CONSUL_HTTP_TOKEN"])
+            page.click('button[type="submit"]')
+            expect(page.locator(".node")).to_have_count(3)
+            expect(page.locator('.node[data-node="node1"] .health')).to_have_text("passing")
+            assert env["CONSUL_HTTP_TOKEN"] not in page.content()
+        finally:
+            browser.close()
