@@ -14,8 +14,11 @@ import pytest
 SHOAL = [sys.executable, "-m", "shoal"]
 # The test cluster never shares a name or subnet with a developer's own `shoal dev up` (and two suites run
 # side by side by giving each its own SHOAL_TEST_CLUSTER, SHOAL_TEST_SUBNET and SHOAL_TEST_ROOT).
-CLUSTER_NAME = os.environ.get("SHOAL_TEST_CLUSTER", "st")
-CLUSTER_SUBNET = os.environ.get("SHOAL_TEST_SUBNET", "10.99.1.0/24")
+# Under pytest-xdist (`make test` runs files on two workers) each worker has its own session cluster.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_N = int(_WORKER[2:]) if _WORKER.startswith("gw") and _WORKER[2:].isdigit() else -1
+CLUSTER_NAME = os.environ.get("SHOAL_TEST_CLUSTER", "st" if _N < 0 else f"sw{_N}")
+CLUSTER_SUBNET = os.environ.get("SHOAL_TEST_SUBNET", "10.99.1.0/24" if _N < 0 else f"10.99.{60 + _N}.0/24")
 AGENT_INTERVAL = 1.0
 ROOT = Path(os.environ.get("SHOAL_TEST_ROOT", "/var/lib/shoal/test"))
 

@@ -58,6 +58,9 @@ def node_start(name: str, root: Path, node: str, out: Out = print) -> None:
                 f"{node} {svc.name}",
                 ca=svc.ready_ca,
                 cert=svc.ready_cert,
+                token_file=svc.ready_token,
+                timeout=90.0,  # dockerd retries a volume plugin for ~30 s before it listens (containers using
+                # shoal volumes), and only then does the agent start
             )
     out(f"{node}: engine (pid {pid}) and agent started")
 
