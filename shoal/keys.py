@@ -14,6 +14,15 @@
     shoal/join-tokens/<id>         a join token: the hash of its secret and when it expires (never the secret)
     shoal/identities/<node>        the node certificate a node joined with (its fingerprint), so a second
                                    agent cannot take a node's name without that node's credentials
+    shoal/nodes/<node>/transfer    where the node's agent serves dataset streams: {"address": "ip:port"}
+    shoal/moves/<id>               a dataset move under way (phase copy|final|fenced), created with cas=0 so
+                                   a dataset has at most one; the fence changes it and the dataset record
+                                   in one transaction (shoal.data.moves)
+    shoal/replicas/<id>            the nodes the manager chose to keep read-only replicas of a dataset
+    shoal/replica-status/<id>/<node>  what that replica last received (snapshot, when taken, bytes)
+    shoal/reschedule/<swarm id>    a container with a reschedule policy: its name, create body and node,
+                                   so it can be created again elsewhere when its node is lost
+    shoal/drain/<node>             the node is draining: no new placements, its containers move away
 
 and in the catalog, the service and check `shoal-agent` per node (a TTL check each publish renews).
 """
@@ -29,6 +38,11 @@ DELETIONS = "shoal/deletions/"
 DECISIONS = "shoal/decisions/"
 JOIN_TOKENS = "shoal/join-tokens/"
 IDENTITIES = "shoal/identities/"
+MOVES = "shoal/moves/"
+REPLICAS = "shoal/replicas/"
+REPLICA_STATUS = "shoal/replica-status/"
+RESCHEDULE = "shoal/reschedule/"
+DRAIN = "shoal/drain/"
 AGENT_SERVICE = "shoal-agent"  # the catalog service and check every agent keeps alive
 
 NODE_DOCS = ("facts", "info")
@@ -48,6 +62,10 @@ def node_claim(node: str) -> str:
 
 def node_data(node: str) -> str:
     return f"{NODES}{node}/data"
+
+
+def node_transfer(node: str) -> str:
+    return f"{NODES}{node}/transfer"
 
 
 def split_node_key(key: str) -> tuple[str, str]:
@@ -88,6 +106,27 @@ def join_token(token_id: str) -> str:
 
 def identity(node: str) -> str:
     return f"{IDENTITIES}{node}"
+
+
+def move(dataset_id: str) -> str:
+    return f"{MOVES}{dataset_id}"
+
+
+def replicas(dataset_id: str) -> str:
+    return f"{REPLICAS}{dataset_id}"
+
+
+def replica_status(dataset_id: str, node: str = "") -> str:
+    """One replica's status, or (node "") the prefix of every replica status of the dataset."""
+    return f"{REPLICA_STATUS}{dataset_id}/{node}"
+
+
+def reschedule(swarm_id: str) -> str:
+    return f"{RESCHEDULE}{swarm_id}"
+
+
+def drain(node: str) -> str:
+    return f"{DRAIN}{node}"
 
 
 def last_part(key: str) -> str:

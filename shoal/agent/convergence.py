@@ -34,7 +34,7 @@ RESYNC_EVERY = 10.0  # seconds between rounds when nothing changes (±20% jitter
 STEP_BACKOFF = (1.0, 60.0)  # a failed step's first delay and the most it grows to
 REGISTRY_BACKOFF = (0.5, 10.0)
 BUSY_ROUNDS = 5  # rounds in a row that still find steps to do before the loop slows down
-WATCHED = (keys.DATASETS, keys.DATASET_NAMES, keys.DELETIONS)
+WATCHED = (keys.DATASETS, keys.DATASET_NAMES, keys.DELETIONS, keys.REPLICAS)
 
 
 def jittered(seconds: float, rand: Callable[[], float] = random.random) -> float:
@@ -173,7 +173,7 @@ class Convergence:
         s = self.service
         assert step.record is not None
         if step.op == "publish":
-            wrote = await s.records.publish(step.record)
+            wrote = await s.records.publish(step.record, cluster.indexes.get(step.id, 0))
             if step.reason == "recovered":
                 _log(
                     logging.WARNING,

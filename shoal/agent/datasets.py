@@ -25,6 +25,7 @@ import aiohttp
 
 from shoal.agent.convergence import RESYNC_EVERY, Convergence
 from shoal.agent.plugin import PluginServer
+from shoal.agent.transfer import Transfer, Transport
 from shoal.data.model import (
     DRIVERS,
     Dataset,
@@ -37,7 +38,9 @@ from shoal.data.model import (
     matching,
     parse_intent,
 )
+from shoal.data.moves import COPY, serves_writable
 from shoal.data.plan import Cluster, PoolState
+from shoal.data.pool import ondisk
 from shoal.data.pool.base import Pool
 from shoal.data.records import Records, new_ids
 from shoal.errors import Conflict, RegistryUnreachable, ShoalError, Unavailable
@@ -60,6 +63,7 @@ class DataService:
         engine: aiohttp.ClientSession | None = None,
         engine_base: str = "http://engine",
         resync_every: float = RESYNC_EVERY,
+        transport: Transport | None = None,
     ) -> None:
         self.node = node
         self.pool = pool
@@ -75,6 +79,7 @@ class DataService:
         self.local: PoolState | None = None  # the pool at the last round
         self.convergence = Convergence(self, resync_every)
         self.plugin = PluginServer(self, plugins_dir)
+        self.transfer = Transfer(self, transport)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -89,6 +94,7 @@ class DataService:
         self.local = await asyncio.to_thread(self.pool.discover)
         await self.plugin.start()
         self.convergence.start()
+        await self.transfer.start()
         kv(
             log,
             "data service started",
@@ -102,6 +108,7 @@ class DataService:
 
     async def stop(self) -> None:
         await self.plugin.stop()
+        await self.transfer.stop()
         await self.convergence.stop()
 
     def _bind_prefix(self) -> None:
@@ -158,7 +165,11 @@ class DataService:
         pool = self.local
         if pool is None:
             return []
-        out = [replace(d.record, node=self.node) for d in pool.datasets.values() if d.record is not None]
+        out = [
+            replace(d.record, node=self.node)
+            for d in pool.datasets.values()
+            if d.record is not None and d.id not in pool.replicas
+        ]
         return out + [replace(d, node=self.node) for d in pool.pending.values()]
 
     async def _known(self) -> list[Dataset]:
@@ -180,12 +191,21 @@ class DataService:
         d = matching(known, intent)
         if d is None:
             raise ShoalError(f"no such volume: {raw}")
-        if d.node != self.node:
+        if d.node != self.node and not await self._arriving(d):
             raise ShoalError(
                 f"dataset {d.name} ({d.id[:8]}) lives on {d.node}, not {self.node}: run the container "
                 "through the shoal manager, which places it there"
             )
         return d, known
+
+    async def _arriving(self, d: Dataset) -> bool:
+        """A move of `d` to this node is under way: its containers may be created here ahead of it (they
+        are started, and so mount it, only once the fence made this node's copy the writable one)."""
+        try:
+            move, _ = await self.records.move(d.id)
+        except RegistryUnreachable:
+            return False
+        return move is not None and move.target == self.node
 
     def _not_made(self, d: Dataset) -> ShoalError:
         f = self.convergence.failures.get(d.id)
@@ -203,6 +223,8 @@ class DataService:
         known = await self._known()
         decision = decide(intent, self.node, known, new_ids(), time.time(), raw, self.default_profile)
         d = decision.dataset
+        if d.node != self.node and not decision.new and await self._arriving(d):
+            return  # a move brings it here before the container that is being created starts
         if d.node != self.node:
             raise ShoalError(
                 f"dataset {d.name or d.id[:8]} would live on {d.node} (its source's node), not {self.node}: "
@@ -221,10 +243,36 @@ class DataService:
         if not self.pool.path(d.id).is_dir():
             raise self._not_made(d)
 
+    async def _check_fence(self, d: Dataset) -> None:
+        """The fence (shoal.data.moves.serves_writable): this node serves `d` writable only while the
+        registry's record names it at the epoch its pool holds, and no move of it is past its copy phase.
+        A registry that is away leaves the last record seen in force (the node's own, when it has none)."""
+        mine = await asyncio.to_thread(ondisk.read, self.pool.records, d.id)
+        if mine is None:
+            return
+        role, epoch = mine.role, mine.dataset.epoch
+        if not serves_writable(d, self.node, role, epoch):
+            raise Conflict(
+                f"dataset {d.name} is not writable on {self.node}: the registry places it on {d.node} at "
+                f"epoch {d.epoch}, this node holds a {role} copy at epoch {epoch}; run the container "
+                "through the shoal manager"
+            )
+        try:
+            move, _ = await self.records.move(d.id)
+        except RegistryUnreachable:
+            return
+        if move is not None and move.phase != COPY and move.source == self.node:
+            raise Conflict(
+                f"dataset {d.name} is moving from {self.node} to {move.target} (phase {move.phase}); it is "
+                "mounted there once the move is done"
+            )
+
     async def mount(self, raw: str, mount_id: str) -> str:
         d, _ = await self._find(raw)
         if not self.pool.path(d.id).is_dir():
             await self._round()
+            d, _ = await self._find(raw)
+        await self._check_fence(d)
         async with self.lock:  # a deletion renames the dataset away under this lock: none slips through
             if not self.pool.path(d.id).is_dir():
                 raise self._not_made(d)

@@ -11,6 +11,7 @@ from shoal.cli.agent import agent
 from shoal.cli.dev import dev
 from shoal.cli.init import init
 from shoal.cli.manager import manager
+from shoal.cli.node import node
 from shoal.cli.nodes import facts, nodes
 from shoal.cli.registry import registry
 from shoal.cli.token import token
@@ -29,7 +30,7 @@ cli.add_command(dev)
 cli.add_command(registry)
 cli.add_command(volume)
 cli.add_command(token)
-for command in (agent, nodes, facts, manager, why, init):
+for command in (agent, nodes, node, facts, manager, why, init):
     cli.add_command(command)
 
 

@@ -1,25 +1,33 @@
-"""`shoal volume ls|inspect|snapshot|clone|rm`: the cluster's datasets, from the registry's records and the
-nodes' reports. Snapshots and clones are written as records and each node's agent makes them; `rm` writes
-a deletion request, which only the dataset's node carries out (after asking its engine that no container
-uses it), and waits for the outcome."""
+"""`shoal volume ls|inspect|snapshot|clone|rm|move`: the cluster's datasets, from the registry's records and
+the nodes' reports (each dataset's replicas with their lag; a move under way with its bytes and rate).
+Snapshots and clones are written as records and each node's agent makes them; `rm` writes a deletion
+request, which only the dataset's node carries out (after asking its engine that no container uses it), and
+waits for the outcome; `move` asks the manager, which moves the dataset with its containers."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import concurrent.futures
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
+import requests
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from shoal import keys
 from shoal.cli.common import registry_option
+from shoal.cli.node import manager_call
 from shoal.data.model import Dataset, Deletion, check_remove, decide_clone, decide_snapshot, find
 from shoal.data.records import Records, new_ids
 from shoal.errors import Conflict
-from shoal.registry.client import with_registry
+from shoal.registry.client import Access, base_url, with_registry
 
 
 def _with_records(fn: Callable[[Records], Awaitable[Any]], registry: str) -> Any:
@@ -79,12 +87,18 @@ def ls(registry: str) -> None:
     its node after the registry lost it; conflict: its name is held by another dataset), then what the
     nodes report (refused records, failing steps)."""
 
-    async def go(r: Records) -> tuple[Any, dict, dict]:
-        return await r.cluster(), await r.all_mounts(), await r.reports()
+    async def go(r: Records) -> tuple[Any, dict, dict, dict, dict]:
+        return (
+            await r.cluster(),
+            await r.all_mounts(),
+            await r.reports(),
+            await _replica_rows(r),
+            await r.all_moves(),
+        )
 
-    cluster, mounts, reports = _with_records(go, registry)
+    cluster, mounts, reports, replicas, moves = _with_records(go, registry)
     table = Table()
-    for col in ("ID", "NAME", "KIND", "PROFILE", "NODE", "SIZE", "PARENT", "MOUNTS", "STATE"):
+    for col in ("ID", "NAME", "KIND", "PROFILE", "NODE", "SIZE", "PARENT", "MOUNTS", "REPLICAS", "STATE"):
         table.add_column(col)
     deletions = dict(cluster.deletions)
     for d in sorted(cluster.records.values(), key=lambda d: (d.node, d.created)):
@@ -98,7 +112,8 @@ def ls(registry: str) -> None:
             size,
             d.parent[:8],
             str(mounts.get(d.id, 0)),
-            state_of(d, deletions),
+            replica_text(replicas.get(d.id, [])),
+            f"moving to {moves[d.id][0].target}" if d.id in moves else state_of(d, deletions),
         )
     Console(width=140).print(table)
     ordered = sorted(cluster.records.values(), key=lambda d: (d.node, d.created))
@@ -119,11 +134,18 @@ def inspect(ref: str, registry: str) -> None:
         cluster = await r.cluster()
         datasets = list(cluster.records.values())
         d = find(datasets, ref)
+        move, _ = await r.move(d.id)
         return {
             **d.to_dict(),
             "mounts": (await r.all_mounts()).get(d.id, 0),
             "children": [x.id for x in datasets if x.parent == d.id],
             "state": state_of(d, dict(cluster.deletions)),
+            "replicas": (await _replica_rows(r)).get(d.id, []),
+            "move": move.to_dict() if move is not None else None,
+            "receiving": [
+                {k: p.get(k) for k in ("node", "copy", "bytes", "rate", "started")}
+                for p in await r.receiving(d.id)
+            ],
         }
 
     click.echo(json.dumps(_with_records(go, registry), indent=2))
@@ -191,3 +213,94 @@ def rm(ref: str, wait: float, registry: str) -> None:
         return d.id
 
     click.echo(_with_records(go, registry))
+
+
+async def _replica_rows(r: Records) -> dict[str, list[dict[str, Any]]]:
+    """dataset id -> each replica's node, lag (seconds of writes it does not hold) and newest copy."""
+    now = time.time()
+    statuses = await r.statuses()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for i, (assigned, _) in (await r.all_replicas()).items():
+        rows = []
+        for n in assigned.nodes:
+            st = statuses.get(i, {}).get(n)
+            lag = st.lag(now) if st is not None else None
+            rows.append(
+                {
+                    "node": n,
+                    "lag": None if lag is None else round(lag, 1),
+                    "snapshot": st.snapshot if st else "",
+                    "error": st.error if st else "",
+                }
+            )
+        out[i] = rows
+    return out
+
+
+def replica_text(rows: list[dict[str, Any]]) -> str:
+    """`node1 (lag 1.2s)` per replica (pure)."""
+    parts = []
+    for x in rows:
+        lag = "no copy yet" if x["lag"] is None else f"lag {x['lag']:g}s"
+        parts.append(f"{x['node']} ({lag})")
+    return ", ".join(parts) or "-"
+
+
+def _kv(registry: str, key: str) -> Any:
+    """A registry key's JSON for the progress bar (best effort), over the registry's TLS as CONSUL_CACERT
+    and CONSUL_HTTP_TOKEN say, the way the other commands reach it."""
+    access = Access.from_env(registry)
+    headers = {"X-Consul-Token": access.token} if access.token else {}
+    try:
+        r = requests.get(
+            f"{base_url(registry)}/v1/kv/{key}", timeout=2, headers=headers, verify=access.cacert or True
+        )
+        if r.status_code != 200:
+            return None
+        raw = r.json()[0].get("Value")
+        return json.loads(base64.b64decode(raw)) if raw else None
+    except (requests.RequestException, ValueError, KeyError, IndexError):
+        return None
+
+
+@volume.command()
+@click.argument("ref")
+@click.argument("node")
+@click.option(
+    "--host",
+    "-H",
+    default=lambda: os.environ.get("DOCKER_HOST", "tcp://127.0.0.1:2375"),
+    help="The shoal manager (default: $DOCKER_HOST).",
+)
+@registry_option
+def move(ref: str, node: str, host: str, registry: str) -> None:
+    """Move dataset REF (and the containers that use it) to NODE: a full copy while they run, then they
+    stop, the last increment is sent, the copy on NODE becomes the writable one (fenced) and they start
+    there. Shows the transfer's progress; prints what was moved and the downtime."""
+    d = find(_with_records(lambda r: r.all(), registry)[0], ref)
+    path = f"/shoal/v1/volumes/{d.id}/move"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(manager_call, "POST", host, path, 3700, json={"node": node})
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task(f"{d.name} {d.node} → {node}", total=None)
+            done_before = 0
+            while not fut.done():
+                mv = _kv(registry, keys.move(d.id)) or {}
+                live = _kv(registry, keys.replica_status(d.id, f"{node}/receiving")) or {}
+                done_before = max(done_before, int(mv.get("bytes", 0)))
+                phase = mv.get("phase", "starting")
+                bar.update(
+                    task,
+                    completed=done_before + int(live.get("bytes", 0) or 0),
+                    description=f"{d.name} {d.node} → {node} [{phase}]",
+                )
+                time.sleep(0.2)
+        got = fut.result()
+    line = (
+        f"moved {got['name']} from {got['from']} to {got['to']}: {got.get('bytes', 0) / (1 << 20):.1f} MiB "
+        f"in {got.get('pulls', 0)} pulls, {got.get('total', 0):.2f}s"
+    )
+    if got.get("containers"):
+        line += f"; containers {', '.join(got['containers'])} down {got.get('downtime', 0):.2f}s"
+    click.echo(line)

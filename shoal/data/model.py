@@ -38,10 +38,11 @@ class Profile:
     write_bps: int = 0
     read_iops: int = 0
     write_iops: int = 0
+    replicas: int = 0  # read-only copies kept on other nodes (shoal.data.moves), shipped every few seconds
 
 
 DEFAULT_PROFILES: Mapping[str, Profile] = {
-    "gold": Profile("gold"),
+    "gold": Profile("gold", replicas=1),
     "silver": Profile("silver", read_bps=100 << 20, write_bps=100 << 20, read_iops=4000, write_iops=4000),
     "bronze": Profile("bronze", read_bps=10 << 20, write_bps=10 << 20, read_iops=500, write_iops=500),
 }
@@ -63,6 +64,10 @@ class Dataset:
     # lost (0 = never), and why the name is not this dataset's (another dataset claimed it first)
     recovered: float = 0.0
     conflict: str = ""
+    # the fencing epoch: raised by one in the registry transaction that moves the writable copy to another
+    # node (a move's fence, a replica's promotion); a node serves the dataset writable only while the
+    # registry's record names it at the epoch its own pool holds (shoal.data.moves)
+    epoch: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,6 +164,9 @@ def record_problem(key_id: str, doc: object) -> str:
     size, created = doc.get("size", 0), doc.get("created", 0.0)
     if not (isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 1 << 62):
         return f"size {_short(size)} is not a number of bytes"
+    epoch = doc.get("epoch", 0)
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and 0 <= epoch < 1 << 62):
+        return f"epoch {_short(epoch)} is not a fencing epoch (a whole number)"
     for what, value in (("created", created), ("recovered", doc.get("recovered", 0.0))):
         if not (_is_number(value) and value >= 0):
             return f"{what} {_short(value)} is not a time"

@@ -18,6 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from shoal.data.model import DEFAULT_PROFILE, Dataset, Deletion, Refused
+from shoal.data.moves import copy_order
 
 # --- what is found and what is wanted -----------------------------------------------------------------
 
@@ -39,6 +40,12 @@ class PoolState:
     pending: Mapping[str, Dataset] = field(default_factory=dict)  # recorded, not made yet (a make cut short)
     deleting: Mapping[str, Dataset] = field(default_factory=dict)  # recorded as being deleted
     strays: tuple[Refused, ...] = ()  # entries the pool does not understand: reported, left alone
+    # copies that are not the node's writable one (shoal.data.moves): the pool's record, and its state:
+    # "replica" (read-only, in <pool>/copies/<id>/), "demoting" (recorded as a replica, the old writable
+    # copy not yet put away), "promoting" (becoming the writable copy)
+    replicas: Mapping[str, Dataset] = field(default_factory=dict)
+    roles: Mapping[str, str] = field(default_factory=dict)
+    copies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # transfer snapshots, oldest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,10 @@ class Cluster:
     names: Mapping[str, str] = field(default_factory=dict)  # name -> the dataset id holding it
     deletions: Mapping[str, Deletion] = field(default_factory=dict)
     refused: tuple[Refused, ...] = ()
+    replicas: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # id -> the nodes assigned
+    # each record's modify index as read: a node's write of its own record compares on it, so a fence
+    # committed after the read makes the write fail instead of undoing the fence
+    indexes: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +97,9 @@ class Plan:
     reports: tuple[str, ...] = ()  # what is wrong and left as it is (refused records, conflicts, waits)
 
 
-POOL_OPS = frozenset({"discard", "create", "snapshot", "clone", "limit", "adopt", "delete"})
+POOL_OPS = frozenset(
+    {"discard", "create", "snapshot", "clone", "limit", "adopt", "delete", "epoch", "promote", "demote"}
+)
 MAKES = ("create", "snapshot", "clone")
 
 # --- the table ----------------------------------------------------------------------------------------
@@ -94,7 +107,10 @@ MAKES = ("create", "snapshot", "clone")
 # wanted: "here" (a record places it on this node), "elsewhere" (on another node), "absent" (no record),
 #         "delete" (a deletion request for this node that was not refused)
 # found:  "absent", "pending" (recorded on the pool, not made), "present", "unrecorded" (made, no record
-#         of its own: a pool from before records), "deleting" (a deletion cut short)
+#         of its own: a pool from before records), "deleting" (a deletion cut short), and the copies that
+#         are not writable (shoal.data.moves): "replica", "demoting", "promoting"
+# A record placing the dataset elsewhere at a higher epoch than this node's writable copy is the fence:
+# that copy is demoted (read-only, kept as a replica); a replica the record places here is promoted.
 TRANSITIONS: Mapping[tuple[str, str], str] = {
     ("here", "absent"): "make",
     ("here", "pending"): "make",
@@ -115,7 +131,20 @@ TRANSITIONS: Mapping[tuple[str, str], str] = {
     ("delete", "present"): "delete",
     ("delete", "unrecorded"): "delete",
     ("delete", "deleting"): "finish_delete",
+    ("here", "replica"): "promote",
+    ("here", "promoting"): "promote",
+    ("here", "demoting"): "demote",  # put the old copy away first; the next round promotes
+    ("elsewhere", "replica"): "nothing",
+    ("elsewhere", "demoting"): "demote",
+    ("elsewhere", "promoting"): "promote",  # finished, then demoted by the next round
+    ("absent", "replica"): "report_replica",
+    ("absent", "demoting"): "demote",
+    ("absent", "promoting"): "promote",
+    ("delete", "replica"): "delete",
+    ("delete", "demoting"): "delete",
+    ("delete", "promoting"): "delete",
 }
+TRANSITIONS[("elsewhere", "present")] = "fenced_or_elsewhere"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +160,8 @@ class _Input:
     def found(self, i: str) -> str:
         if i in self.pool.deleting:
             return "deleting"
+        if i in self.pool.replicas:
+            return self.pool.roles.get(i, "replica")
         if i in self.pool.datasets:
             return "present" if self.pool.datasets[i].record is not None else "unrecorded"
         return "pending" if i in self.pool.pending else "absent"
@@ -146,7 +177,7 @@ class _Input:
     def local_record(self, i: str) -> Dataset | None:
         if i in self.pool.datasets:
             return self.pool.datasets[i].record
-        return self.pool.pending.get(i) or self.pool.deleting.get(i)
+        return self.pool.pending.get(i) or self.pool.deleting.get(i) or self.pool.replicas.get(i)
 
     def conflict(self, d: Dataset) -> str:
         """Why `d`'s name is not its own, or ""."""
@@ -181,7 +212,7 @@ def plan(
     `now` stamps re-published records."""
     deletions = {i: r for i, r in cluster.deletions.items() if r.node == node and not r.refused}
     inp = _Input(node, cluster, pool, users, now, default_profile, deletions)
-    local = set(pool.datasets) | set(pool.pending) | set(pool.deleting)
+    local = set(pool.datasets) | set(pool.pending) | set(pool.deleting) | set(pool.replicas)
     mine = {i for i, d in cluster.records.items() if d.node == node}
     steps: list[Step] = []
     reports = [f"refused record {r}" for r in cluster.refused if r.node in ("", node)]
@@ -234,9 +265,12 @@ def _keep(inp: _Input, i: str) -> _Out:
         steps.append(Step("limit", i, size=size, record=replace(disk.record, size=size)))
     want = inp.published(disk.record, size)
     holder = inp.cluster.names.get(want.name) if want.kind == "dataset" else None
+    if have is not None and have.epoch > want.epoch:  # the record moved away and back: take its epoch
+        steps.append(Step("epoch", i, record=replace(disk.record, size=size, epoch=have.epoch)))
+        want = replace(want, epoch=have.epoch)
     if have is None:
         steps.append(Step("publish", i, record=want, reason="recovered"))
-    elif have.identity() != want.identity():
+    elif have.identity() != want.identity() or have.epoch < want.epoch:
         steps.append(Step("publish", i, record=want, reason="corrected"))
     elif have.conflict != want.conflict or (want.kind == "dataset" and holder is None):
         steps.append(Step("publish", i, record=want, reason="name"))
@@ -257,6 +291,46 @@ def _adopt(inp: _Input, i: str) -> _Out:
     ], []
 
 
+def _fenced_or_elsewhere(inp: _Input, i: str) -> _Out:
+    """This node's writable copy, and a record placing the dataset elsewhere: at a higher epoch it is the
+    fence (demote: read-only, kept as a replica); at the same or a lower one it is a disagreement that
+    could cost data, reported and left."""
+    disk = inp.pool.datasets[i]
+    there = inp.cluster.records[i]
+    if disk.record is not None and there.epoch > disk.record.epoch:
+        return _demote(inp, i)
+    return _report_elsewhere(inp, i)
+
+
+def _demote(inp: _Input, i: str) -> _Out:
+    mine = inp.local_record(i)
+    assert mine is not None
+    there = inp.cluster.records.get(i)
+    reason = f"{there.node} holds it at epoch {there.epoch}" if there is not None else "finishing"
+    return [Step("demote", i, record=mine, reason=reason)], []
+
+
+def _promote(inp: _Input, i: str) -> _Out:
+    """The record places a dataset this node holds a copy of here: the newest copy becomes writable, at
+    the record's epoch (a copy of an earlier epoch than the record's is still the newest data there is:
+    the fence made sure no other copy was written after it)."""
+    want = inp.cluster.records.get(i)
+    mine = inp.pool.replicas[i]
+    copies = sorted(inp.pool.copies.get(i, ()), key=copy_order)
+    if inp.pool.roles.get(i) == "promoting" and i in inp.pool.datasets:
+        copies = copies or ["-"]  # made already: only the record is left to write
+    if not copies:
+        return [], [f"dataset {i} is placed on {inp.node}, whose copy holds no data yet; waiting"]
+    record = replace(want if want is not None else mine, node="", recovered=0.0, conflict="")
+    if want is None or want.node != inp.node:
+        record = replace(record, epoch=mine.epoch)
+    return [Step("promote", i, copies[-1], record.size, record=record)], []
+
+
+def _report_replica(inp: _Input, i: str) -> _Out:
+    return [], [f"replica of dataset {i} kept: the registry has no record of the dataset"]
+
+
 def _report_elsewhere(inp: _Input, i: str) -> _Out:
     there = inp.cluster.records[i].node
     return [], [f"conflict: dataset {i} is on {inp.node}'s pool but the registry places it on {there}; left"]
@@ -273,6 +347,8 @@ def _children(inp: _Input, i: str) -> list[Dataset]:
 
 def _delete(inp: _Input, i: str) -> _Out:
     target = inp.local_record(i) or inp.cluster.records.get(i) or Dataset(i, "", "", inp.node)
+    if i in inp.pool.replicas:  # a copy of a dataset whose owner deleted it: nothing uses or hangs off it
+        return [Step("delete", i, record=target), Step("forget", i, record=target, reason="replica")], []
     children = _children(inp, i)
     if children:
         listed = ", ".join(f"{d.kind} {d.name or d.id[:8]}" for d in children)
@@ -311,6 +387,10 @@ _ACTIONS = {
     "keep": _keep,
     "adopt": _adopt,
     "report_elsewhere": _report_elsewhere,
+    "fenced_or_elsewhere": _fenced_or_elsewhere,
+    "demote": _demote,
+    "promote": _promote,
+    "report_replica": _report_replica,
     "delete": _delete,
     "finish_delete": _finish_delete,
     "forget": _forget,

@@ -2,7 +2,7 @@
 
 default: bronze
 profiles:
-  gold:   {}                                   # no limits
+  gold:   {replicas: 1}                        # no limits; one read-only copy on another node
   silver: {read_bps: 100M, write_bps: 100M, read_iops: 4000, write_iops: 4000}
   bronze: {read_bps: 10M, write_bps: 10M, read_iops: 500, write_iops: 500}
 """
@@ -18,7 +18,7 @@ import yaml
 from shoal.data.model import DEFAULT_PROFILE, DEFAULT_PROFILES, Profile, parse_size
 from shoal.errors import BadRequest
 
-_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops")
+_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops", "replicas")
 
 
 def profiles_from_doc(doc: Mapping[str, Any]) -> tuple[dict[str, Profile], str]:
@@ -37,6 +37,8 @@ def profiles_from_doc(doc: Mapping[str, Any]) -> tuple[dict[str, Profile], str]:
         values = {
             k: parse_size(str(v)) if k.endswith("bps") else int(v) for k, v in limits.items() if v is not None
         }
+        if not 0 <= values.get("replicas", 0) <= 4:
+            raise BadRequest(f"profile {name}: replicas is {values['replicas']}; give 0 to 4")
         out[str(name)] = Profile(str(name), **values)
     default = str(doc.get("default", DEFAULT_PROFILE if DEFAULT_PROFILE in out else next(iter(out))))
     if default not in out:

@@ -9,6 +9,7 @@ Refused, never as a Dataset, so no caller can act on it.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,6 +17,7 @@ from typing import Any
 
 from shoal import keys
 from shoal.data.model import Dataset, Deletion, Refused, parse_deletion, parse_record
+from shoal.data.moves import Move, Replicas, ReplicaStatus, parse_move, parse_replicas, parse_status
 from shoal.data.plan import Cluster
 from shoal.errors import Conflict
 from shoal.registry.client import KVPair, RegistryClient
@@ -74,7 +76,72 @@ class Records:
         refused = [
             r if r.key.startswith(keys.DELETIONS) else replace(r, key=keys.dataset(r.key)) for r in refused
         ]
-        return Cluster({d.id: d for d in good}, names, deletions, tuple(refused))
+        replicas = {i: r.nodes for i, (r, _) in (await self.all_replicas()).items()}
+        indexes = {_suffix(p.key, keys.DATASETS): p.modify_index for p in pairs}
+        return Cluster({d.id: d for d in good}, names, deletions, tuple(refused), replicas, indexes)
+
+    async def record(self, dataset_id: str) -> tuple[Dataset | None, int]:
+        """One dataset's record (None if missing or refused) and its modify index, for a CAS on it."""
+        p = await self.registry.get(keys.dataset(dataset_id))
+        if p is None:
+            return None, 0
+        got = parse_record(dataset_id, p.json())
+        return (None if isinstance(got, Refused) else got), p.modify_index
+
+    async def move(self, dataset_id: str) -> tuple[Move | None, int]:
+        p = await self.registry.get(keys.move(dataset_id))
+        if p is None:
+            return None, 0
+        got = parse_move(dataset_id, p.json())
+        return (None if isinstance(got, Refused) else got), p.modify_index
+
+    async def all_moves(self) -> dict[str, tuple[Move, int]]:
+        pairs, _ = await self.registry.list_prefix(keys.MOVES)
+        out = {}
+        for p in pairs:
+            got = parse_move(_suffix(p.key, keys.MOVES), p.json())
+            if isinstance(got, Move):
+                out[got.id] = (got, p.modify_index)
+        return out
+
+    async def all_replicas(self) -> dict[str, tuple[Replicas, int]]:
+        pairs, _ = await self.registry.list_prefix(keys.REPLICAS)
+        out = {}
+        for p in pairs:
+            got = parse_replicas(_suffix(p.key, keys.REPLICAS), p.json())
+            if got is not None:
+                out[got.id] = (got, p.modify_index)
+        return out
+
+    async def replicas(self, dataset_id: str) -> tuple[Replicas | None, int]:
+        """One dataset's replica assignment and its modify index."""
+        p = await self.registry.get(keys.replicas(dataset_id))
+        if p is None:
+            return None, 0
+        return parse_replicas(dataset_id, p.json()), p.modify_index
+
+    async def replicas_of(self, node: str) -> list[str]:
+        """The datasets `node` is assigned to keep a replica of."""
+        return [i for i, (r, _) in (await self.all_replicas()).items() if node in r.nodes]
+
+    async def statuses(self) -> dict[str, dict[str, ReplicaStatus]]:
+        """dataset id -> node -> what that replica last received (pulls under way under "<node>/receiving"
+        are left out here; see `receiving`)."""
+        pairs, _ = await self.registry.list_prefix(keys.REPLICA_STATUS)
+        out: dict[str, dict[str, ReplicaStatus]] = {}
+        for p in pairs:
+            i, _, node = _suffix(p.key, keys.REPLICA_STATUS).partition("/")
+            if "/" in node:
+                continue
+            got = parse_status(node, p.json())
+            if got is not None:
+                out.setdefault(i, {})[node] = got
+        return out
+
+    async def receiving(self, dataset_id: str) -> list[dict[str, Any]]:
+        """Pulls of `dataset_id` under way (bytes, rate), as their receivers last said."""
+        pairs, _ = await self.registry.list_prefix(keys.replica_status(dataset_id))
+        return [d for p in pairs if p.key.endswith("/receiving") and isinstance(d := p.json(), dict)]
 
     async def deletion(
         self, dataset_id: str, index: int = 0, wait: float = 30.0
@@ -125,23 +192,33 @@ class Records:
             if owner is None or owner.text() in (d.id, ""):
                 await self.registry.delete(keys.dataset_name(d.name))
 
-    async def publish(self, d: Dataset) -> Dataset:
+    async def publish(self, d: Dataset, index: int | None = None) -> Dataset:
         """The node's record of its own dataset, with its name claimed in the same transaction; a name
         another dataset holds is not taken from it: the record is published with the conflict said (and a
-        later round claims the name once it is free). Returns what was written."""
-        record = {"Verb": "set", "Key": keys.dataset(d.id)}
+        later round claims the name once it is free). Returns what was written.
+
+        With `index` (the record's modify index when the round read it; 0: it had none) the write compares
+        on it: a record changed meanwhile (a fence moving the dataset away) is never overwritten; a
+        Conflict says so, and the next round plans again from what is there."""
+        record: dict[str, Any] = {"Verb": "set", "Key": keys.dataset(d.id)}
+        if index is not None:
+            record = {"Verb": "cas", "Key": keys.dataset(d.id), "Index": index}
         if d.kind == "dataset" and d.name:
             key = keys.dataset_name(d.name)
             claim = {"Verb": "cas", "Key": key, "Value": d.id, "Index": 0}
             mine = replace(d, conflict="")
-            if (await self.registry.txn([claim, {**record, "Value": mine.to_dict()}]))[0]:
+            applied, errors = await self.registry.txn([claim, {**record, "Value": mine.to_dict()}])
+            if applied:
                 return mine
+            if index is not None and any(e.get("OpIndex") == 1 for e in errors if isinstance(e, dict)):
+                raise Conflict(f"the record of {d.id} changed since it was read; planned again")
             held = await self.registry.get(key)
             holder = held.text() if held is not None else ""
             d = mine if holder == d.id else replace(d, conflict=f"name {d.name} is held by dataset {holder}")
             if not holder:  # released meanwhile: the next round claims it
                 d = replace(d, conflict=f"name {d.name} is being claimed")
-        await self.registry.put(keys.dataset(d.id), d.to_dict())
+        if not await self.registry.put(keys.dataset(d.id), d.to_dict(), cas=index):
+            raise Conflict(f"the record of {d.id} changed since it was read; planned again")
         return d
 
     async def request_deletion(self, request: Deletion) -> None:
@@ -155,10 +232,24 @@ class Records:
 
     async def forget(self, node: str, d: Dataset) -> None:
         """What the registry holds of a dataset its node has deleted: record, name, mounts, the request
-        (last, so a forget cut short is done again)."""
-        await self.registry.delete(keys.dataset(d.id))
-        await self._release_name(d)
+        (last, so a forget cut short is done again). A dataset with replicas hands the request on to the
+        next replica node in turn (each deletes its copy the same way), the last one ends the chain. The
+        assignment is read here, not from the round's earlier read: a node assigned meanwhile holds a copy
+        too, and is reached."""
+        assigned, _ = await self.replicas(d.id)
+        chain = sorted(assigned.nodes) if assigned is not None else []
+        after = chain[chain.index(node) + 1 :] if node in chain else chain
+        if node not in chain:
+            await self.registry.delete(keys.dataset(d.id))
+            await self._release_name(d)
         await self.registry.delete(keys.mounts(node, d.id))
+        await self.registry.delete(keys.replica_status(d.id, node))
+        await self.registry.delete(keys.replica_status(d.id, f"{node}/receiving"))
+        if after:
+            request = Deletion(d.id, after[0], d.name, "a deleted dataset's replica", time.time())
+            await self.registry.put(keys.deletion(d.id), request.to_dict())
+            return
+        await self.registry.delete(keys.replicas(d.id))
         await self.registry.delete(keys.deletion(d.id))
 
     async def report(self, node: str, doc: dict[str, Any]) -> None:

@@ -19,12 +19,21 @@ from typing import TYPE_CHECKING, Any
 from shoal.cluster.engine import path
 from shoal.cluster.state import Located, tagged
 from shoal.cluster.status import status_text
+from shoal.data.model import containers_using
 from shoal.data.records import new_ids
 from shoal.data.requests import DatasetRequest, dataset_requests, decide_all, with_limits
 from shoal.errors import BadRequest, Conflict, EngineError, NoPlacement, NotFound, Unavailable
 from shoal.logs import kv
 from shoal.manager.datasets import committed
 from shoal.manager.decisions import decision_record
+from shoal.manager.reschedule import (
+    ON_FAILURE,
+    has_policy,
+    pinned_to,
+    reschedule_policies,
+    with_swarm_id,
+    without_lost_node,
+)
 from shoal.manager.service import Route
 from shoal.manager.spec import check_body, check_name, container_spec, intent_binds_to_mounts, volume_uses
 from shoal.scheduler.expr import parse
@@ -82,14 +91,35 @@ class Containers:
 
     # --- create -----------------------------------------------------------------------------------
 
-    async def create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def create(
+        self,
+        name: str,
+        body: dict[str, Any],
+        *,
+        target: str | None = None,
+        replacing: tuple[str, str] | None = None,
+        reasons: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """`target`: the node it must land on (a move's containers); `replacing`: (node, id) of the lost
+        container it takes over from (a reschedule: same name); `reasons` go into its decision record."""
         c = self.cluster
         check_name(name)
         check_body(body)
         body = intent_binds_to_mounts(body)
+        body, policies = reschedule_policies(body)  # an unknown policy is a 400 naming it
+        body = with_swarm_id(body)
         spec, out = container_spec(body, name)
+        kept = out  # what is kept for rescheduling: before this node's I/O limits are written in
+        notes = list(reasons)
+        if target is not None:
+            spec = pinned_to(spec, target)
+        elif replacing is not None:
+            spec, dropped = without_lost_node(spec, replacing[0])
+            notes += dropped
+        spec = replace(spec, constraints=(*spec.constraints, *self.m.reschedule.exclusions()))
+        moving: tuple[list[Any], str] | None = None
         async with self._lock:
-            self._check_name(name)
+            self._check_name(name, replacing[1] if replacing else "")
             holders = await c.image_holders(spec.image)
             if not holders:
                 raise NotFound(
@@ -107,31 +137,53 @@ class Containers:
                 wanted = dataset_requests(volume_uses(body), c.datasets, self.m.settings.profiles)
             except NotFound as e:  # 400: a 404 from create makes the docker CLI try to pull the image
                 raise BadRequest(e.message) from None
-            spec = image_affinity(follow_datasets(spec, wanted), holders, set(c.engines))
+            raws = {r.raw for r in wanted}  # the placement the datasets' own node would not pin:
+            unpinned = replace(spec, volumes=tuple(v for v in spec.volumes if v not in raws))
+            free = image_affinity(unpinned, holders, set(c.engines))
+            # a move's containers land on its target ahead of their dataset: no pin to the dataset's node
+            pinned = follow_datasets(spec, wanted) if target is None else unpinned
+            spec = image_affinity(pinned, holders, set(c.engines))
             p = self.m.place(spec)
             if p.node is None:  # the cache may lag what was just done on a node directly: look again, once
                 await c.look_again()
                 p = self.m.place(spec)
-            if p.node is None:
+            if p.node is None and target is None and (away := self._movable(wanted, free)) is not None:
+                moving = away  # the datasets' node does not fit, another does: they move there first
+            elif p.node is None:
                 record = decision_record(name, spec, p, c.now())
                 self.m.decisions.refused(record)
                 kv(log, "no placement", decision=record["id"], name=name or None, image=spec.image,
                    reason=p.error().splitlines()[-1])  # fmt: skip
                 raise NoPlacement(p)
-            used, new = [], []
-            if wanted:
-                pool = c.pool_of(p.node)
-                settings = self.m.settings
-                used, new = decide_all(
-                    wanted, p.node, c.datasets, settings.default_profile, pool.get("free_bytes"),
-                    new_ids(), c.now(),
-                )  # fmt: skip
-                out = with_limits(out, used, settings.profiles, pool.get("device"))
-            record = decision_record(name, spec, p, c.now(), used)
-            ref = ContainerRef(
-                f"pending-{uuid.uuid4()}", name, spec.image, out.get("Labels") or {}, spec.ports
-            )
-            reservation = c.reserve(p.node, spec, ref)
+            if moving is None:
+                assert p.node is not None
+                used, new = [], []
+                if wanted:
+                    pool = c.pool_of(p.node)
+                    settings = self.m.settings
+                    used, new = decide_all(
+                        wanted, p.node, c.datasets, settings.default_profile, pool.get("free_bytes"),
+                        new_ids(), c.now(),
+                    )  # fmt: skip
+                    out = with_limits(out, used, settings.profiles, pool.get("device"))
+                record = decision_record(name, spec, p, c.now(), used)
+                if notes:  # shown as `shoal why` and the dashboard show a placement's lines
+                    record["reasons"] = notes
+                    lost = replacing[0] if replacing else "-"
+                    rows = [{"node": lost, "filter": "reschedule", "reason": r} for r in notes]
+                    record["placement"]["rejected"] = [*record["placement"].get("rejected", []), *rows]
+                ref = ContainerRef(
+                    f"pending-{uuid.uuid4()}", name, spec.image, out.get("Labels") or {}, spec.ports
+                )
+                reservation = c.reserve(p.node, spec, ref)
+        if moving is not None:
+            datasets, node = moving
+            for d in datasets:
+                await self.m.moves.move(
+                    d.name, node, by="create", reasons=(f"{name or 'a container'} is placed on {node}",)
+                )
+            return await self.create(name, body, target=node, reasons=reasons)
+        assert p.node is not None
         try:
             async with committed(c, new):  # the records go again if the engine refuses
                 created = await c.engine(p.node).call(
@@ -146,15 +198,45 @@ class Containers:
             raise
         cid = created["Id"]
         c.commit(reservation, cid)
+        if replacing is not None:
+            c.forget(*replacing)  # as classic Swarm did: the lost copy is no longer listed
+        if ON_FAILURE in policies or has_policy(out.get("Labels")):
+            self.m.reschedule.remember(cid, name, kept, p.node)
         self.m.decisions.made(record, cid)
         kv(log, "placed", decision=record["id"], container=cid[:12], name=name or None, node=p.node,
            candidates=p.candidates, filters=",".join(f"{f}:{n}" for f, n in p.steps))  # fmt: skip
         return created
 
-    def _check_name(self, name: str) -> None:
+    def _movable(self, wanted: list[DatasetRequest], free: ContainerSpec) -> tuple[list[Any], str] | None:
+        """A create whose existing datasets pin it to a node that does not fit: the node it would get
+        without that pin, if any, and the datasets to move there (their node must answer, and no
+        container may use them there: a dataset moves with its containers only by `shoal volume move`)."""
+        c = self.cluster
+        names = {r.follows for r in wanted if r.follows and r.intent.snapshot_of is None}
+        datasets = [d for d in c.datasets if d.kind == "dataset" and d.name in names and not d.conflict]
+        if not datasets or len(names) != len(datasets) or any(r.intent.snapshot_of for r in wanted):
+            return None
+        p = self.m.place(free)
+        if p.node is None or any(d.node == p.node for d in datasets):
+            return None
+        for d in datasets:
+            e = c.engines.get(d.node)
+            if e is None or not e.reachable:
+                return None
+            users = containers_using(d, e.containers, f"/flocker/{d.id}")
+            if users:
+                raise Conflict(
+                    f"dataset {d.name} on {d.node} is used by container(s) {', '.join(users)}; a dataset "
+                    f"moves with its containers by `shoal volume move {d.name} {p.node}`"
+                )
+        return datasets, p.node
+
+    def _check_name(self, name: str, replacing: str = "") -> None:
         if not name:
             return
         other = self.cluster.name_in_use(name)
+        if other is not None and other["Id"] == replacing:  # the lost copy a reschedule takes over from
+            other = None
         if other is not None or self.cluster.pending_name(name):
             owner = other["Id"] if other else "(being created)"
             raise Conflict(

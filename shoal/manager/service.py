@@ -56,7 +56,9 @@ class Manager:
         from shoal.manager.containers import Containers
         from shoal.manager.decisions import Decisions
         from shoal.manager.images import Images
+        from shoal.manager.moves import Moves
         from shoal.manager.networks import Networks
+        from shoal.manager.reschedule import Rescheduler
         from shoal.manager.system import System
         from shoal.manager.volumes import Volumes
 
@@ -70,6 +72,8 @@ class Manager:
         self.images = Images(self)
         self.system = System(self)
         self.joins: Joins | None = None  # set when the manager serves its join listener
+        self.moves = Moves(self)
+        self.reschedule = Rescheduler(self)
 
     def place(self, spec: ContainerSpec) -> Placement:
         """The scheduler's decision for `spec` over the cluster as the cache sees it now (pure, sync)."""

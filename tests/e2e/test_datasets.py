@@ -239,6 +239,7 @@ def test_an_ambiguous_snapshot_prefix_lists_the_candidates(dev_cluster):
             c.kv.put(f"shoal/dataset-names/{n}", i)
             c.kv.put(f"shoal/datasets/{i}", json.dumps(doc))
         _wait(lambda: set(ids) <= _subvolumes(dev_cluster)["node3"], what="the agent never made them")
+        _wait(lambda: _manager_knows(dev_cluster, set(ids)), 90, "the manager never saw them")
         out = dev_cluster.cli(
             "run", "-v", "x@snapshot-abcdef0:/d", "--volume-driver=flocker", "busybox", "true", check=False
         )
@@ -457,13 +458,19 @@ def _read_back(dev_cluster, kept_list: list[Kept], direct: bool = False) -> None
     if not direct:
         _wait(lambda: _manager_knows(dev_cluster, _ids_of(kept_list)), 90, "the manager never saw them again")
     for k in kept_list:
-        got = _wait(
-            lambda k=k: _try(
-                lambda: _in_container(dev_cluster, k.name, READ, k.node if direct else "", direct)
-            ),
-            60,
-            f"{k.name} unreadable",
-        )
+        last: list[str] = [""]
+
+        def read(k: Kept = k, last: list[str] = last) -> str | None:
+            try:
+                return _in_container(dev_cluster, k.name, READ, k.node if direct else "", direct)
+            except AssertionError as e:
+                last[0] = str(e)[-600:]
+                return None
+
+        try:
+            got = _wait(read, 60)
+        except AssertionError:
+            raise AssertionError(f"{k.name} unreadable; the last try said: {last[0]}") from None
         assert got == k.sha, f"{k.name} ({k.id}) on {k.node}: read {got}, wrote {k.sha}"
 
 
@@ -526,6 +533,13 @@ def test_a_wiped_registry_is_rebuilt_from_the_nodes(dev_cluster, kept):
         return names <= {c["Key"].rsplit("/", 1)[-1] for c in claims or []}
 
     _wait(claimed, 60, "the nodes never claimed their datasets' names again")
+    # while a node re-claims a name its record says "being claimed"; once claimed, no conflict is left
+
+    def settled() -> dict | None:
+        r = _records(dev_cluster)
+        return r if all(r[k.id]["conflict"] == "" for k in seeded) else None
+
+    recs = _wait(settled, 60, "a re-published record kept a conflict")
     for k in seeded:
         assert recs[k.id]["node"] == k.node and recs[k.id]["name"] == k.name and recs[k.id]["conflict"] == ""
         assert k.id in _subvolumes(dev_cluster)[k.node]
@@ -768,8 +782,8 @@ def test_forged_records_are_refused_and_the_rest_converges(dev_cluster, kept):
     assert {n: sorted(os.listdir(dev_cluster.node_dir(n))) for n in dev_cluster.nodes} == pools
     for n in dev_cluster.nodes:  # nothing on any pool but datasets and records named by their ids
         pool = dev_cluster.node_dir(n) / "pool"
-        assert sorted(p.name for p in pool.iterdir()) == ["datasets", "records"]
-        names = [p.name for sub in ("datasets", "records") for p in (pool / sub).iterdir()]
+        assert sorted(p.name for p in pool.iterdir()) == ["copies", "datasets", "records"]
+        names = [p.name for sub in ("copies", "datasets", "records") for p in (pool / sub).iterdir()]
         assert all(_is_uuid(_bare(name)) for name in names), names
     assert seeded[0].id in _records(dev_cluster)  # the forged deletion request deleted nothing
     _read_back(dev_cluster, seeded)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from shoal.api.docker import admin, containers, dashboard, images, networks, system, volumes
+from shoal.api.docker import admin, containers, dashboard, images, moves, networks, system, volumes
 from shoal.api.docker.common import API_VERSION, MANAGER, MIN_API_VERSION, api_path, reply_json
 from shoal.api.docker.errors import docker_reply
 from shoal.errors import ShoalError, Unavailable
@@ -86,6 +86,11 @@ def make_app(manager: Manager) -> web.Application:
     r.add_route("DELETE", "/shoal/v1/join-tokens/{id}", admin.join_token_revoke)
     r.add_route("GET", "/shoal/v1/decisions", containers.decisions_list)
     r.add_route("GET", "/shoal/v1/decisions/{ref:.+}", containers.decision)
+    r.add_route("POST", "/shoal/v1/volumes/{ref}/move", moves.volume_move)
+    r.add_route("GET", "/shoal/v1/moves", moves.moves_list)
+    r.add_route("POST", "/shoal/v1/nodes/{node}/drain", moves.node_drain)
+    r.add_route("POST", "/shoal/v1/nodes/{node}/undrain", moves.node_undrain)
+    r.add_route("GET", "/shoal/v1/nodes/state", moves.nodes_state)
     r.add_route("*", "/{tail:.*}", system.not_found)
     return app
 

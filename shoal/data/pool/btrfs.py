@@ -68,11 +68,47 @@ class BtrfsPool(Pool):
     def _limit(self, path: Path, size: int) -> None:
         _btrfs("qgroup", "limit", str(size) if size else "none", str(path))
 
+    def _seal(self, path: Path) -> None:
+        if _is_subvolume(path):
+            _btrfs("property", "set", "-ts", str(path), "ro", "true")
+
+    def send_argv(self, dataset_id: str, name: str, parent: str) -> list[str]:
+        base = ["-p", str(self.copy_path(dataset_id, parent))] if parent else []
+        return ["btrfs", "send", "-q", *base, str(self.copy_path(dataset_id, name))]
+
+    def receive_argv(self, dataset_id: str, name: str) -> list[str]:
+        # btrfs receive checks the stream itself (its checksummed commands, the parent by uuid)
+        return ["btrfs", "receive", "-q", "-e", str(self._incoming(dataset_id) / name)]
+
+    def incremental(self) -> bool:
+        return True
+
+    def changed_since(self, dataset_id: str, name: str) -> bool:
+        """btrfs keeps a generation per subvolume: the writable copy's, once committed, against the one
+        the snapshot was taken at (a snapshot does not raise its source's generation)."""
+        try:
+            _btrfs("filesystem", "sync", str(self.root))
+            live = _generation(_btrfs("subvolume", "show", str(self.path(dataset_id))), "Generation")
+            taken = _generation(
+                _btrfs("subvolume", "show", str(self.copy_path(dataset_id, name))), "Gen at creation"
+            )
+        except ShoalError:
+            return True
+        return live is None or taken is None or live > taken
+
     def _remove(self, path: Path) -> None:
         if _is_subvolume(path):
             _btrfs("subvolume", "delete", str(path))
         elif path.exists():
             rmtree(path)
+
+
+def _generation(show: str, field: str) -> int | None:
+    for line in show.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == field and value.strip().isdigit():
+            return int(value.strip())
+    return None
 
 
 def _is_subvolume(path: Path) -> bool:

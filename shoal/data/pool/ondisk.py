@@ -4,9 +4,12 @@ the directory a container mounts, so a registry that lost everything is rebuilt 
     {"format": "shoal-dataset/1", "id": "<uuid>", "name": "demoVol", "kind": "dataset",
      "profile": "gold", "parent": "", "created": 1718000000.0, "size": 0, "volume": "demoVol@gold"}
 
-plus `"deleting": <time>` once a checked deletion has started. The node is not in it (the pool is on the
-node that reads it). Written atomically: a temporary file in the same directory, fsync, rename, fsync of
-the directory; a leftover temporary file is an unfinished write and is removed.
+plus `"epoch"` (the fencing epoch the node holds it at), `"role"` ("owner" — omitted —, "replica": a
+read-only copy whose data is under `<pool>/copies/<id>/`, or "promoting": becoming the writable copy from
+the snapshot named `"from"`), and `"deleting": <time>` once a checked deletion has started. The node is
+not in it (the pool is on the node that reads it). Written atomically: a temporary file in the same
+directory, fsync, rename, fsync of the directory; a leftover temporary file is an unfinished write and is
+removed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 from shoal.data.model import Dataset, Refused, is_dataset_id, parse_record
 
 FORMAT = "shoal-dataset/1"
-FIELDS = ("id", "name", "kind", "profile", "parent", "created", "size", "volume")
+FIELDS = ("id", "name", "kind", "profile", "parent", "created", "size", "volume", "epoch")
+ROLES = ("owner", "replica", "promoting")
 TMP = ".tmp-"
 SUFFIX = ".json"
 MAX_BYTES = 64 << 10  # a record is a few hundred bytes; anything far larger is not one
@@ -30,12 +34,20 @@ _CHECKED_AS = "pool"  # records are checked with the registry's rules; the node 
 class PoolRecord:
     dataset: Dataset  # node "" (it is this pool's node)
     deleting: float = 0.0
+    role: str = "owner"
+    source: str = ""  # promoting: the copy it is made from
 
 
-def to_doc(d: Dataset, deleting: float = 0.0) -> dict[str, object]:
+def to_doc(d: Dataset, deleting: float = 0.0, role: str = "owner", source: str = "") -> dict[str, object]:
     doc: dict[str, object] = {"format": FORMAT, **{k: getattr(d, k) for k in FIELDS}}
+    if not d.epoch:
+        del doc["epoch"]  # a dataset that never moved reads as it did before moves
     if deleting:
         doc["deleting"] = deleting
+    if role != "owner":
+        doc["role"] = role
+    if source:
+        doc["from"] = source
     return doc
 
 
@@ -49,7 +61,10 @@ def from_doc(dataset_id: str, doc: object) -> PoolRecord | Refused:
     deleting = doc.get("deleting", 0.0)
     if not isinstance(deleting, int | float) or isinstance(deleting, bool) or deleting < 0:
         return Refused(f"records/{dataset_id}{SUFFIX}", "deleting is not a time")
-    return PoolRecord(replace(got, node="", recovered=0.0, conflict=""), float(deleting))
+    role, source = doc.get("role", "owner"), doc.get("from", "")
+    if role not in ROLES or not isinstance(source, str) or len(source) > 64 or "/" in source:
+        return Refused(f"records/{dataset_id}{SUFFIX}", "role or from is not what a pool record holds")
+    return PoolRecord(replace(got, node="", recovered=0.0, conflict=""), float(deleting), role, source)
 
 
 def path(records: Path, dataset_id: str) -> Path:
@@ -100,10 +115,10 @@ def read_all(records: Path) -> tuple[dict[str, PoolRecord], list[Refused]]:
     return out, strays
 
 
-def write(records: Path, d: Dataset, deleting: float = 0.0) -> None:
+def write(records: Path, d: Dataset, deleting: float = 0.0, role: str = "owner", source: str = "") -> None:
     final = path(records, d.id)
     tmp = records / f"{TMP}{final.name}"
-    data = json.dumps(to_doc(d, deleting), sort_keys=True).encode()
+    data = json.dumps(to_doc(d, deleting, role, source), sort_keys=True).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
