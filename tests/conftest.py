@@ -79,7 +79,8 @@ class DevCluster:
 
     def manager_argv(self, listen: str, *flags: str) -> list[str]:
         """Another `shoal manager` over this cluster's registry, with the cluster's own TLS (the manager's
-        certificate names the gateway), as `dev up` starts the first one."""
+        certificate names the gateway), as `dev up` starts the first one; run it with `client_env()`, which
+        holds the registry's token (CONSUL_HTTP_TOKEN: never on a command line)."""
         argv = [sys.executable, "-m", "shoal", "manager", "--registry", self.registry_url, "--listen", listen]
         if self.secure:
             m = self.tls / "manager"

@@ -266,10 +266,12 @@ def test_spread_lands_nine_containers_three_per_node(dev_cluster, cleanup):
 def test_binpack_fills_one_node_first_by_reservations(dev_cluster, cleanup):
     port = "2399"
     argv = dev_cluster.manager_argv(f"{dev_cluster.gateway}:{port}", "--strategy", "binpack")
-    mgr = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the operator's environment: the registry's token (CONSUL_HTTP_TOKEN) is how the manager reads it
+    env = dev_cluster.client_env()
+    mgr = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     host = f"tcp://{dev_cluster.gateway}:{port}"
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while dev_cluster.cli("version", host=host, check=False).returncode != 0:
             assert time.monotonic() < deadline
             time.sleep(0.2)
