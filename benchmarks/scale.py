@@ -405,7 +405,7 @@ def bring_up(n: int, procs: Procs, work: Path, args: argparse.Namespace) -> Clus
     mgr = procs.start(
         "manager",
         [PY, "-m", "shoal", "manager", "--registry", registry, "--listen", f"127.0.0.1:{mport}",
-         "--log-level", "warning"],
+         "--insecure-tcp", "--log-level", "warning"],
     )  # fmt: skip
     t0 = time.monotonic()
     wait_http(f"{manager}/_ping", mgr, 600)

@@ -257,7 +257,13 @@ class Agent:
         reg = self.registry
         info = self._info = self.info(snap)
         if self.claim is None:
-            self.claim = await publish.claim(reg, self.config.node, info["address"], self.config.state_file)
+            self.claim = await publish.claim(
+                reg,
+                self.config.node,
+                info["address"],
+                self.config.state_file,
+                ttl=publish.session_ttl(self.config.interval),
+            )
             kv(log, "claimed node", node=self.config.node, session=self.claim.session_id)
         elif not await reg.session_renew(self.claim.session_id):
             kv(log, "session lost; claiming the node again", logging.WARNING, node=self.config.node,

@@ -9,6 +9,7 @@ an agent that goes silent turns its node critical).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from shoal import __version__, keys
-from shoal.errors import Conflict
+from shoal.errors import Conflict, RegistryUnreachable
 from shoal.registry.client import RegistryClient
 
 SERVICE = keys.AGENT_SERVICE
+CLAIM_TRIES = 3  # acquires of a lock that was being released, or held by our own ended session
 
 
 @dataclass
@@ -44,9 +46,23 @@ def identity(node: str, address: str) -> dict[str, Any]:
     }
 
 
-async def claim(reg: RegistryClient, node: str, address: str, state_file: Path | None) -> Claim:
-    """Takes the node's lock, reusing our own earlier session (after a crash) if it still holds it;
-    refuses with a clear error when another live agent holds it."""
+def session_ttl(interval: float) -> str:
+    """The claim's session TTL: at least 3 intervals (renewed each publish, so one late publish on a
+    loaded host does not lose the node), and never under Consul's minimum of 10 s."""
+    return f"{max(10.0, 3 * interval):g}s"
+
+
+def is_mine(held: dict[str, Any], me: dict[str, Any]) -> bool:
+    """A claim this very process made (same node, host and pid): one whose PUT was applied but whose
+    answer never came, which a retry must take back rather than refuse as another agent's."""
+    return all(held.get(k) == me[k] for k in ("node", "host", "pid"))
+
+
+async def claim(
+    reg: RegistryClient, node: str, address: str, state_file: Path | None, ttl: str = "10s"
+) -> Claim:
+    """Takes the node's lock, reusing our own earlier session (after a crash, or after a PUT whose answer
+    was lost) if it still holds it; refuses with a clear error when another live agent holds it."""
     me = identity(node, address)
     sid = _saved_session(state_file)
     if sid and await reg.session_info(sid) is not None:
@@ -54,24 +70,38 @@ async def claim(reg: RegistryClient, node: str, address: str, state_file: Path |
         if held and held.session == sid:
             await reg.put(keys.node_claim(node), me, acquire=sid)
             return Claim(node, sid, me)
-    sid = await reg.session_create(f"shoal-agent {node}", "10s")
-    if not await reg.put(keys.node_claim(node), me, acquire=sid):
+    for attempt in range(CLAIM_TRIES):
+        sid = await reg.session_create(f"shoal-agent {node}", ttl)
+        if await reg.put(keys.node_claim(node), me, acquire=sid):
+            break
         held = await reg.get(keys.node_claim(node))
         await reg.session_destroy(sid)
-        other = (held.json() if held else None) or {}
-        who = (
-            f" by the agent on {other.get('host')} ({other.get('address')}, pid {other.get('pid')})"
-            if other
-            else ""
+        other = held.json() if held else None
+        other = other if isinstance(other, dict) else {}
+        if held is not None and held.session and not is_mine(other, me):
+            who = f" by the agent on {other.get('host')} ({other.get('address')}, pid {other.get('pid')})"
+            raise Conflict(
+                f"node name {node!r} is already claimed{who if other else ''}; stop that agent first, "
+                "or start this one with another --node"
+            )
+        if held is not None and held.session and await reg.session_info(held.session) is not None:
+            sid = held.session  # our own earlier claim (its answer was lost): kept, under its session
+            await reg.put(keys.node_claim(node), me, acquire=sid)
+            break
+        # released meanwhile, or our own claim under a session that has ended and is being released
+        await asyncio.sleep(0.2 * (attempt + 1))
+    else:
+        raise RegistryUnreachable(
+            f"the claim on node {node!r} is still held by this agent's own ended session; retrying"
         )
-        raise Conflict(
-            f"node name {node!r} is already claimed{who}; stop that agent first, "
-            "or start this one with another --node"
-        )
+    _save_session(state_file, sid, node)
+    return Claim(node, sid, me)
+
+
+def _save_session(state_file: Path | None, sid: str, node: str) -> None:
     if state_file:
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"session": sid, "node": node}))
-    return Claim(node, sid, me)
 
 
 def _saved_session(state_file: Path | None) -> str:

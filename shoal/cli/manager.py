@@ -7,6 +7,8 @@ Consul's clients reach it (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 from pathlib import Path
 
 import click
@@ -19,6 +21,17 @@ from shoal.registry.client import Access
 from shoal.scheduler.strategy import STRATEGIES
 
 _file = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def raise_open_files() -> None:
+    """The soft limit on open files up to the hard one: the manager holds an event stream and a few
+    connections per engine, and 1,000 engines pass the usual soft limit of 1,024 (each call past it
+    would fail as if the engine were down)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 @click.command()
@@ -86,6 +99,7 @@ def manager(
 ) -> None:
     """Serve the Docker Engine API over every node of the cluster."""
     logs.setup(log_level, log_format)
+    raise_open_files()
     tls = None
     if tlsverify:
         if not (tlscacert and tlscert and tlskey):

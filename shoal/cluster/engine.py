@@ -47,6 +47,20 @@ class Engine:
     dirty: set[str] = field(default_factory=set)  # kinds of object waiting to be listed again
     stale: set[str] = field(default_factory=set)  # container ids waiting to be inspected again
     refreshing: asyncio.Task[None] | None = None
+    version: int = 0  # bumped whenever `containers` changes: what caches of its containers key on
+    failures: int = 0  # periodic lists in a row that got no answer (one is not yet "unreachable")
+    following: bool = False  # its event stream is up: changes arrive as events, resyncs can be rarer
+    next_sync: float = 0.0  # monotonic time of its next periodic look (jittered per engine)
+    listed_at: float = 0.0  # monotonic time of its last full list (every kind) that answered
+    syncing: bool = False  # a periodic resync of it is under way
+    _counts: tuple[int, int, int, int] = (-1, 0, 0, 0)  # version, containers, running, paused
+
+    def counts(self) -> tuple[int, int, int]:
+        """Its containers, running and paused ones: counted once per change of its list, not per /info."""
+        if self._counts[0] != self.version:
+            states = [c.get("State") for c in self.containers]
+            self._counts = (self.version, len(states), states.count("running"), states.count("paused"))
+        return self._counts[1:]
 
     @property
     def base(self) -> str:

@@ -12,12 +12,14 @@ task: a hung node goes stale alone.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
+import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,10 +35,16 @@ from shoal.logs import kv
 from shoal.registry.client import Access, RegistryClient
 from shoal.scheduler.consume import consume
 from shoal.scheduler.index import ClusterIndex
-from shoal.scheduler.model import ContainerRef, ContainerSpec
+from shoal.scheduler.model import ContainerRef, ContainerSpec, NodeState
 
 log = logging.getLogger("shoal.cluster")
-RESYNC = 5.0
+RESYNC = 5.0  # each engine looked at this often (jittered): listed again, or only asked for /version ...
+RESYNC_FOLLOWED = 30.0  # ... while its event stream is up and its last full list is younger than this
+RESYNC_JITTER = 0.2  # +-20% a time, per engine: 1,000 engines do not all list at the same instant
+RESYNC_TICK = 1.0  # how often the periodic resync looks for engines that are due
+SYNC_AT_ONCE = 32  # engines listed at once by a resync of many: more only queue behind each other
+FAILURES = 2  # periodic lists in a row with no answer before an engine that answered is unreachable
+RELIST_EVERY = 0.25  # a registry watch lists again at most this often (a burst of writes, one list)
 EVENT_DEBOUNCE = 0.02  # one refresh for a burst of events (create, attach, start...)
 FRESH_WAIT = 1.0  # a read waits at most this long for refreshes under way (a hung engine stays stale)
 LOOK_AGAIN = 2.0  # a lookup that missed asks the engines again, for at most this long
@@ -105,6 +113,11 @@ class Cluster:
         self.reservations: dict[str, tuple[float, int]] = {}  # container id -> (cpus, memory)
         self.datasets: list[Dataset] = []  # every dataset record, watched
         self._pending: dict[str, list[Reservation]] = {}  # node -> creates on their way to its engine
+        self._doc_index: dict[str, int] = {}  # registry key -> ModifyIndex of the document last parsed
+        self._by_id: dict[str, tuple[Engine, dict[str, Any]]] = {}  # container id -> where, its entry
+        self._by_name: dict[str, dict[str, tuple[Engine, dict[str, Any]]]] = {}  # name -> node -> ...
+        self._ids: list[str] | None = None  # every container id, sorted (for prefixes); None: stale
+        self._sync_limit = asyncio.Semaphore(SYNC_AT_ONCE)
         self._looking: asyncio.Future[None] | None = None
         self._looked_at = 0.0
         self._session: aiohttp.ClientSession | None = None
@@ -158,32 +171,67 @@ class Cluster:
     # --- registry ---------------------------------------------------------------------------------
 
     async def _load_nodes(self, index: int = 0) -> int:
+        """The agents' documents, parsed again only where their ModifyIndex moved: one agent publishing
+        re-reads (and reindexes) that one node, not all 1,000."""
         pairs, new_index = await self.client.list_prefix(keys.NODES, index=index, wait=60.0)
-        facts, info = {}, {}
+        facts: dict[str, dict[str, Any]] = {}
+        info: dict[str, dict[str, Any]] = {}
+        seen: dict[str, int] = {}
+        changed: set[str] = set()
         for p in pairs:
             node, kind = keys.split_node_key(p.key)
+            if kind not in keys.NODE_DOCS:
+                continue
+            into, before = (facts, self._facts) if kind == "facts" else (info, self._info)
+            seen[p.key] = p.modify_index
+            if p.modify_index and self._doc_index.get(p.key) == p.modify_index:
+                if node in before:  # unchanged: the document parsed last time, the same object
+                    into[node] = before[node]
+                continue
+            changed.add(node)
             doc = p.json()
-            if isinstance(doc, dict) and kind in keys.NODE_DOCS:
-                (facts if kind == "facts" else info)[node] = doc
+            if isinstance(doc, dict):
+                into[node] = doc
+        changed |= (self._facts.keys() - facts.keys()) | (self._info.keys() - info.keys())
+        self._doc_index = seen
         self._facts, self._info = facts, info
-        for gone in self.engines.keys() - facts.keys():  # a node whose records were deleted leaves
-            del self.engines[gone]
-        for node, doc in info.items():
-            if node not in self.engines and doc.get("engine"):
-                assert self._session is not None
-                self.engines[node] = Engine(node, doc["engine"], self._session, self.engine_tls)
-        self.reindex()
+        self._update_nodes(changed)
         return new_index
 
+    def _update_nodes(self, changed: Iterable[str]) -> None:
+        """After the nodes' documents changed: engines for new nodes, none for nodes gone, and the index
+        for the nodes whose documents changed (rebuilt whole only when a node left, which is rare)."""
+        left = False
+        for gone in self.engines.keys() - self._facts.keys():  # a node whose records were deleted leaves
+            self._unlink_all(self.engines.pop(gone))
+            left = True
+        for node in changed:
+            doc = self._info.get(node)
+            if doc and node not in self.engines and doc.get("engine"):
+                assert self._session is not None
+                self.engines[node] = Engine(node, doc["engine"], self._session, self.engine_tls)
+        if left or self.index.pos.keys() - self._facts.keys():
+            self.reindex()
+        else:
+            for node in changed:
+                self.reindex(node)
+
     async def _load_health(self, index: int = 0) -> int:
+        """The agents' checks: only the nodes whose Status changed are reindexed (a TTL renewal, which
+        changes no Status, costs nothing past the list)."""
         entries, new_index = await self.client.health_checks(keys.AGENT_SERVICE, index=index, wait=60.0)
-        self._health = {c["Node"]: c["Status"] for c in entries}
-        self.reindex()
+        health = {c["Node"]: c["Status"] for c in entries}
+        old, self._health = self._health, health
+        for node in {n for n in old.keys() | health.keys() if old.get(n) != health.get(n)}:
+            self.reindex(node)
         return new_index
 
     async def _load_datasets(self, index: int = 0) -> int:
+        before = _dataset_names(self.datasets)
         self.datasets, new_index = await self.records.all(index, 60.0)
-        self.reindex()
+        after = _dataset_names(self.datasets)
+        for node in {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}:
+            self.reindex(node)
         return new_index
 
     def pool_of(self, node: str) -> dict[str, Any]:
@@ -194,7 +242,11 @@ class Cluster:
         index = 0
         while True:
             try:
+                t0 = time.monotonic()
                 new = await load(index or 1)
+                # a registry taking 1,000 writes a second would wake this at once every time: list at most
+                # every RELIST_EVERY, so a burst of writes costs one list, not one each
+                await asyncio.sleep(max(0.0, RELIST_EVERY - (time.monotonic() - t0)))
                 # an index that goes backwards is a registry that lost or restored its state: start over
                 # (Consul's advice to every blocking client), rather than wait for it to catch up
                 index = new if new >= index else 0
@@ -211,17 +263,40 @@ class Cluster:
         try:
             got = await asyncio.gather(*(e.call("GET", _LIST[k], timeout=LIST) for k in order))
         except (Unavailable, EngineError) as err:
-            if e.reachable:
-                kv(log, "engine unreachable", logging.WARNING, node=e.node, engine=e.url, error=str(err))
-            e.reachable = False
+            self._no_answer(e, err)
             return
         if not e.reachable and e.containers:
             kv(log, "engine reachable again", node=e.node, engine=e.url)
-        e.reachable = True
+        e.reachable, e.failures = True, 0
+        if len(order) == len(KINDS):
+            e.listed_at = time.monotonic()
         for kind, value in zip(order, got, strict=True):
-            setattr(e, kind, (value.get("Volumes") or []) if kind == "volumes" else value)
+            if kind == "containers":
+                self._set_containers(e, value)
+            else:
+                setattr(e, kind, (value.get("Volumes") or []) if kind == "volumes" else value)
         if "containers" in kinds:
             await self._inspect_changed(e)
+
+    def _no_answer(self, e: Engine, err: ShoalError) -> None:
+        """One call with no answer on a loaded manager is not yet a dead engine: FAILURES in a row are
+        (the periodic look asks again at once after a failure, so a dead one is marked within seconds)."""
+        e.failures += 1
+        if e.reachable and e.failures >= FAILURES:
+            kv(log, "engine unreachable", logging.WARNING, node=e.node, engine=e.url, error=str(err),
+               failures=e.failures)  # fmt: skip
+            e.reachable = False
+            self.reindex(e.node)
+
+    async def _ping(self, e: Engine) -> None:
+        """An engine whose events arrive and whose lists are recent: only asked whether it answers (an
+        event stream over a link that drops packets stays open and silent, so it proves nothing)."""
+        try:
+            await e.call("GET", "/version", timeout=LIST)
+        except (Unavailable, EngineError) as err:
+            self._no_answer(e, err)
+        else:
+            e.failures = 0
 
     async def _inspect_changed(self, e: Engine) -> None:
         """Inspect only the containers that are new, changed state, or had an event: that keeps each one's
@@ -251,9 +326,11 @@ class Cluster:
         """Everything about one engine (or all), now. With `timeout`, waits no longer than that: an engine
         still answering goes on in the background, and the cache keeps what it said last."""
         engines = [self.engines[node]] if node in self.engines else list(self.engines.values())
+        limit = self._sync_limit if len(engines) > 1 else contextlib.nullcontext()
 
         async def one(e: Engine) -> None:
-            await self._sync_engine(e)
+            async with limit:  # many engines: SYNC_AT_ONCE at a time, so none waits out its deadline
+                await self._sync_engine(e)
             self.reindex(e.node)
 
         tasks = [asyncio.ensure_future(one(e)) for e in engines]
@@ -303,12 +380,22 @@ class Cluster:
             await asyncio.sleep(RESYNC)
 
     async def _follow(self, e: Engine) -> None:
+        try:
+            await self._follow_stream(e)
+        finally:
+            # its stream ended: what it would have said is now only in a list, so list it at once
+            e.following = False
+            e.listed_at = 0.0
+            e.next_sync = min(e.next_sync, time.monotonic()) if e.next_sync else 0.0
+
+    async def _follow_stream(self, e: Engine) -> None:
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
             async with e.session.get(
                 e.url_for("/events"),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT),
                 ssl=e.ssl,
             ) as r:
+                e.following = r.status < 300
                 async for line in r.content:
                     if not line.strip():
                         continue
@@ -319,23 +406,56 @@ class Cluster:
                     self.mark(e.node, kinds, ids, delay=EVENT_DEBOUNCE)
 
     async def _resync_loop(self) -> None:
+        """Each engine looked at on a timer of its own (jittered, so 1,000 engines spread out), at most
+        SYNC_AT_ONCE at a time (a burst of 5,000 lists at once made answering engines miss their deadline
+        and look unreachable): listed again, or, while its events arrive and its last list is recent,
+        only asked for /version; after a first call with no answer, asked again at the next tick."""
+        loop = asyncio.get_running_loop()
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(e: Engine) -> None:
+            try:
+                async with self._sync_limit:
+                    if e.reachable and e.following and time.monotonic() - e.listed_at < RESYNC_FOLLOWED:
+                        await self._ping(e)
+                    else:
+                        await self._sync_engine(e)
+                        self.reindex(e.node)
+            finally:
+                e.syncing = False
+                confirm = 0 < e.failures < FAILURES  # one miss: asked again at once, then at the usual pace
+                e.next_sync = time.monotonic() + (RESYNC_TICK if confirm else _jittered(RESYNC))
+
+        for e in self.engines.values():
+            e.next_sync = e.next_sync or time.monotonic() + _jittered(RESYNC)
         while True:
-            await asyncio.sleep(RESYNC)
-            with contextlib.suppress(Exception):
-                await self.resync()
+            await asyncio.sleep(RESYNC_TICK)
+            now = time.monotonic()
+            for e in list(self.engines.values()):
+                if not e.next_sync:
+                    e.next_sync = now + _jittered(RESYNC)
+                elif not e.syncing and e.next_sync <= now:
+                    e.syncing = True
+                    t = loop.create_task(one(e))
+                    running.add(t)
+                    t.add_done_callback(running.discard)
 
     # --- the scheduler's view ---------------------------------------------------------------------
 
     def reindex(self, only: str | None = None) -> None:
         """The scheduler's index from the cache: one node (after its engine changed) or every node."""
-        if set(self.index.pos) - self._facts.keys():  # a node left: rare, so rebuild rather than unindex
+        if only is None and self.index.pos.keys() - self._facts.keys():  # a node left (rare): rebuild
             self.index = ClusterIndex()
-            only = None
         for node in [only] if only is not None else list(self._facts):
             if node in self._facts:
                 self.index.upsert(self._node_state(node))
 
-    def _node_state(self, node: str):
+    def _node_state(self, node: str) -> NodeState:
+        """The node's state, reusing the previous state's parts (facts, labels, containers...) that did
+        not change, so the index (which compares them by identity) re-indexes only what did."""
+        return _reuse(self.index.get(node), self._built_state(node))
+
+    def _built_state(self, node: str) -> NodeState:
         e = self.engines.get(node)
         containers, images, cpus, mem = [], set(), 0.0, 0
         if e is not None:
@@ -399,17 +519,18 @@ class Cluster:
             self._pending.get(res.node, []).remove(res)
         e = self.engine(res.node)
         self.reservations[container_id] = (res.spec.cpus, res.spec.memory)
-        e.containers.append(
-            {
-                "Id": container_id,
-                "Names": [f"/{res.ref.name or container_id[:12]}"],
-                "Image": res.ref.image,
-                "State": "created",
-                "Labels": dict(res.ref.labels),
-                "Ports": [],
-                "Created": int(time.time()),
-            }
-        )
+        doc = {
+            "Id": container_id,
+            "Names": [f"/{res.ref.name or container_id[:12]}"],
+            "Image": res.ref.image,
+            "State": "created",
+            "Labels": dict(res.ref.labels),
+            "Ports": [],
+            "Created": int(time.time()),
+        }
+        e.containers.append(doc)
+        e.version += 1
+        self._link(e, doc)
         self.reindex(res.node)
         self.mark(res.node, {"containers"}, (container_id,))
 
@@ -430,13 +551,39 @@ class Cluster:
         e = self.engines.get(node)
         if e is None:
             return
-        e.containers = [x for x in e.containers if x["Id"] != container_id]
+        self._set_containers(e, [x for x in e.containers if x["Id"] != container_id])
         e.states.pop(container_id, None)
         self.reservations.pop(container_id, None)
         self.reindex(node)
         self.mark(node, {"containers"})
 
     # --- lookups ----------------------------------------------------------------------------------
+
+    def _set_containers(self, e: Engine, docs: list[dict[str, Any]]) -> None:
+        """An engine's container list replaced: the id and name lookups follow, for its containers only."""
+        self._unlink_all(e)
+        e.containers = docs
+        e.version += 1
+        for c in docs:
+            self._link(e, c)
+
+    def _link(self, e: Engine, c: dict[str, Any]) -> None:
+        self._by_id[c["Id"]] = (e, c)
+        self._ids = None
+        for n in c.get("Names") or []:
+            self._by_name.setdefault(n.lstrip("/"), {}).setdefault(e.node, (e, c))  # the first, as a scan
+
+    def _unlink_all(self, e: Engine) -> None:
+        for c in e.containers:
+            if (hit := self._by_id.get(c["Id"])) is not None and hit[0] is e:
+                del self._by_id[c["Id"]]
+                self._ids = None
+            for n in c.get("Names") or []:
+                named = self._by_name.get(n.lstrip("/"))
+                if named is not None and (hit := named.get(e.node)) is not None and hit[1] is c:
+                    del named[e.node]
+                    if not named:
+                        del self._by_name[n.lstrip("/")]
 
     def all_containers(self) -> Iterator[tuple[Engine, dict[str, Any]]]:
         for e in self.engines.values():
@@ -450,14 +597,20 @@ class Cluster:
         if not ref:
             raise NotFound("No such container: (empty name)")
         exact, prefix = [], []
-        for e, c in self.all_containers():
-            if node_part and e.node != node_part:
-                continue
-            names = [n.lstrip("/") for n in c.get("Names") or []]
-            if c["Id"] == ref or ref in names:
-                exact.append(Located(e, c))
-            elif c["Id"].startswith(ref):
-                prefix.append(Located(e, c))
+        if node_part:  # one node's containers: a few, looked through
+            e = self.engines.get(node_part)
+            for c in e.containers if e else []:
+                names = [n.lstrip("/") for n in c.get("Names") or []]
+                if c["Id"] == ref or ref in names:
+                    exact.append(Located(e, c))
+                elif c["Id"].startswith(ref):
+                    prefix.append(Located(e, c))
+        elif (hit := self._by_id.get(ref)) is not None:
+            exact.append(Located(*hit))
+        elif named := self._by_name.get(ref):  # the same name on several nodes: the first node's
+            exact.extend(Located(*named[n]) for n in self.engines if n in named)
+        else:
+            prefix = [Located(*self._by_id[i]) for i in self._ids_with_prefix(ref, 2)]
         if exact:
             return exact[0]
         if len(prefix) == 1:
@@ -486,10 +639,22 @@ class Cluster:
             self._looking.add_done_callback(lambda _: setattr(self, "_looked_at", time.monotonic()))
         await asyncio.shield(self._looking)
 
+    def _ids_with_prefix(self, prefix: str, at_most: int) -> list[str]:
+        """Up to `at_most` container ids that start with `prefix` (a sorted list, rebuilt after changes
+        only when a prefix is asked for)."""
+        if self._ids is None:
+            self._ids = sorted(self._by_id)
+        ids, out = self._ids, []
+        for i in range(bisect.bisect_left(ids, prefix), len(ids)):
+            if not ids[i].startswith(prefix) or len(out) >= at_most:
+                break
+            out.append(ids[i])
+        return out
+
     def name_in_use(self, name: str) -> dict[str, Any] | None:
-        for _, c in self.all_containers():
-            if f"/{name}" in (c.get("Names") or []):
-                return c
+        named = self._by_name.get(name)
+        if named and not name.startswith("/"):
+            return next(iter(named.values()))[1]
         return None
 
     def nodes_with_image(self, image: str) -> list[str]:
@@ -523,3 +688,28 @@ class Cluster:
 
     def now(self) -> float:
         return time.time()
+
+
+def _jittered(seconds: float) -> float:
+    return seconds * random.uniform(1 - RESYNC_JITTER, 1 + RESYNC_JITTER)
+
+
+def _dataset_names(datasets: list[Dataset]) -> dict[str, frozenset[str]]:
+    """node -> the dataset names on it (what its NodeState's volumes take from the records)."""
+    out: dict[str, set[str]] = {}
+    for d in datasets:
+        if d.kind == "dataset":
+            out.setdefault(d.node, set()).add(d.name)
+    return {n: frozenset(v) for n, v in out.items()}
+
+
+_SHARED = ("facts", "labels", "containers", "images", "volume_drivers", "volumes", "networks")
+
+
+def _reuse(old: NodeState | None, new: NodeState) -> NodeState:
+    """`new`, holding `old`'s objects for the parts equal in both: the index skips parts it finds
+    identical (`is`), so a node whose health changed is not re-indexed for its 100 facts."""
+    if old is None:
+        return new
+    same = {f: a for f in _SHARED if (a := getattr(old, f)) is not (b := getattr(new, f)) and a == b}
+    return replace(new, **same) if same else new

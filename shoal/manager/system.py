@@ -92,26 +92,22 @@ class System:
         c = self.m.cluster
         now = c.now()
         nodes = []
+        total = running = paused = 0
         for node in sorted(c.index.nodes, key=lambda n: n.name):
             e = c.engines.get(node.name)
-            states = [x.get("State") for x in (e.containers if e else [])]
-            nodes.append(
-                NodeView(
-                    node,
-                    swarm_health(node, now, self.m.settings.fact_ttl),
-                    len(states),
-                    states.count("running"),
-                    states.count("paused"),
-                )
-            )
-        states = [ct.get("State") for _, ct in c.all_containers()]
+            # each engine counts its containers once per change of its list, not once per /info
+            counts = e.counts() if e else (0, 0, 0)
+            nodes.append(NodeView(node, swarm_health(node, now, self.m.settings.fact_ttl), *counts))
+        for e in c.engines.values():
+            n, r, p = e.counts()
+            total, running, paused = total + n, running + r, paused + p
         return ClusterView(
             self.m.settings.name,
             self.m.settings.strategy,
             tuple(nodes),
-            len(states),
-            states.count("running"),
-            states.count("paused"),
+            total,
+            running,
+            paused,
             len({i["Id"] for e in c.engines.values() for i in e.images}),
             tuple(sorted({d for n in c.index.nodes for d in n.volume_drivers})),
             now,

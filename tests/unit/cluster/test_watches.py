@@ -1,0 +1,113 @@
+"""Against a real `shoal registry` (SQLite, loopback): the manager's cache re-reads only the node whose
+documents changed (the others keep the very objects they had, so the index does not re-index them), a
+health change reaches only its node, and a node whose documents are deleted leaves. And the agent's claim:
+a retry after a PUT that was applied but never answered takes back its own claim instead of dying on it,
+while another agent's live claim is still refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from shoal import keys
+from shoal.agent import publish
+from shoal.cluster.state import Cluster
+from shoal.errors import Conflict
+from shoal.registry.client import Access
+from tests.registry.conftest import RegistryProc, start_registry, stop_registry
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[RegistryProc]:
+    r = start_registry(f"sqlite://{tempfile.mkdtemp()}/registry.db")
+    try:
+        yield r
+    finally:
+        stop_registry(r)
+
+
+def facts(node: str, **extra: object) -> dict[str, object]:
+    return {"node": node, "gathered_at": 1.0, "facts": {"zone": "a", "processorcount": 2, **extra}}
+
+
+def info(node: str) -> dict[str, object]:
+    return {"node": node, "id": node, "address": "127.0.0.1", "cpus": 2, "memory_mb": 1024}
+
+
+def test_a_change_on_one_node_reindexes_that_node_only(registry):
+    async def run() -> None:
+        c = Cluster(registry.url)
+        async with aiohttp.ClientSession() as s:
+            reg = Access(registry.url).client(s)
+            for n in ("n1", "n2", "n3"):
+                await reg.put(keys.node_facts(n), facts(n))
+                await reg.put(keys.node_info(n), info(n))
+            await c.start()
+            try:
+                before = {n: c.index.get(n) for n in ("n1", "n2", "n3")}
+                assert all(before.values())
+                await reg.put(keys.node_facts("n2"), facts("n2", zone="b"))
+                await c._load_nodes()
+                assert c.index.get("n2").facts["zone"] == "b"
+                assert c.index.get("n1") is before["n1"] and c.index.get("n3") is before["n3"]
+
+                for n in ("n1", "n2", "n3"):
+                    await reg.catalog_register(publish.registration(n, "127.0.0.1", {}, 5, "passing", ""))
+                await c._load_health()
+                kept, facts3 = c.index.get("n1"), c.index.get("n3").facts
+                await reg.catalog_register(publish.registration("n3", "127.0.0.1", {}, 5, "critical", ""))
+                await c._load_health()
+                assert c.index.get("n3").health == "critical"
+                assert c.index.get("n3").facts is facts3  # the same facts: not re-indexed for them
+                assert c.index.get("n1") is kept
+
+                await reg.delete(keys.NODES + "n3/", recurse=True)
+                await c._load_nodes()
+                assert c.index.get("n3") is None and len(c.index) == 2
+            finally:
+                await c.close()
+                await reg.delete(keys.NODES, recurse=True)
+
+    asyncio.run(run())
+
+
+def test_a_claim_whose_answer_was_lost_is_taken_back_not_refused(registry):
+    async def run() -> None:
+        async with aiohttp.ClientSession() as s:
+            reg = Access(registry.url).client(s)
+            me = publish.identity("c1", "127.0.0.1")
+            # the first try: session made, the acquire applied, its answer lost (no state file written)
+            sid = await reg.session_create("shoal-agent c1", "15s")
+            assert await reg.put(keys.node_claim("c1"), me, acquire=sid)
+            got = await publish.claim(reg, "c1", "127.0.0.1", None, ttl=publish.session_ttl(5))
+            assert got.session_id == sid
+            assert (await reg.get(keys.node_claim("c1"))).session == sid
+
+            # our own claim whose session has since ended: taken anew, not refused
+            await reg.session_destroy(sid)
+            again = await publish.claim(reg, "c1", "127.0.0.1", None)
+            assert again.session_id != sid
+            assert (await reg.get(keys.node_claim("c1"))).session == again.session_id
+            sid = again.session_id
+
+            # another agent (another pid) holding its node: still refused, naming it
+            other = {**publish.identity("c2", "10.0.0.9"), "pid": os.getpid() + 1, "host": "elsewhere"}
+            sid2 = await reg.session_create("shoal-agent c2", "15s")
+            assert await reg.put(keys.node_claim("c2"), other, acquire=sid2)
+            with pytest.raises(Conflict, match="already claimed by the agent on elsewhere"):
+                await publish.claim(reg, "c2", "127.0.0.1", None)
+            await reg.session_destroy(sid)
+            await reg.session_destroy(sid2)
+
+    asyncio.run(run())
+
+
+def test_the_claims_session_outlives_three_intervals():
+    assert publish.session_ttl(1) == "10s"  # never under Consul's minimum
+    assert publish.session_ttl(5) == "15s"
+    assert publish.session_ttl(30) == "90s"
