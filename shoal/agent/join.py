@@ -21,6 +21,7 @@ import aiohttp
 import psutil
 
 from shoal import pki
+from shoal.certs import Files
 from shoal.errors import PermissionDenied, RegistryUnreachable, ShoalError
 from shoal.logs import kv
 from shoal.registry.client import Access
@@ -31,25 +32,13 @@ TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
 
 
 @dataclass(frozen=True, slots=True)
-class Credentials:
-    """What joining granted, as kept under the agent's state directory."""
+class Credentials(Files):
+    """What joining granted, as kept under the agent's state directory (Docker's ca/cert/key layout, as
+    every certificate directory of the cluster)."""
 
-    dir: Path
     registry: str
     token: str
     manager: str
-
-    @property
-    def ca(self) -> Path:
-        return self.dir / "ca.pem"
-
-    @property
-    def cert(self) -> Path:
-        return self.dir / "cert.pem"
-
-    @property
-    def key(self) -> Path:
-        return self.dir / "key.pem"
 
     def access(self) -> Access:
         return Access(self.registry, self.token, str(self.ca), str(self.cert), str(self.key))
