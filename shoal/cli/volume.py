@@ -217,24 +217,7 @@ def rm(ref: str, wait: float, registry: str) -> None:
 
 async def _replica_rows(r: Records) -> dict[str, list[dict[str, Any]]]:
     """dataset id -> each replica's node, lag (seconds of writes it does not hold) and newest copy."""
-    now = time.time()
-    statuses = await r.statuses()
-    out: dict[str, list[dict[str, Any]]] = {}
-    for i, (assigned, _) in (await r.all_replicas()).items():
-        rows = []
-        for n in assigned.nodes:
-            st = statuses.get(i, {}).get(n)
-            lag = st.lag(now) if st is not None else None
-            rows.append(
-                {
-                    "node": n,
-                    "lag": None if lag is None else round(lag, 1),
-                    "snapshot": st.snapshot if st else "",
-                    "error": st.error if st else "",
-                }
-            )
-        out[i] = rows
-    return out
+    return await r.replica_rows(time.time())
 
 
 def replica_text(rows: list[dict[str, Any]]) -> str:

@@ -124,6 +124,27 @@ class Records:
         """The datasets `node` is assigned to keep a replica of."""
         return [i for i, (r, _) in (await self.all_replicas()).items() if node in r.nodes]
 
+    async def replica_rows(self, now: float) -> dict[str, list[dict[str, Any]]]:
+        """dataset id -> each replica's node, lag (seconds of writes it does not hold), newest copy and
+        error: what `shoal volume ls|inspect` and the manager show."""
+        statuses = await self.statuses()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for i, (assigned, _) in (await self.all_replicas()).items():
+            rows = []
+            for n in assigned.nodes:
+                st = statuses.get(i, {}).get(n)
+                lag = st.lag(now) if st is not None else None
+                rows.append(
+                    {
+                        "node": n,
+                        "lag": None if lag is None else round(lag, 1),
+                        "snapshot": st.snapshot if st else "",
+                        "error": st.error if st else "",
+                    }
+                )
+            out[i] = rows
+        return out
+
     async def statuses(self) -> dict[str, dict[str, ReplicaStatus]]:
         """dataset id -> node -> what that replica last received (pulls under way under "<node>/receiving"
         are left out here; see `receiving`)."""

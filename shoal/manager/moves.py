@@ -662,25 +662,7 @@ class Moves:
 
     async def replicas_view(self) -> dict[str, list[dict[str, Any]]]:
         """dataset id -> each replica's node and lag, for `shoal volume ls|inspect` and the dashboard."""
-        c = self.cluster
-        now = c.now()
-        statuses = await c.records.statuses()
-        out: dict[str, list[dict[str, Any]]] = {}
-        for i, (r, _) in (await c.records.all_replicas()).items():
-            rows = []
-            for n in r.nodes:
-                st = statuses.get(i, {}).get(n)
-                lag = st.lag(now) if st is not None else None
-                rows.append(
-                    {
-                        "node": n,
-                        "lag": None if lag is None else round(lag, 1),
-                        "snapshot": st.snapshot if st else "",
-                        "error": st.error if st else "",
-                    }
-                )
-            out[i] = rows
-        return out
+        return await self.cluster.records.replica_rows(self.cluster.now())
 
 
 def check_target(target: str, nodes) -> None:
