@@ -4,6 +4,7 @@ the cluster stays up. Each keeps the state file true, so `dev env`, `dev status`
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from shoal.dev import engine, host, state
 from shoal.dev.cluster import Out, load
 from shoal.dev.layout import ClusterLayout, plan_layout
 from shoal.dev.node import cluster_services, engine_process, node_services, start
-from shoal.errors import Conflict
+from shoal.errors import Conflict, ShoalError
 
 
 def node_stop(name: str, root: Path, node: str, kill: bool = False, out: Out = print) -> None:
@@ -46,10 +47,16 @@ def node_start(name: str, root: Path, node: str, out: Out = print) -> None:
     pid = start(spec)
     pids = {"engine": pid}
     state.write(layout.state_file, replace(st, pids={**st.pids, node: pids}))
-    engine.wait_ready(n.engine_socket, pid, n.log_dir / "dockerd.log", node)
-    for svc in node_services(layout, n):
+    # The agent starts as soon as the engine's namespaces are made, not once the engine answers: dockerd
+    # restoring containers that use shoal volumes waits for the volume plugin the agent serves before its
+    # API listens (about 30 s per volume), so waiting for the engine first would wait for ever.
+    _wait_exec(pid, "dockerd", n.log_dir / "dockerd.log", node)
+    services = node_services(layout, n)
+    for svc in services:
         pids[svc.name] = start(svc, join_pid=pid)
         state.write(layout.state_file, replace(st, pids={**st.pids, node: pids}))
+    engine.wait_ready(n.engine_socket, pid, n.log_dir / "dockerd.log", node, timeout=600.0)
+    for svc in services:
         if svc.ready_url:
             engine.wait_http(
                 svc.ready_url,
@@ -63,6 +70,20 @@ def node_start(name: str, root: Path, node: str, out: Out = print) -> None:
                 # shoal volumes), and only then does the agent start
             )
     out(f"{node}: engine (pid {pid}) and agent started")
+
+
+def _wait_exec(pid: int, comm: str, log: Path, node: str, timeout: float = 30.0) -> None:
+    """Until `pid` runs `comm`: the node's start-up script makes its namespaces and mounts, then execs the
+    engine, so only then may another process join them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                return
+        except OSError:
+            raise ShoalError(f"{node}'s engine exited while starting (log: {log})") from None
+        time.sleep(0.02)
+    raise ShoalError(f"{node}'s engine did not start within {timeout:.0f}s (log: {log})")
 
 
 def _clear_stale_pidfile(pidfile: Path) -> None:
