@@ -493,7 +493,7 @@ class Cluster:
             cpus,
             mem,
             frozenset(v["Name"] for v in (e.volumes if e else []))
-            | {d.name for d in self.datasets if d.node == node and d.kind == "dataset"},
+            | {d.name for d in self.datasets if d.node == node and d.kind == "dataset" and not d.conflict},
             frozenset(n["Name"] for n in e.networks) if e else frozenset(),
         )
 
@@ -695,10 +695,11 @@ def _jittered(seconds: float) -> float:
 
 
 def _dataset_names(datasets: list[Dataset]) -> dict[str, frozenset[str]]:
-    """node -> the dataset names on it (what its NodeState's volumes take from the records)."""
+    """node -> the dataset names on it (what its NodeState's volumes take from the records). A record in
+    conflict (its name is another dataset's) lends its node no name: it is reached by its id only."""
     out: dict[str, set[str]] = {}
     for d in datasets:
-        if d.kind == "dataset":
+        if d.kind == "dataset" and not d.conflict:
             out.setdefault(d.node, set()).add(d.name)
     return {n: frozenset(v) for n, v in out.items()}
 
