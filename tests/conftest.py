@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,3 +252,23 @@ def dev_cluster() -> Iterator[DevCluster]:
     finally:
         if not keep:
             shoal("dev", "down", *args, check=False)
+
+
+def wait_for(pred, timeout: float, what: str = ""):
+    """What `pred` returns once it is truthy, polled every 0.1 s; fails with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (got := pred()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return got
+
+
+@pytest.fixture
+def gone(dev_cluster):
+    """Containers and volumes a test made (append their names), removed at the end (containers first)."""
+    made: dict[str, list[str]] = {"containers": [], "volumes": []}
+    yield made
+    if made["containers"]:
+        dev_cluster.cli("rm", "-f", *made["containers"], check=False)
+    for v in reversed(made["volumes"]):
+        dev_cluster.cli("volume", "rm", v, check=False)

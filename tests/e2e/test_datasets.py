@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from shoal.dev import host
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -66,22 +67,7 @@ def _subvolumes(dev_cluster) -> dict[str, set[str]]:
 
 
 def _wait(pred, timeout: float = 10.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while not (got := pred()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-    return got
-
-
-@pytest.fixture
-def gone(dev_cluster):
-    """Containers and volumes a test made, removed at the end (containers first)."""
-    made = {"containers": [], "volumes": []}
-    yield made
-    if made["containers"]:
-        dev_cluster.cli("rm", "-f", *made["containers"], check=False)
-    for v in reversed(made["volumes"]):
-        dev_cluster.cli("volume", "rm", v, check=False)
+    return wait_for(pred, timeout, what)
 
 
 def test_the_seeds_snapshot_workflow(dev_cluster, gone):

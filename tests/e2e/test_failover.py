@@ -27,16 +27,6 @@ from tests.e2e.test_moves import (
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def gone(dev_cluster):
-    made = {"containers": [], "volumes": []}
-    yield made
-    if made["containers"]:
-        dev_cluster.cli("rm", "-f", *made["containers"], check=False)
-    for v in reversed(made["volumes"]):
-        dev_cluster.cli("volume", "rm", v, check=False)
-
-
 def _listed(dev_cluster) -> list[dict]:
     """`docker ps -a` through the manager (a format without .Size: the CLI then asks for no sizes, so the
     manager answers from its cache, which keeps a lost node's containers listed)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from shoal.dev import host
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 SHOAL = [sys.executable, "-m", "shoal"]
@@ -31,11 +32,7 @@ def _name(prefix: str) -> str:
 
 
 def _wait(pred, timeout: float = 20.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while not (got := pred()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-    return got
+    return wait_for(pred, timeout, what)
 
 
 def redis(address: str, *args: str, timeout: float = 0.5) -> object:
@@ -145,16 +142,6 @@ def writable_copies(dev_cluster, dataset_id: str) -> list[str]:
         if role == "owner" and live and record.get("node") == node and record.get("epoch", 0) == epoch:
             out.append(node)
     return out
-
-
-@pytest.fixture
-def gone(dev_cluster):
-    made = {"containers": [], "volumes": []}
-    yield made
-    if made["containers"]:
-        dev_cluster.cli("rm", "-f", *made["containers"], check=False)
-    for v in reversed(made["volumes"]):
-        dev_cluster.cli("volume", "rm", v, check=False)
 
 
 def _redis(dev_cluster, gone, node: str, vol: str, *extra: str) -> str:
