@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from shoal.api.docker import admin, containers, dashboard, images, moves, networks, system, volumes
+from shoal.api.docker import admin, build, containers, dashboard, images, moves, networks, system, volumes
 from shoal.api.docker.common import API_VERSION, MANAGER, MIN_API_VERSION, api_path, reply_json
 from shoal.api.docker.errors import docker_reply
 from shoal.errors import ShoalError, Unavailable
@@ -64,6 +64,9 @@ def make_app(manager: Manager) -> web.Application:
     add("GET", "/images/get", images.images_save)
     add("GET", "/images/{name:.+}/{what:json|history|get}", images.image_from_a_holder)
     add("POST", "/images/{name:.+}/tag", images.image_tag)
+    add("POST", "/images/{name:.+}/push", images.image_push)
+    add("POST", "/build", build.build)
+    add("POST", "/commit", build.commit)
     add("DELETE", "/images/{name:.+}", images.image_remove)
     add("GET", "/volumes", volumes.volumes_list)
     add("POST", "/volumes/create", volumes.volume_create)

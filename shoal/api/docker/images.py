@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from shoal.api.docker.common import forward, manager_of, reply_json
+from shoal.errors import NotFound
 
 MAX_LOAD = 1 << 34  # an image archive for `docker load` (16 GiB)
 
@@ -31,6 +32,10 @@ async def image_load(request: web.Request) -> web.Response:
 async def image_pull(request: web.Request) -> web.Response:
     manager_of(request).images.pull(request.query)
     return web.Response(status=200)
+
+
+async def image_push(request: web.Request) -> web.StreamResponse:
+    raise NotFound("docker push through the shoal manager is not served yet; push from a node that holds it")
 
 
 async def image_tag(request: web.Request) -> web.Response:
