@@ -27,8 +27,9 @@ lint: venv
 	$(VENV)/bin/ruff check shoal tests benchmarks demo
 	$(VENV)/bin/ruff format --check shoal tests benchmarks demo
 
+# two groups side by side (tools/test.sh says which); `make test ARGS=-x` passes pytest options to both
 test: venv lint
-	$(VENV)/bin/pytest -q -rs
+	@bash tools/test.sh $(ARGS)
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit

@@ -363,7 +363,9 @@ def test_kill_9_at_a_point_of_a_move_leaves_one_writable_copy(dev_cluster, gone,
         _restart_agent(dev_cluster, "node2" if who == "source" else target, point)
     try:
         got = shoal(dev_cluster, "volume", "move", vol, target, check=False)
-        assert got.returncode != 0, got.stdout  # the one who died never answers the move
+        # the one who died never answers the move (if it did: what the volume looked like, for the log)
+        seen = (got.stdout, inspect(dev_cluster, vol), _transfer_pid(dev_cluster, target))
+        assert got.returncode != 0, seen
         assert writable_copies(dev_cluster, i) in ([], ["node2"], [target])  # never two
     finally:
         if who == "manager":
