@@ -26,6 +26,7 @@ from shoal.agent.facts import Facts, cgroup, external, facter, host
 from shoal.agent.facts import docker as docker_facts
 from shoal.agent.facts.external import SourceError
 from shoal.agent.overload import overload, trim
+from shoal.agent.transfer import Transport
 from shoal.data.model import DRIVERS
 from shoal.data.pool import open_pool
 from shoal.data.profiles import load_profiles
@@ -132,6 +133,7 @@ class Agent:
                 self.config.plugins_dir,
                 engine=self._engine,
                 engine_base=self._engine_base,
+                transport=self._transport(),
             )
             await self.data.start()
         return self
@@ -160,6 +162,12 @@ class Agent:
                 kv(log, "manager unreachable; retrying the join", logging.WARNING, node=c.node,
                    error=e.message, retry_in=round(backoff, 1))  # fmt: skip
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+
+    def _transport(self) -> Transport:
+        """Dataset streams between agents: mutual TLS with the node certificate joining gave (each end
+        checks the other's against the node CA); plain TCP only on a cluster whose agents do not join."""
+        creds = self.credentials
+        return Transport.tls(creds.ca, creds.cert, creds.key) if creds is not None else Transport()
 
     @property
     def registry(self) -> RegistryClient:
@@ -316,6 +324,8 @@ class Agent:
         creds = self.credentials
         if creds is not None and creds.due(time.time()):
             self.credentials = await join.renew(creds, self.config.node)
+            if self.data is not None:  # new streams show the new certificate
+                self.data.transfer.transport.reload(self.credentials.cert, self.credentials.key)
             granted = self.credentials.access()
             self.access = replace(granted, address=self.config.registry) if self.config.registry else granted
 

@@ -83,6 +83,13 @@ class Transport:
     def secure(self) -> bool:
         return self.client is not None
 
+    def reload(self, cert: Path, key: Path) -> None:
+        """A renewed node certificate, for the connections made from now on (the contexts are kept: a
+        listener's and a session's context cannot be swapped, their certificate can)."""
+        for ctx in (self.server, self.client):
+            if ctx is not None:
+                ctx.load_cert_chain(cert, key)
+
     def site(self, runner: web.AppRunner, host: str, port: int) -> web.TCPSite:
         return web.TCPSite(runner, host, port, ssl_context=self.server)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ class NodeView:
     containers: int
     running: int
     paused: int
+    availability: str = "active"  # active | drain (swarm mode's words: `shoal node drain`)
+    error: str = ""  # classic Swarm's "Error" line: why the node is not healthy ("" = none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,10 @@ class ClusterView:
     images: int
     volume_drivers: tuple[str, ...]
     now: float
+
+
+def time_iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def swarm_health(node: NodeState, now: float, fact_ttl: float) -> str:
@@ -93,11 +100,20 @@ class System:
         now = c.now()
         nodes = []
         total = running = paused = 0
+        r = self.m.reschedule
         for node in sorted(c.index.nodes, key=lambda n: n.name):
             e = c.engines.get(node.name)
             # each engine counts its containers once per change of its list, not once per /info
             counts = e.counts() if e else (0, 0, 0)
-            nodes.append(NodeView(node, swarm_health(node, now, self.m.settings.fact_ttl), *counts))
+            health = swarm_health(node, now, self.m.settings.fact_ttl)
+            down = r.failure.down.get(node.name)
+            error = ""
+            if down is not None:
+                health, error = "Unhealthy", f"down since {time_iso(down)} (agent and engine unanswered)"
+            elif health == "Unhealthy":
+                error = f"agent check {node.health}, facts from {now - node.gathered_at:.0f}s ago"
+            availability = "drain" if node.name in r.draining else "active"
+            nodes.append(NodeView(node, health, *counts, availability=availability, error=error))
         for e in c.engines.values():
             n, r, p = e.counts()
             total, running, paused = total + n, running + r, paused + p

@@ -177,6 +177,19 @@ def test_drain_moves_a_nodes_policy_containers_with_their_data_and_undrain_allow
             "run", "--rm", "-e", "constraint:node==node3", "busybox", "true", check=False
         )
         assert refused.returncode != 0 and "node!=node3" in refused.stderr, refused.stderr
+        assert _availability(dev_cluster) == {"node1": "active", "node2": "active", "node3": "drain"}
     finally:
         shoal(dev_cluster, "node", "undrain", "node3")
     dev_cluster.cli("run", "--rm", "-e", "constraint:node==node3", "busybox", "true")
+    assert set(_availability(dev_cluster).values()) == {"active"}
+
+
+def _availability(dev_cluster) -> dict[str, str]:
+    """Each node's `└ Availability` line in `docker info` (swarm mode's word for a draining node)."""
+    out, node, got = dev_cluster.cli("info").stdout, "", {}
+    for line in out.splitlines():
+        if line.startswith("  node") and ":" in line:
+            node = line.strip().split(":", 1)[0]
+        elif "└ Availability:" in line:
+            got[node] = line.split(":", 1)[1].strip()
+    return got

@@ -257,3 +257,29 @@ def test_the_dashboard_without_a_certificate_wants_the_management_token_and_show
     assert mgmt not in text and "PRIVATE KEY" not in text and "SHOAL-1-" not in text
     s.post(f"{base}/dashboard/logout", allow_redirects=False, timeout=30)
     assert s.get(f"{base}/shoal/v1/overview", timeout=30).status_code == 403
+
+
+def test_a_nodes_dataset_stream_is_served_only_to_a_node_certificate(dev_cluster):
+    """An agent serves its datasets' streams (`btrfs send`) over mutual TLS: plain HTTP and the operator's
+    certificate (control CA) are refused; another node's certificate (node CA) is let in — a bad dataset
+    id is then the agent's own 400, which says the handshake held."""
+    _, got = dev_cluster.consul().kv.get("shoal/nodes/node2/transfer")
+    doc = json.loads(got["Value"])
+    assert doc["tls"] is True
+    base = f"https://{doc['address']}"
+    with requests.Session() as s:
+        s.trust_env = False  # REQUESTS_CA_BUNDLE on this machine would replace the node CA below
+        with pytest.raises(requests.exceptions.ConnectionError):
+            s.get(f"http://{doc['address']}/v1/copies/x", timeout=10)
+        admin = (str(dev_cluster.certs / "cert.pem"), str(dev_cluster.certs / "key.pem"))
+        with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+            s.get(f"{base}/v1/copies/x", cert=admin, verify=False, timeout=10)
+        node1 = dev_cluster.node_dir("node1") / "agent"
+        r = s.get(
+            f"{base}/v1/copies/not-an-id",
+            cert=(str(node1 / "cert.pem"), str(node1 / "key.pem")),
+            verify=str(node1 / "ca.pem"),
+            timeout=10,
+        )
+        assert r.status_code == 400, r.text
+        assert "is not a dataset id" in r.json()["message"]

@@ -3,7 +3,6 @@ event stream, and the replies for what the manager does not serve."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import platform
 
@@ -11,7 +10,7 @@ from aiohttp import web
 
 from shoal import __version__
 from shoal.api.docker.common import API_VERSION, MIN_API_VERSION, api_path, manager_of, reply_json
-from shoal.manager.system import ClusterView
+from shoal.manager.system import ClusterView, time_iso
 
 SWARM_PATHS = ("/swarm", "/services", "/nodes", "/tasks", "/secrets", "/configs")
 
@@ -73,6 +72,7 @@ def render_info(v: ClusterView) -> dict:
             [f" {node.name}", node.engine.removeprefix("tcp://")],
             ["  └ ID", node.id],
             ["  └ Status", nv.health],
+            ["  └ Availability", nv.availability],
             [
                 "  └ Containers",
                 f"{nv.containers} ({nv.running} Running, {nv.paused} Paused, {stopped} Stopped)",
@@ -80,6 +80,7 @@ def render_info(v: ClusterView) -> dict:
             ["  └ Reserved CPUs", f"{node.reserved_cpus:g} / {node.cpus:g}"],
             ["  └ Reserved Memory", f"{_human_bytes(node.reserved_memory)} / {_human_bytes(node.memory)}"],
             ["  └ Labels", labels],
+            ["  └ Error", nv.error or "(none)"],
             ["  └ UpdatedAt", time_iso(node.gathered_at)],
             ["  └ ServerVersion", str(node.facts.get("docker_version", ""))],
         ]
@@ -147,10 +148,6 @@ def render_info(v: ClusterView) -> dict:
         "SecurityOptions": [],
         "Warnings": [],
     }
-
-
-def time_iso(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def swarm_only(request: web.Request) -> web.Response:
