@@ -1,6 +1,7 @@
-"""What the dashboard (the seed's DockerUI) shows, as one plain document: nodes with health and live facts,
-containers per node, datasets and snapshots, services and checks, and the recent placement decisions with
-their reasons (pure: built from the cache's data and a clock)."""
+"""What the dashboard (the seed's DockerUI) shows, as one plain document: nodes with health, availability
+(draining, down) and live facts, containers per node, datasets and snapshots with their replicas (node,
+lag) and any move under way (phase, bytes, rate), services and checks, and the recent placement, move and
+reschedule decisions with their reasons (pure: built from the cache's data and a clock)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from shoal.cluster.status import status_text
 from shoal.data.model import Dataset
+from shoal.data.moves import Move
 from shoal.scheduler.model import NodeState
 
 KEY_FACTS = (
@@ -33,18 +35,28 @@ def overview(
     decisions: list[dict[str, Any]],
     now: float,
     fact_ttl: float,
+    replicas: dict[str, list[dict[str, Any]]] | None = None,
+    moves: dict[str, Move] | None = None,
+    draining: frozenset[str] = frozenset(),
+    down: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Pure: the cluster as the dashboard shows it."""
+    """Pure: the cluster as the dashboard shows it. `replicas` is dataset id -> each replica's row (node,
+    lag, snapshot, error: Records.replica_rows), `moves` the moves under way, `down` node -> since when."""
+    replicas, moves, down = replicas or {}, moves or {}, down or {}
     out_nodes = []
     for n in sorted(nodes, key=lambda n: n.name):
         age = now - n.gathered_at if n.gathered_at else None
         health = n.health if age is None or age <= fact_ttl else "stale"
+        if n.name in down:
+            health = "down"
         out_nodes.append(
             {
                 "name": n.name,
                 "address": n.address,
                 "engine": n.engine,
                 "health": health,
+                "availability": "drain" if n.name in draining else "active",
+                "down_for": round(now - down[n.name], 1) if n.name in down else None,
                 "facts_age": round(age, 1) if age is not None else None,
                 "facts": {k: n.facts[k] for k in KEY_FACTS if k in n.facts},
                 "labels": dict(n.labels),
@@ -66,7 +78,13 @@ def overview(
     return {
         "nodes": out_nodes,
         "datasets": [
-            {**d.to_dict(), "mounts": mounts.get(d.id, 0)} for d in sorted(datasets, key=lambda d: d.created)
+            {
+                **d.to_dict(),
+                "mounts": mounts.get(d.id, 0),
+                "replicas": replicas.get(d.id, []),
+                "move": _move(moves[d.id], now) if d.id in moves else None,
+            }
+            for d in sorted(datasets, key=lambda d: d.created)
         ],
         "checks": [
             {k: c.get(k, "") for k in ("Node", "CheckID", "Name", "Status", "ServiceName", "Output")}
@@ -74,4 +92,17 @@ def overview(
         ],
         "decisions": decisions[:30],
         "time": now,
+    }
+
+
+def _move(m: Move, now: float) -> dict[str, Any]:
+    return {
+        "source": m.source,
+        "target": m.target,
+        "phase": m.phase,
+        "bytes": m.bytes,
+        "rate": round(m.rate),
+        "pulls": m.pulls,
+        "for": round(now - m.started, 1) if m.started else None,
+        "by": m.by,
     }

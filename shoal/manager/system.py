@@ -134,10 +134,17 @@ class System:
         c = self.m.cluster
         checks: list[dict[str, Any]] = []
         mounts: dict[str, int] = {}
+        replicas: dict[str, list[dict[str, Any]]] = {}
+        moves: dict[str, Any] = {}
         with contextlib.suppress(ShoalError, ValueError):
             checks = await c.client.health_state("any")
         with contextlib.suppress(ShoalError, ValueError):
             mounts = await c.records.all_mounts()
+        with contextlib.suppress(ShoalError, ValueError):
+            replicas = await c.records.replica_rows(c.now())
+        with contextlib.suppress(ShoalError, ValueError):
+            moves = {i: m for i, (m, _) in (await c.records.all_moves()).items()}
+        r = self.m.reschedule
         return overview(
             list(c.index.nodes),
             {e.node: e.containers for e in c.engines.values()},
@@ -148,6 +155,10 @@ class System:
             self.m.decisions.recent(),
             c.now(),
             self.m.settings.fact_ttl,
+            replicas=replicas,
+            moves=moves,
+            draining=frozenset(r.draining),
+            down=dict(r.failure.down),
         )
 
     async def df(self) -> dict[str, Any]:

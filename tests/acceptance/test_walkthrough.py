@@ -133,6 +133,10 @@ def test_the_dashboard_shows_nodes_containers_datasets_and_decisions(walkthrough
             expect(page.locator('#datasets tr.dataset[data-name="demoVol"]')).to_contain_text("gold")
             expect(page.locator('#datasets tr.dataset[data-name="demoVol-snap"]')).to_contain_text("dataset")
             expect(page.locator("#datasets tr.dataset.snapshot")).to_have_count(1)
+            # gold keeps one replica on another node: its row names that node and how far behind it is
+            replica = page.locator('#datasets tr.dataset[data-name="demoVol"] .replica')
+            expect(replica).to_have_count(1, timeout=30000)
+            expect(replica).to_contain_text(re.compile(r"node\d · lag \d+(\.\d)?s"), timeout=30000)
             snap = page.locator('#decisions tr.decision[data-container="MySQL-snap"]')
             expect(snap).to_contain_text("affinity:container==MySQL")
             expect(snap.locator(".rejected")).to_have_count(
