@@ -10,7 +10,18 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from shoal.api.docker import admin, build, containers, dashboard, images, moves, networks, system, volumes
+from shoal.api.docker import (
+    admin,
+    build,
+    container_ops,
+    containers,
+    dashboard,
+    images,
+    moves,
+    networks,
+    system,
+    volumes,
+)
 from shoal.api.docker.common import API_VERSION, MANAGER, MIN_API_VERSION, api_path, reply_json
 from shoal.api.docker.errors import docker_reply
 from shoal.errors import ShoalError, Unavailable
@@ -53,12 +64,24 @@ def make_app(manager: Manager) -> web.Application:
     add("GET", "/system/df", system.system_df)
     add("GET", "/containers/json", containers.containers_list)
     add("POST", "/containers/create", containers.containers_create)
+    add("POST", "/containers/prune", container_ops.containers_prune)
+    # a container named node/name (classic Swarm's form, as `docker ps` shows it) takes two path segments
+    # (the docker CLI sends the '/' as is): those routes first, each its own pattern; the websocket attach
+    # before them, or `x/attach` would be read as node x's container `attach`
+    add("GET", "/containers/{id}/attach/ws", container_ops.attach_ws)
+    add("GET", "/containers/{id:[^/]+/[^/]+}/attach/ws", container_ops.attach_ws)
     for method in ("GET", "POST", "PUT", "HEAD"):
         add(method, "/containers/{id}/{action}", containers.container_action)
+        add(method, "/containers/{id:[^/]+/[^/]+}/{action}", containers.container_action)
     add("DELETE", "/containers/{id}", containers.container_action)
+    # `docker rm -l /parent/alias` sends DELETE /containers/parent/alias?link=1 (node/parent/alias too;
+    # docker-py keeps the leading '/': /containers//parent/alias, which dockerd's router cleans)
+    add("DELETE", "/containers/{id:/*[^/]+/[^/]+}", container_ops.container_delete)
+    add("DELETE", "/containers/{id:/*[^/]+/[^/]+/[^/]+}", container_ops.container_delete)
     add("GET", "/exec/{id}/{action}", containers.exec_action)
     add("POST", "/exec/{id}/{action}", containers.exec_action)
     add("GET", "/images/json", images.images_list)
+    add("POST", "/images/prune", container_ops.images_prune)
     add("POST", "/images/load", images.image_load)
     add("POST", "/images/create", images.image_pull)
     add("GET", "/images/get", images.images_save)
@@ -66,6 +89,7 @@ def make_app(manager: Manager) -> web.Application:
     add("POST", "/images/{name:.+}/tag", images.image_tag)
     add("POST", "/images/{name:.+}/push", images.image_push)
     add("POST", "/build", build.build)
+    add("POST", "/build/prune", container_ops.build_prune)
     add("POST", "/commit", build.commit)
     add("DELETE", "/images/{name:.+}", images.image_remove)
     add("GET", "/volumes", volumes.volumes_list)

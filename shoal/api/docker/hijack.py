@@ -1,4 +1,10 @@
-"""Docker's hijacked connections (attach, exec start) relayed byte for byte between client and engine."""
+"""Docker's hijacked connections (attach, exec start) and the websocket attach (/containers/{id}/attach/ws)
+relayed byte for byte between client and engine.
+
+A websocket is relayed as bytes too, not as messages: the engine's handshake answer (its
+Sec-WebSocket-Accept for the client's own key) goes back as it is, and every frame after it passes
+untouched, so nothing is re-encoded (dockerd sends output as text frames that need not be UTF-8) and the
+relay's back-pressure is the same as for the raw stream."""
 
 from __future__ import annotations
 
@@ -7,8 +13,15 @@ import contextlib
 import socket
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from shoal.manager.service import Route
+
+# the websocket handshake's own headers, passed on as the client and the engine sent them (dockerd's
+# websocket server refuses a handshake without an Origin, as it would from the client directly)
+WS_ASKED = ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Protocol",
+            "Sec-WebSocket-Extensions", "Origin")  # fmt: skip
+WS_ANSWERED = ("Sec-WebSocket-Accept", "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions")
 
 
 def half_close(writer: asyncio.StreamWriter) -> None:
@@ -69,7 +82,9 @@ class _Hijacked(asyncio.Protocol):
 async def hijack(request: web.Request, route: Route) -> web.StreamResponse:
     """Docker's hijacked connection: relay the engine's 101, then bytes both ways until either side ends.
     Engine-to-client bytes wait while the client's buffer is full (back-pressure), so a client that stops
-    reading stops the engine's output instead of growing the manager's memory."""
+    reading stops the engine's output instead of growing the manager's memory. A websocket upgrade is
+    relayed the same way, its handshake headers passed on both ways."""
+    websocket = request.headers.get("Upgrade", "").lower() == "websocket"
     host, port = route.engine.hostport
     tls = route.engine.tls
     reader, writer = await asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None)
@@ -80,29 +95,33 @@ async def hijack(request: web.Request, route: Route) -> web.StreamResponse:
         f"{request.method} {target}{query} HTTP/1.1",
         f"Host: {host}",
         "Connection: Upgrade",
-        "Upgrade: tcp",
+        f"Upgrade: {'websocket' if websocket else 'tcp'}",
         f"Content-Length: {len(body)}",
     ]
+    if websocket:
+        head += [f"{k}: {request.headers[k]}" for k in WS_ASKED if k in request.headers]
     if request.headers.get("Content-Type"):
         head.append(f"Content-Type: {request.headers['Content-Type']}")
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
     raw = await reader.readuntil(b"\r\n\r\n")
     lines = raw.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    up_headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    up_headers = CIMultiDict(line.split(": ", 1) for line in lines[1:] if ": " in line)
     if status != 101:
         length = int(up_headers.get("Content-Length", "0") or 0)
         data = await reader.readexactly(length) if length else await reader.read()
         writer.close()
         return web.Response(status=status, body=data, content_type="application/json")
-    resp = web.StreamResponse(
-        status=101,
-        headers={
+    if websocket:
+        answered = {k: up_headers[k] for k in WS_ANSWERED if k in up_headers}
+        headers = {"Connection": "Upgrade", "Upgrade": "websocket", **answered}
+    else:
+        headers = {
             "Content-Type": up_headers.get("Content-Type", "application/vnd.docker.raw-stream"),
             "Connection": "Upgrade",
             "Upgrade": "tcp",
-        },
-    )
+        }
+    resp = web.StreamResponse(status=101, headers=headers)
     await resp.prepare(request)
     transport = request.transport
     assert transport is not None and request.protocol is not None
