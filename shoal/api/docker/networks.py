@@ -1,10 +1,10 @@
-"""Network routes: parse, call the manager's networks service, render (or relay an inspect)."""
+"""Network routes: parse, call the manager's networks service, render."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from shoal.api.docker.common import forward, manager_of, read_json, reply_json
+from shoal.api.docker.common import manager_of, read_json, reply_json
 
 
 async def networks_list(request: web.Request) -> web.Response:
@@ -15,8 +15,9 @@ async def network_create(request: web.Request) -> web.Response:
     return reply_json(await manager_of(request).networks.create(await read_json(request)), 201)
 
 
-async def network_inspect(request: web.Request) -> web.StreamResponse:
-    return await forward(request, await manager_of(request).networks.route(request.match_info["id"]))
+async def network_inspect(request: web.Request) -> web.Response:
+    networks = manager_of(request).networks
+    return reply_json(await networks.inspect(request.match_info["id"], request.query))
 
 
 async def network_remove(request: web.Request) -> web.Response:
