@@ -12,6 +12,7 @@ packages=(
   util-linux       # nsenter, unshare, losetup, mount
   etcd-server      # the registry's etcd store
   docker-compose   # the Compose client (1.29, Python)
+  docker-registry  # the dev cluster's image registry (CNCF distribution 2.8)
   dnsutils         # dig, for the registry's DNS
   redis-server     # the redis image's binary
   redis-tools      # redis-cli, to talk to it from the host

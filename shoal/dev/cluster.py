@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from shoal.dev import engine, host, images, preflight, state, tls
+from shoal.dev import engine, host, images, preflight, registry, state, tls
 from shoal.dev.layout import REGISTRY_DNS_PORT, ClusterLayout, ClusterSpec, NodeLayout, plan_layout
 from shoal.dev.node import cluster_services, join_token_file, node_processes, start
 from shoal.errors import Conflict, HostNotReady, ShoalError
@@ -37,6 +37,7 @@ class Timings:
     engines: float = 0.0
     load: float = 0.0
     services: float = 0.0
+    seed: float = 0.0  # the dev images into the cluster's image registry (its HTTP API) and tagged
     total: float = 0.0
 
 
@@ -48,9 +49,11 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
     if existing is not None:
         return _already_up(layout, existing, spec, out)
     _require(preflight.check_room(layout, facts))
+    registry.binary()  # before anything is made: a host without it is told how to get it
 
     t0 = time.monotonic()
-    archive = images.save_archive(images.dev_images())
+    built = images.build(images.dev_images())
+    archive = images.save_archive(built)
     t_images = time.monotonic()
     st = state.State(spec=spec, phase="creating", pool="btrfs" if host.kernel_has_btrfs() else "dir")
     state.write(layout.state_file, st)
@@ -67,6 +70,7 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
             list(pool.map(lambda n: _make_node_dirs(n, st.pool), layout.nodes))
         if layout.secure:
             tls.make_certs(layout)
+        registry.prepare(layout)
         t_pools = time.monotonic()
 
         pids: dict[str, dict[str, int]] = {}
@@ -119,6 +123,8 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
             if layout.secure and any(svc.name == "manager" for _, svc in tier):
                 _make_join_token(layout)  # the agents (the next tier) join with it
         t_services = time.monotonic()
+        pushed = registry.seed(layout, built)
+        t_seed = time.monotonic()
         st = replace(st, phase="up")
         state.write(layout.state_file, st)
     except BaseException:
@@ -126,7 +132,8 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
         _teardown(layout, st, out=lambda _: None)
         raise
     t_end = time.monotonic()
-    out(f"images: {', '.join(sorted(set(loaded[0])))} on every node")
+    tags = ", ".join(sorted(set(loaded[0])))
+    out(f"images: {tags} on every node, and as {layout.image_registry}/NAME in the registry ({len(pushed)})")
     out(_reach(layout))
     return Timings(
         images=t_images - t0,
@@ -135,6 +142,7 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
         engines=t_engines - t_pools,
         load=t_load - t_engines,
         services=t_services - t_load,
+        seed=t_seed - t_services,
         total=t_end - t0,
     )
 
@@ -172,14 +180,15 @@ def _make_node_dirs(node: NodeLayout, pool_kind: str) -> None:
         node.containerd_dir,
         node.facts_dir,
         node.log_dir,
+        node.etc_docker_dir,
     ):
         d.mkdir(parents=True, exist_ok=True)
     if pool_kind == "btrfs":
         host.make_btrfs_pool(node.pool_image, node.pool_dir, POOL_SIZE)
     else:
         node.pool_dir.mkdir(parents=True, exist_ok=True)
-    # the engine's mount namespace binds over these; they must exist on the host
-    for d in ("/run/docker/plugins", "/run/containerd"):
+    # the engine's mount namespace binds over these; they must exist on the host (nothing is written in them)
+    for d in ("/run/docker/plugins", "/run/containerd", "/etc/docker"):
         Path(d).mkdir(parents=True, exist_ok=True)
 
 
@@ -208,6 +217,7 @@ def _reach(layout: ClusterLayout) -> str:
     ]
     lines.append(f"  registry {layout.registry_url} (Consul API), DNS {layout.gateway}:{REGISTRY_DNS_PORT}")
     lines.append(f"  manager  {layout.docker_host} (Docker API for the whole cluster)")
+    lines.append(f"  images   {layout.image_registry} (image registry; SHOAL_IMAGE_REGISTRY in `dev env`)")
     if layout.secure:
         lines.append(f"  tls      mutual TLS everywhere; DOCKER_CERT_PATH={tls.admin(layout).dir}")
     else:
@@ -278,6 +288,8 @@ def _teardown(layout: ClusterLayout, st: state.State | None, out: Out) -> Remove
         per_node = list(pool.map(lambda n: _teardown_node(layout, n, pids.get(n.name, {})), layout.nodes))
     total = sum(per_node, Removed())
     cluster_pids = {p for p in pids.get("", {}).values() if _ours(p, layout.root)}
+    if "image-registry" not in pids.get("", {}):  # a lost state file: found by its own config file's name
+        cluster_pids |= registry.running(layout)
     killed = len(host.terminate(cluster_pids, grace=5.0))
     links = int(host.delete_link(layout.bridge))
     rules = host.remove_forward_rules(layout.forward_comment)
@@ -408,14 +420,16 @@ def service_status(name: str, root: Path) -> list[tuple[str, int, bool, str]]:
     layout, st = load(name, root)
     out = []
     for svc in cluster_services(layout):
-        pid = st.pids.get("", {}).get(svc.name, -1)
+        if svc.name not in st.pids.get("", {}):  # a cluster made before this service existed
+            continue
+        pid = st.pids.get("", {})[svc.name]
         ok = _ours(pid, layout.root)
         if ok and svc.ready_url:
             try:
                 ok = engine.get(svc.ready_url, svc.ready_ca, svc.ready_cert, timeout=2).status_code == 200
             except requests.RequestException:
                 ok = False
-        out.append((svc.name, pid, ok, svc.ready_url.split("/v1/")[0]))
+        out.append((svc.name, pid, ok, svc.ready_url.split("/v1/")[0].removesuffix("/v2/")))
     return out
 
 
@@ -461,6 +475,7 @@ def env_lines(name: str, root: Path) -> list[str]:
             f"export CONSUL_HTTP_ADDR={layout.registry_url}",
         ]
     lines.append(f"export SHOAL_DASHBOARD={layout.dashboard_url}")
+    lines.append(f"export SHOAL_IMAGE_REGISTRY={layout.image_registry}")
     if name != "shoal":
         lines.append(f"export SHOAL_DEV_NAME={name}")
     lines += [f"export SHOAL_NODE_{n.name.upper()}={n.engine_url}" for n in layout.nodes]

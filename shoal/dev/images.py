@@ -90,35 +90,61 @@ def _chain(spec: ImageSpec) -> list[ImageSpec]:
     return chain[::-1]
 
 
-def save_archive(specs: Iterable[ImageSpec]) -> bytes:
-    """One `docker save`-format archive holding every image in `specs`, layers shared by content."""
-    files: dict[str, bytes] = {}
-    manifest = []
-    layer_cache: dict[int, tuple[str, bytes]] = {}
+@dataclass(frozen=True, slots=True)
+class Built:
+    """One image as bytes: its config (whose sha256 is the image id) and its layers, base first. The same
+    bytes go into the `docker save` archive every node loads and into the cluster's image registry, so a
+    pull gives the id a load gave."""
+
+    repo_tag: str
+    config: bytes
+    layers: tuple[bytes, ...]
+
+    @property
+    def id(self) -> str:
+        return _sha(self.config)
+
+
+def build(specs: Iterable[ImageSpec]) -> list[Built]:
+    """Every image in `specs`, layers shared by content (a base is made once)."""
+    layer_cache: dict[int, bytes] = {}
+    out = []
     for spec in specs:
-        diff_ids, layer_paths = [], []
+        layers = []
         for s in _chain(spec):
             if id(s) not in layer_cache:
-                layer_cache[id(s)] = (_sha(data := layer_tar(s.entries)), data)
-            digest, data = layer_cache[id(s)]
-            path = f"{digest.split(':')[1]}/layer.tar"
-            files[path] = data
-            diff_ids.append(digest)
-            layer_paths.append(path)
+                layer_cache[id(s)] = layer_tar(s.entries)
+            layers.append(layer_cache[id(s)])
         config = {
             "architecture": "amd64",
             "os": "linux",
             "created": EPOCH,
             "config": {"Env": [PATH_ENV], **spec.config},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "rootfs": {"type": "layers", "diff_ids": [_sha(data) for data in layers]},
             "history": [
                 {"created": EPOCH, "created_by": f"shoal dev images: {s.repo_tag}"} for s in _chain(spec)
             ],
         }
         raw = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-        image_id = hashlib.sha256(raw).hexdigest()
-        files[f"{image_id}.json"] = raw
-        manifest.append({"Config": f"{image_id}.json", "RepoTags": [spec.repo_tag], "Layers": layer_paths})
+        out.append(Built(spec.repo_tag, raw, tuple(layers)))
+    return out
+
+
+def save_archive(specs: Iterable[ImageSpec] | Iterable[Built]) -> bytes:
+    """One `docker save`-format archive holding every image, layers shared by content."""
+    items = list(specs)
+    built = [b for b in items if isinstance(b, Built)] or build(i for i in items if isinstance(i, ImageSpec))
+    files: dict[str, bytes] = {}
+    manifest = []
+    for b in built:
+        layer_paths = []
+        for data in b.layers:
+            path = f"{_sha(data).split(':')[1]}/layer.tar"
+            files[path] = data
+            layer_paths.append(path)
+        image_id = b.id.split(":")[1]
+        files[f"{image_id}.json"] = b.config
+        manifest.append({"Config": f"{image_id}.json", "RepoTags": [b.repo_tag], "Layers": layer_paths})
     files["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
     return layer_tar(Entry(p, "file", data=d, mode=0o644) for p, d in files.items())
 

@@ -24,6 +24,7 @@ REGISTRY_DNS_PORT = 8600
 MANAGER_PORT = 2375  # the Docker API for the whole cluster: plain (--insecure), on loopback only
 MANAGER_TLS_PORT = 2376  # the same over mutual TLS, on the host bridge's address
 JOIN_PORT = 2377  # the manager's join listener (agents joining with a token) and the dashboard
+IMAGE_REGISTRY_PORT = 5000  # the image registry (Debian's docker-registry), on the host bridge's address
 # Node i gets host address FIRST_NODE_HOST + i in the subnet; .1 is the host bridge.
 FIRST_NODE_HOST = 10
 IFNAMSIZ = 15  # Linux interface names are at most 15 bytes
@@ -119,6 +120,12 @@ class NodeLayout:
     def log_dir(self) -> Path:
         return self.dir / "log"
 
+    @property
+    def etc_docker_dir(self) -> Path:
+        """Bind-mounted on /etc/docker for this node's engine only: its certs.d (how it trusts the cluster's
+        image registry) and its own key.json, so the host's /etc/docker is never written."""
+        return self.dir / "etc-docker"
+
     def cgroup_parent(self, cluster: str) -> str:
         """Every container of this node lives below this cgroup, so `down` can find them all."""
         return f"/shoal-{cluster}/{self.name}"
@@ -172,6 +179,20 @@ class ClusterLayout:
         if self.secure:
             return f"https://{self.gateway}:{REGISTRY_HTTPS_PORT}"
         return f"http://{self.gateway}:{REGISTRY_HTTP_PORT}"
+
+    @property
+    def image_registry(self) -> str:
+        """HOST:PORT of the cluster's image registry, as image names and certs.d spell it."""
+        return f"{self.gateway}:{IMAGE_REGISTRY_PORT}"
+
+    @property
+    def image_registry_url(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.image_registry}"
+
+    @property
+    def image_registry_dir(self) -> Path:
+        """Its configuration and its data (the pushed layers), removed with the cluster."""
+        return self.root / "image-registry"
 
     @property
     def netns_prefix(self) -> str:

@@ -33,12 +33,15 @@ from shoal.dev.layout import (
 # The node's engine gets its own UTS namespace (so `docker info` names the node) and a private
 # mount namespace in which this node's plugin directory sits on /run/docker/plugins, so the node's
 # volume plugin is seen by its own engine only; /run/containerd is hidden so dockerd always runs
-# its own containerd instead of adopting a system one.
+# its own containerd instead of adopting a system one; the node's own /etc/docker (its certs.d, trusting the
+# cluster's image registry, and its key.json) sits on /etc/docker, so the host's is never written (a node
+# made before the image registry existed has no such directory and keeps the host's).
 _NODE_INIT = (
     'set -e; hostname "$1"; '
     'mount --bind "$2" /run/docker/plugins; '
     'mount --bind "$3" /run/containerd; '
-    'shift 3; exec "$@"'
+    'if [ -d "$4" ] && [ -d /etc/docker ]; then mount --bind "$4" /etc/docker; fi; '
+    'shift 4; exec "$@"'
 )
 
 
@@ -66,8 +69,9 @@ def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
             "-H", f"tcp://{node.address}:{ENGINE_TLS_PORT}", "--tlsverify",
             "--tlscacert", str(files.ca), "--tlscert", str(files.cert), "--tlskey", str(files.key),
         ]  # fmt: skip
-    else:
+    else:  # and the cluster's image registry in plain HTTP
         listen = ["-H", f"tcp://{node.address}:{ENGINE_PORT}", "--tls=false"]
+        listen += ["--insecure-registry", cluster.image_registry]
     dockerd_args = [
         "dockerd",
         "--data-root", str(node.data_root),
@@ -84,7 +88,7 @@ def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
         "nsenter", f"--net=/run/netns/{node.netns}",
         "unshare", "--uts", "--mount", "--propagation", "private",
         "sh", "-c", _NODE_INIT, "shoal-node",
-        node.name, str(node.plugins_dir), str(node.containerd_dir),
+        node.name, str(node.plugins_dir), str(node.containerd_dir), str(node.etc_docker_dir),
         *dockerd_args,
     )  # fmt: skip
     return ProcessSpec(name="engine", argv=argv, log=node.log_dir / "dockerd.log")
@@ -129,11 +133,14 @@ def join_token_file(cluster: ClusterLayout) -> Path:
 
 def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
     """Cluster-wide services, on the host bridge's address so every node reaches them: the registry
-    (the Consul API over HTTPS, and DNS; SQLite in the cluster's directory) and the manager (the Docker API
-    over mutual TLS, and the join listener agents get their node certificates from)."""
+    (the Consul API over HTTPS, and DNS; SQLite in the cluster's directory), the manager (the Docker API
+    over mutual TLS, and the join listener agents get their node certificates from) and the image registry
+    (shoal.dev.registry)."""
+    from shoal.dev import registry as image_registry  # it builds on ProcessSpec
+
     logs = cluster.root / "log"
     if not cluster.secure:
-        return _plain_services(cluster, logs)
+        return [*_plain_services(cluster, logs), image_registry.process(cluster)]
     reg, mgr, join, ca = tls.registry(cluster), tls.manager(cluster), tls.join(cluster), tls.node_ca(cluster)
     registry = (
         sys.executable, "-m", "shoal", "registry",
@@ -166,6 +173,7 @@ def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
             ready_ca=str(admin.ca), ready_cert=(str(admin.cert), str(admin.key)),
             env_files=(("CONSUL_HTTP_TOKEN", token),),
         ),
+        image_registry.process(cluster),
     ]  # fmt: skip
 
 

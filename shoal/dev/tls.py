@@ -10,7 +10,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from shoal import certs
+from shoal import certs, pki
 from shoal.certs import Files, ca_key
 from shoal.dev.layout import ClusterLayout, NodeLayout
 
@@ -55,6 +55,17 @@ def engine(layout: ClusterLayout, node: NodeLayout) -> Files:
     return cert_dir(layout).engine(node.name)
 
 
+def image_registry(layout: ClusterLayout) -> Files:
+    """The image registry's HTTPS listener (node CA, for the gateway's address)."""
+    return Files(tls_root(layout) / "image-registry")
+
+
+def registry_trust(node: NodeLayout, layout: ClusterLayout) -> Path:
+    """The node's engine's certs.d entry for the image registry (dockerd's own layout: ca.crt, client.cert,
+    client.key), seen by that engine only, at /etc/docker/certs.d/GATEWAY:5000."""
+    return node.etc_docker_dir / "certs.d" / layout.image_registry
+
+
 def management_token(layout: ClusterLayout) -> Path:
     """The registry's management token (a Consul ACL secret): the manager's, and the operator's by
     `dev env`; made at `up`, readable by root only."""
@@ -72,3 +83,21 @@ def make_certs(layout: ClusterLayout) -> None:
     fd = os.open(management_token(layout), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(str(uuid.uuid4()))
+    _make_image_registry_certs(layout, d)
+
+
+def _make_image_registry_certs(layout: ClusterLayout, d: certs.CertDir) -> None:
+    """The image registry speaks mutual TLS: its server certificate and each engine's client certificate
+    come from the node CA (what a node holds: a key there must never reach an engine, which trusts only
+    the control CA), and it also lets in the control CA's admin certificate (the operator, `dev up`)."""
+    nodes = certs.load_ca(d.node_ca)
+    pki.issue(nodes, "image-registry", [layout.gateway], server=True, days=certs.SERVICE_DAYS).write(
+        image_registry(layout).dir, nodes.cert
+    )
+    for n in layout.nodes:
+        trust = registry_trust(n, layout)
+        pair = pki.issue(nodes, f"{n.name} engine", client=True, days=certs.SERVICE_DAYS)
+        pair.write(trust, nodes.cert)  # ca.pem, cert.pem, key.pem; then dockerd's names for them
+        (trust / "ca.pem").rename(trust / "ca.crt")
+        (trust / "cert.pem").rename(trust / "client.cert")
+        (trust / "key.pem").rename(trust / "client.key")

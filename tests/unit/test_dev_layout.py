@@ -73,3 +73,39 @@ def test_malformed_labels_are_refused(bad):
 def test_label_for_a_node_outside_the_cluster_is_refused():
     with pytest.raises(BadRequest, match="node9, not a node of this cluster"):
         plan_layout(ClusterSpec(nodes=3, labels=parse_node_labels(["node9=disk=ssd"])))
+
+
+def test_the_image_registry_is_on_the_gateway_port_5000_with_its_data_under_the_cluster_root():
+    from shoal.dev import registry
+
+    layout = plan_layout(ClusterSpec(name="shoal", nodes=2, subnet="10.99.0.0/24", root=Path("/r")))
+    assert layout.image_registry == "10.99.0.1:5000"
+    assert layout.image_registry_url == "https://10.99.0.1:5000"
+    cfg = registry.config(layout)
+    assert cfg["http"]["addr"] == "10.99.0.1:5000"
+    assert cfg["storage"]["filesystem"]["rootdirectory"] == "/r/shoal/image-registry/data"
+    tls = cfg["http"]["tls"]  # mutual TLS: the engines' node-CA client certificates and the admin's
+    assert tls["certificate"] == "/r/shoal/tls/image-registry/cert.pem"
+    assert tls["clientcas"] == ["/r/shoal/tls/node-ca.pem", "/r/shoal/tls/control-ca.pem"]
+    assert layout.nodes[1].etc_docker_dir == Path("/r/shoal/node2/etc-docker")
+
+
+def test_an_insecure_cluster_serves_the_image_registry_in_plain_http_and_its_engines_say_so():
+    from shoal.dev import registry
+    from shoal.dev.node import engine_process
+
+    layout = plan_layout(ClusterSpec(name="shoal", nodes=1, subnet="10.99.0.0/24", secure=False))
+    assert "tls" not in registry.config(layout)["http"]
+    assert layout.image_registry_url == "http://10.99.0.1:5000"
+    argv = engine_process(layout, layout.nodes[0]).argv
+    assert argv[argv.index("--insecure-registry") + 1] == "10.99.0.1:5000"
+
+
+def test_the_dev_images_are_seeded_under_the_registrys_name():
+    from shoal.dev import registry
+
+    layout = plan_layout(ClusterSpec(name="shoal", nodes=1, subnet="10.99.0.0/24"))
+    assert registry.registry_tags(layout, ["redis:latest", "busybox:latest", "busybox:latest"]) == {
+        "busybox:latest": "10.99.0.1:5000/busybox:latest",
+        "redis:latest": "10.99.0.1:5000/redis:latest",
+    }
