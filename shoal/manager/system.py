@@ -15,7 +15,7 @@ import aiohttp
 
 from shoal.cluster.engine import CONNECT, Engine
 from shoal.errors import ShoalError
-from shoal.manager.objects import on_every_node, successes
+from shoal.manager.objects import on_every_node, successes, swarm_id
 from shoal.manager.overview import overview
 from shoal.scheduler.model import NodeState
 
@@ -65,10 +65,12 @@ def swarm_health(node: NodeState, now: float, fact_ttl: float) -> str:
 
 
 def merge_df(results: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
-    """`docker system df` over every node (pure): one image id counts once (as in /images/json),
-    containers and volumes are named node/name (as in their lists)."""
+    """`docker system df` over every node (pure): one image id counts once (as in /images/json), one
+    cluster-wide volume once under its bare name (its copies' sizes and references summed), containers
+    and one node's volumes are named node/name (as in their lists)."""
     images: dict[str, dict[str, Any]] = {}
     containers, volumes, cache, layers = [], [], [], 0
+    wide: dict[str, dict[str, Any]] = {}
     for node, r in results:
         layers += r.get("LayersSize") or 0
         for img in r.get("Images") or []:
@@ -80,7 +82,17 @@ def merge_df(results: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         containers += [
             {**x, "Names": [f"/{node}{n}" for n in x.get("Names") or []]} for x in r.get("Containers") or []
         ]
-        volumes += [{**v, "Name": f"{node}/{v['Name']}"} for v in r.get("Volumes") or []]
+        for v in r.get("Volumes") or []:
+            if mid := swarm_id(v):  # one cluster-wide volume (shoal.manager.objects): one row, sizes summed
+                if mid in wide:
+                    have, use = wide[mid].setdefault("UsageData", {}), v.get("UsageData") or {}
+                    for k in ("Size", "RefCount"):
+                        have[k] = max(have.get(k, 0), 0) + max(use.get(k, 0), 0)
+                    continue
+                wide[mid] = {**v, "UsageData": dict(v.get("UsageData") or {})}
+                volumes.append(wide[mid])
+            else:
+                volumes.append({**v, "Name": f"{node}/{v['Name']}"})
         cache += r.get("BuildCache") or []
     return {
         "LayersSize": layers,
