@@ -10,14 +10,17 @@ refused create gives back what it reserved.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
+import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.engine import path
-from shoal.cluster.state import Located, tagged
+from shoal.cluster.state import Located, container_name, tagged
 from shoal.cluster.status import status_text
 from shoal.data.model import containers_using
 from shoal.data.records import new_ids
@@ -35,7 +38,14 @@ from shoal.manager.reschedule import (
     without_lost_node,
 )
 from shoal.manager.service import Route
-from shoal.manager.spec import check_body, check_name, container_spec, intent_binds_to_mounts, volume_uses
+from shoal.manager.spec import (
+    check_body,
+    check_name,
+    container_spec,
+    intent_binds_to_mounts,
+    volume_uses,
+    with_refs,
+)
 from shoal.scheduler.expr import parse
 from shoal.scheduler.model import ContainerRef, ContainerSpec
 
@@ -84,6 +94,7 @@ class Containers:
         self.m = manager
         self._lock = asyncio.Lock()  # one decision at a time: each sees the last one's reservation
         self.execs: dict[str, str] = {}  # exec id -> node
+        self.created: dict[str, float] = {}  # container id -> when the manager made it (epoch seconds)
 
     @property
     def cluster(self):
@@ -120,6 +131,8 @@ class Containers:
         moving: tuple[list[Any], str] | None = None
         async with self._lock:
             self._check_name(name, replacing[1] if replacing else "")
+            spec, ids = await self._dependencies(spec)
+            out = with_refs(out, ids)
             holders = await c.image_holders(spec.image)
             if not holders:
                 raise NotFound(
@@ -198,6 +211,7 @@ class Containers:
             raise
         cid = created["Id"]
         c.commit(reservation, cid)
+        self.made(cid)
         if replacing is not None:
             c.forget(*replacing)  # as classic Swarm did: the lost copy is no longer listed
         if ON_FAILURE in policies or has_policy(out.get("Labels")):
@@ -231,7 +245,9 @@ class Containers:
                 )
         return datasets, p.node
 
-    def _check_name(self, name: str, replacing: str = "") -> None:
+    def _check_name(self, name: str, replacing: str = "", prefix: str = "") -> None:
+        """A name is unique across the cluster (as classic Swarm kept it): in use on any node, or by a
+        create on its way, is dockerd's own Conflict (`prefix`: what dockerd puts before it, for rename)."""
         if not name:
             return
         other = self.cluster.name_in_use(name)
@@ -240,20 +256,45 @@ class Containers:
         if other is not None or self.cluster.pending_name(name):
             owner = other["Id"] if other else "(being created)"
             raise Conflict(
-                f'Conflict. The container name "/{name}" is already in use by container "{owner}". You '
-                "have to remove (or rename) that container to be able to reuse that name."
+                f'{prefix}Conflict. The container name "/{name}" is already in use by container "{owner}". '
+                "You have to remove (or rename) that container to be able to reuse that name."
             )
+
+    async def _dependencies(self, spec: ContainerSpec) -> tuple[ContainerSpec, dict[str, str]]:
+        """Links, --volumes-from and --net/--pid/--ipc container: name their container by name, short id or
+        node/name; the dependency filter matches full ids and names, so each is resolved to the name the
+        cache lists it under (its id if it has none) here. One the cache does not know stays as written:
+        the filter then says no node has it. Also returned: the `node/name` refs (as `docker ps` shows
+        names through the manager), with the id the engine is given in their place."""
+        if not spec.depends_on:
+            return spec, {}
+        resolved, ids = [], {}
+        for ref in spec.depends_on:
+            try:
+                found = await self.cluster.find(ref)
+            except NotFound:
+                resolved.append(ref)
+            else:
+                resolved.append(container_name(found.doc) or found.id)
+                if "/" in ref:
+                    ids[ref] = found.id
+        return replace(spec, depends_on=tuple(dict.fromkeys(resolved))), ids
 
     # --- existing containers ------------------------------------------------------------------------
 
     async def locate(self, ref: str) -> Located:
         return await self.cluster.find(ref)
 
-    async def route(self, ref: str, action: str = "") -> Route:
-        """Where a request about container `ref` goes; `action` must be one of Docker's."""
+    async def route(self, ref: str, action: str = "", query: Mapping[str, str] | None = None) -> Route:
+        """Where a request about container `ref` goes; `action` must be one of Docker's. A rename onto a
+        name another container holds on any node is refused here, in dockerd's words (each engine knows
+        only its own names)."""
         if action and action not in ACTIONS:
             raise NotFound(f"page not found: /containers/{{id}}/{action} is not a Docker API endpoint")
         found = await self.locate(ref)
+        if action == "rename" and (new := (query or {}).get("name", "").lstrip("/")):
+            async with self._lock:  # against a create taking the same name meanwhile
+                self._check_name(new, found.id, "Error when allocating new name: ")
         p = path("/containers", found.id) + (f"/{action}" if action else "")
         rewrite = self._inspect_rewrite(found) if action == "json" else None
         return Route(found.engine, p, rewrite, found.id)
@@ -285,6 +326,7 @@ class Containers:
         found = await self.locate(ref)
         await found.engine.call("DELETE", path("/containers", found.id), params=dict(query))
         self.cluster.forget(found.node, found.id)
+        self.created.pop(found.id, None)
 
     async def create_exec(self, ref: str, body: bytes) -> dict[str, Any]:
         found = await self.locate(ref)
@@ -307,42 +349,193 @@ class Containers:
 
     # --- lists --------------------------------------------------------------------------------------
 
-    async def listed(self, every: bool, limit: int | None = None) -> list[dict[str, Any]]:
-        """`docker ps` from the cache (as classic Swarm did), with STATUS computed now, newest first. A node
-        that does not answer keeps its last known containers listed, their STATUS `Host Down` (Swarm's
-        words), rather than dropping them."""
+    async def listed(self, q: PsQuery) -> list[dict[str, Any]]:
+        """`docker ps` across the nodes, sorted and cut as dockerd does: newest first, `limit` (which shows
+        every state, as dockerd's does), `since`/`before` by the cluster's order of creation, `node` (classic
+        Swarm's) here; the other filters and sizes are each engine's to answer, a plain list the cache's
+        (as classic Swarm answered it). A node that does not answer keeps its last known containers listed,
+        their STATUS `Host Down` (Swarm's words), rather than dropping them."""
         c = self.cluster
         await c.fresh()
-        now = c.now()
-        found = []
-        for e, ct in c.all_containers():
-            # a container on a node that does not answer is listed whatever state it was last seen in:
-            # its state is not known now, and hiding it would look as if it were gone
-            if every or not e.reachable or ct.get("State") in RUNNING:
-                doc = with_node(ct, e.node)
-                if not e.reachable:
-                    doc["Status"] = HOST_DOWN
-                elif (state := e.states.get(ct["Id"])) is not None:
-                    doc["Status"] = status_text(state, now)
-                found.append(doc)
-        return newest_first(found, limit)
+        since, before = await self._mark(q, "since"), await self._mark(q, "before")
+        engine_filters = q.engine_filters
+        if engine_filters or q.size:
+            rows = await self._asked(engine_filters, q)
+        else:
+            rows = [
+                Row(e.node, rank, self._shown(e, doc), e.reachable)
+                for e in c.engines.values()
+                for rank, doc in enumerate(e.containers)
+                if q.shows_all or not e.reachable or doc.get("State") in RUNNING
+            ]
+        nodes = q.filters.get("node")
+        rows = [r for r in rows if not nodes or r.node in nodes]
+        ordered = cut(newest_first(rows, self.created), since, before, q.limit, self.created)
+        return [with_node(r.doc, r.node) for r in ordered]
 
-    async def asked(self, query: Mapping[str, str], limit: int | None = None) -> list[dict[str, Any]]:
-        """`docker ps` with filters, sizes or before/since: every engine answers for its own."""
+    async def _mark(self, q: PsQuery, key: str) -> Row | None:
+        """The container a `since`/`before` filter names, as a row to cut the ordered list at."""
+        refs = q.filters.get(key)
+        if not refs:
+            return None
+        try:
+            found = await self.cluster.find(refs[0])
+        except NotFound:
+            raise NotFound(f"no such container {refs[0]}") from None
+        rank = next((i for i, d in enumerate(found.engine.containers) if d["Id"] == found.id), 0)
+        return Row(found.node, rank, found.doc)
+
+    def _shown(self, e: Any, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """A cached entry with its STATUS as of now (`Host Down` on a node that does not answer)."""
+        out = dict(doc)
+        if not e.reachable:
+            out["Status"] = HOST_DOWN
+        elif (state := e.states.get(doc["Id"])) is not None:
+            out["Status"] = status_text(state, self.cluster.now())
+        return out
+
+    async def _asked(self, engine_filters: dict[str, list[str]], q: PsQuery) -> list[Row]:
+        """Every engine answers for its own containers; one that does not answer lends its last known ones
+        (Host Down) where the manager can tell they match: filters on id, name, label and status only."""
         c = self.cluster
+        params = {"all": "1" if q.shows_all else "0"}
+        if engine_filters:
+            params["filters"] = json.dumps(engine_filters)
+        if q.size:
+            params["size"] = "1"
 
         async def one(e) -> list[dict[str, Any]]:
-            return [with_node(x, e.node) for x in await e.call("GET", "/containers/json", params=dict(query))]
+            if not e.reachable:
+                raise Unavailable(f"{e.node} does not answer")
+            return await e.call("GET", "/containers/json", params=params)
 
         engines = list(c.engines.values())
         lists = await asyncio.gather(*(one(e) for e in engines), return_exceptions=True)
         refused = [r for r in lists if isinstance(r, EngineError) and r.status < 500]
-        if refused and len(refused) == len(lists):  # the query itself is wrong: the engine's own words
-            raise refused[0]
-        found = [x for lst in lists if not isinstance(lst, BaseException) for x in lst]
-        return newest_first(found, limit)
+        if refused and not any(not isinstance(r, BaseException) for r in lists):
+            raise refused[0]  # the query itself is wrong (no engine answered it): the engine's own words
+        rows = []
+        for e, got in zip(engines, lists, strict=True):
+            if not isinstance(got, BaseException):
+                rows += [Row(e.node, rank, doc) for rank, doc in enumerate(got)]
+            elif not isinstance(got, EngineError) or got.status >= 500:
+                rows += [
+                    Row(e.node, rank, {**doc, "Status": HOST_DOWN}, reachable=False)
+                    for rank, doc in enumerate(e.containers)
+                    if cached_match(doc, engine_filters)
+                ]
+        return rows
+
+    def made(self, container_id: str) -> None:
+        """When the manager made a container (finer than the engines' whole seconds): it orders containers
+        made on different nodes within one second."""
+        self.created[container_id] = time.time()
+        if len(self.created) > MAX_CREATED:
+            for old in list(self.created)[: MAX_CREATED // 2]:
+                del self.created[old]
 
 
-def newest_first(found: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
-    out = sorted(found, key=lambda x: x.get("Created", 0), reverse=True)
+MAX_CREATED = 100_000
+MANAGER_FILTERS = ("node", "since", "before")
+CACHED_FILTERS = frozenset({"id", "name", "label", "status"})
+
+
+@dataclass(frozen=True, slots=True)
+class PsQuery:
+    """A `docker ps` request, parsed at the API edge: filters as key -> values."""
+
+    all: bool = False
+    limit: int | None = None
+    size: bool = False
+    filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def shows_all(self) -> bool:
+        """dockerd lists every state with -a, with a limit (`-n`, `-l`), or with a status filter."""
+        return self.all or bool(self.limit) or "status" in self.filters
+
+    @property
+    def engine_filters(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self.filters.items() if k not in MANAGER_FILTERS}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One listed container: its node, its place in its engine's list (newest first), its entry."""
+
+    node: str
+    rank: int
+    doc: Mapping[str, Any]
+    reachable: bool = True
+
+
+def newest_first(rows: list[Row], made: Mapping[str, float] | None = None) -> list[Row]:
+    """dockerd's order across nodes: by creation time, newest first. The engines give whole seconds; the
+    manager's own record orders the containers it made within one second, and each engine's own order
+    (it knows the nanoseconds) those on one node."""
+    made = made or {}
+    return sorted(rows, key=lambda r: _when(r, made), reverse=True)
+
+
+def _when(r: Row, made: Mapping[str, float]) -> tuple[int, float, int, str]:
+    created = int(r.doc.get("Created") or 0)
+    return created, made.get(str(r.doc.get("Id")), float(created)), -r.rank, r.node
+
+
+def cut(
+    rows: list[Row],
+    since: Row | None,
+    before: Row | None,
+    limit: int | None,
+    made: Mapping[str, float] | None = None,
+) -> list[Row]:
+    """`since`/`before` X: the containers made after/before X, in the order `rows` is in (newest_first's),
+    then the first `limit` of them (pure)."""
+    made = made or {}
+    out = rows
+    for mark, newer in ((since, True), (before, False)):
+        if mark is None:
+            continue
+        ids = [r.doc.get("Id") for r in out]
+        if mark.doc.get("Id") in ids:
+            at = ids.index(mark.doc.get("Id"))
+            out = out[:at] if newer else out[at + 1 :]
+        else:  # X itself is not listed (stopped, filtered out): compare with where it would be
+            key = _when(mark, made)
+            out = [r for r in out if (_when(r, made) > key) == newer]
     return out[:limit] if limit else out
+
+
+def cached_match(doc: Mapping[str, Any], filters: Mapping[str, list[str]]) -> bool:
+    """Does a last known entry match the filters (id, name, label, status: what the list entry shows)? A
+    filter on anything else cannot be told from it: the entry is left out rather than shown wrongly. As in
+    the plain list, it is shown whatever state it was last seen in (a node going down stops its containers
+    first, so the last state seen is often `exited`), unless a status filter asks for another."""
+    if set(filters) - CACHED_FILTERS:
+        return False
+    state = str(doc.get("State") or "")
+    names = [n.lstrip("/") for n in doc.get("Names") or []]
+    labels = doc.get("Labels") or {}
+    for key, values in filters.items():
+        if key == "label":
+            if not all(
+                labels.get(k) == v if eq else k in labels for k, eq, v in (x.partition("=") for x in values)
+            ):
+                return False
+        elif key == "id":
+            if not any(str(doc.get("Id", "")).startswith(v) for v in values):
+                return False
+        elif key == "name":
+            if not any(_search(v, n) for v in values for n in names):
+                return False
+        elif key == "status" and state not in values:
+            return False
+    return True
+
+
+def _search(pattern: str, name: str) -> bool:
+    """dockerd's name filter: a regular expression searched in the name (a bad one: as text)."""
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return pattern in name

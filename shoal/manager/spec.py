@@ -16,6 +16,7 @@ from shoal.data.model import DRIVERS
 from shoal.errors import BadRequest
 from shoal.scheduler.expr import Expr, parse, parse_env
 from shoal.scheduler.model import ContainerSpec
+from shoal.scheduler.values import HOST_PORTS_LABEL
 
 CONSTRAINTS_LABEL = "com.docker.swarm.constraints"
 AFFINITIES_LABEL = "com.docker.swarm.affinities"
@@ -92,11 +93,13 @@ def check_body(body: Any) -> None:
 
 
 def _label_exprs(labels: dict[str, str], label: str, kind: str) -> list[Expr]:
+    """A JSON list label. `\\!` reads as `!`: bash users write `["container\\!=c1"]` to keep `!` from
+    history expansion, classic Swarm's documentation wrote it so, and it is no JSON escape at all."""
     raw = labels.get(label)
     if not raw:
         return []
     try:
-        items = json.loads(raw)
+        items = json.loads(raw.replace("\\!", "!"))
     except ValueError:
         raise BadRequest(
             f'label {label} must be a JSON list of expressions, e.g. ["node==node1"]; ' f"got {raw!r}"
@@ -117,6 +120,49 @@ def _container_refs(host: dict[str, Any]) -> list[str]:
         if isinstance(mode, str) and mode.startswith("container:"):
             refs.append(mode.split(":", 1)[1])
     return list(dict.fromkeys(refs))
+
+
+def _port_range(spec: str) -> list[tuple[int, str]]:
+    """`80/tcp`, `80`, `8000-8002/udp` as (port, proto) pairs; anything else as none (the engine refuses
+    it in its own words)."""
+    port, _, proto = spec.partition("/")
+    lo, _, hi = port.partition("-")
+    if not (lo.isdigit() and (hi.isdigit() or not hi)) or int(hi or lo) - int(lo) > 65535:
+        return []
+    return [(p, proto or "tcp") for p in range(int(lo), int(hi or lo) + 1)]
+
+
+def host_mode_ports(body: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """What a `--net=host` container exposes takes those ports on its node (classic Swarm's port filter in
+    host mode): the engine publishes nothing for it, so the ports are the exposed ones."""
+    if ((body.get("HostConfig") or {}).get("NetworkMode") or "") != "host":
+        return []
+    exposed = body.get("ExposedPorts")
+    return [p for key in (exposed if isinstance(exposed, dict) else {}) for p in _port_range(str(key))]
+
+
+def with_refs(body: Mapping[str, Any], ids: Mapping[str, str]) -> dict[str, Any]:
+    """The request with container references the engine cannot read (`node3/db`, the names `docker ps`
+    shows through the manager) replaced by the container's id (pure; `ids`: written ref -> id)."""
+    host = dict(body.get("HostConfig") or {})
+    if not ids or not host:
+        return dict(body)
+
+    def swap(ref: str, sep: str) -> str:
+        head, cut, rest = ref.partition(sep)
+        return ids.get(head.lstrip("/"), head) + cut + rest
+
+    if host.get("Links"):
+        host["Links"] = [swap(link, ":") for link in host["Links"]]
+    if host.get("VolumesFrom"):
+        host["VolumesFrom"] = [swap(vf, ":") for vf in host["VolumesFrom"]]
+    for key in ("NetworkMode", "PidMode", "IpcMode"):
+        mode = host.get(key)
+        if isinstance(mode, str) and mode.startswith("container:"):
+            host[key] = "container:" + ids.get(
+                mode.removeprefix("container:"), mode.removeprefix("container:")
+            )
+    return {**body, "HostConfig": host}
 
 
 def _ports(host: dict[str, Any]) -> list[tuple[int, str]]:
@@ -181,7 +227,7 @@ def container_spec(body: dict[str, Any], name: str) -> tuple[ContainerSpec, dict
         image=image,
         constraints=tuple(constraints),
         affinities=tuple(affinities),
-        ports=tuple(_ports(host)),
+        ports=tuple(dict.fromkeys([*_ports(host), *host_mode_ports(body)])),
         memory=int(host.get("Memory") or 0),
         cpus=float(cpus),
         depends_on=tuple(_container_refs(host)),
@@ -195,6 +241,8 @@ def container_spec(body: dict[str, Any], name: str) -> tuple[ContainerSpec, dict
         labels[CONSTRAINTS_LABEL] = json.dumps([str(e) for e in constraints])
     if affinities:
         labels[AFFINITIES_LABEL] = json.dumps([str(e) for e in affinities])
+    if taken := host_mode_ports(body):
+        labels[HOST_PORTS_LABEL] = json.dumps([f"{p}/{proto}" for p, proto in dict.fromkeys(taken)])
     out["Labels"] = labels
     return spec, out
 

@@ -28,7 +28,14 @@ import numpy as np
 from shoal.scheduler import pattern
 from shoal.scheduler.expr import EQ, NUMERIC, Expr
 from shoal.scheduler.model import PASSING, NodeState
-from shoal.scheduler.values import affinity_keys, candidates, constraint_keys, number
+from shoal.scheduler.values import (
+    affinity_keys,
+    candidates,
+    constraint_keys,
+    container_ports,
+    container_slots,
+    number,
+)
 
 __all__ = ["ClusterIndex", "candidates", "number"]  # candidates/number: the per-node meaning, in values.py
 
@@ -180,6 +187,8 @@ class ClusterIndex:
         self.reserved_cpus = np.zeros(0)
         self.reserved_memory = np.zeros(0)
         self.containers = np.zeros(0)
+        self.slots = np.zeros(0)  # the containerslots label (inf: no limit)
+        self.slotted = 0  # nodes that have one
         self.container_nodes: dict[str, set[int]] = defaultdict(set)  # container name and id -> nodes
         self.port_nodes: dict[tuple[int, str], set[int]] = defaultdict(set)
         self.driver_nodes: dict[str, set[int]] = defaultdict(set)
@@ -210,6 +219,7 @@ class ClusterIndex:
             "reserved_cpus",
             "reserved_memory",
             "containers",
+            "slots",
         ):
             old = getattr(self, name)
             new = np.zeros(cap, dtype=old.dtype)
@@ -235,6 +245,7 @@ class ClusterIndex:
             old = self.nodes[j]
             self.nodes[j] = node
             self.health_count[old.health] -= 1
+            self.slotted -= container_slots(old) is not None
         same_facts = old is not None and (
             old.facts is node.facts and old.labels is node.labels and old.id == node.id
         )
@@ -261,6 +272,9 @@ class ClusterIndex:
         self.reserved_cpus[j] = node.reserved_cpus
         self.reserved_memory[j] = node.reserved_memory
         self.containers[j] = len(node.containers)
+        slots = container_slots(node)
+        self.slots[j] = np.inf if slots is None else slots
+        self.slotted += slots is not None
         if old is None or old.containers is not node.containers:
             _diff(
                 self.container_nodes,
@@ -271,8 +285,8 @@ class ClusterIndex:
             _diff(
                 self.port_nodes,
                 j,
-                {p for c in old.containers for p in c.ports} if old else set(),
-                {p for c in node.containers for p in c.ports},
+                {p for c in old.containers for p in container_ports(c)} if old else set(),
+                {p for c in node.containers for p in container_ports(c)},
             )
         if old is None or old.volume_drivers is not node.volume_drivers:
             _diff(self.driver_nodes, j, old.volume_drivers if old else (), node.volume_drivers)

@@ -10,6 +10,7 @@ from typing import Any
 from shoal.scheduler.expr import Expr
 
 PASSING = "passing"
+NO_RESOURCES = "no resources available to schedule container"  # classic Swarm's ErrNoResourcesAvailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +153,21 @@ class Placement:
     filtered: tuple[tuple[str, int], ...] = ()  # (filter, nodes it removed), every filter that removed any
     by_reason: tuple[tuple[str, int], ...] = ()  # (Reason.key, nodes it removed), most first
 
+    @property
+    def emptied_by(self) -> str:
+        """The filter that left no node ("" when some node is left, or there were none to begin with)."""
+        return next((f for f, left in self.steps if left == 0), "") if self.candidates else ""
+
     def error(self) -> str:
-        """Classic Swarm's first line (tools look for it), then shoal's per-node reasons."""
-        lines = ["Unable to find a node that satisfies the following conditions"]
+        """Classic Swarm's first line (tools look for it), then shoal's per-node reasons. As in Swarm, where
+        every node passed the filters and none has the CPUs or memory asked for, the first line is the
+        strategy's `no resources available to schedule container`."""
+        first = (
+            NO_RESOURCES
+            if self.emptied_by == "resources"
+            else "Unable to find a node that satisfies the following conditions"
+        )
+        lines = [first]
         lines += [f"[{e}]" for e in self.expressions]
         shown = "; ".join(str(r) for r in self.rejected)
         more = self.rejected_total - len(self.rejected)

@@ -6,9 +6,14 @@ else), so its vectorised masks and the per-node checks cannot drift apart.
 
 from __future__ import annotations
 
+import json
 import math
 
-from shoal.scheduler.model import NodeState
+from shoal.scheduler.model import ContainerRef, NodeState
+
+# host-mode containers publish no ports in the engine's list; the manager writes what they expose here
+HOST_PORTS_LABEL = "shoal.host-ports"
+SLOTS_LABELS = ("containerslots", "com.docker.swarm.containerslots")  # classic Swarm's, and namespaced
 
 _BOOL = {True: ("true", "True"), False: ("false", "False")}
 
@@ -70,8 +75,43 @@ def affinity_keys(node: NodeState) -> dict[str, tuple[str, ...]]:
     return {k: v for k, v in keys.items() if v}
 
 
+def container_ports(c: ContainerRef) -> tuple[tuple[int, str], ...]:
+    """The host ports a container takes: those it publishes, and those a host-mode container exposes
+    (written in HOST_PORTS_LABEL at create; the engine's list shows none for it)."""
+    raw = c.labels.get(HOST_PORTS_LABEL)
+    if not raw:
+        return c.ports
+    return (*c.ports, *parse_host_ports(raw))
+
+
+def parse_host_ports(raw: str) -> tuple[tuple[int, str], ...]:
+    """`["80/tcp", "53/udp"]` as (port, proto) pairs; anything unreadable counts as none."""
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        return ()
+    out = []
+    for item in items if isinstance(items, list) else ():
+        port, _, proto = str(item).partition("/")
+        if port.isdigit():
+            out.append((int(port), proto or "tcp"))
+    return tuple(out)
+
+
 def published_ports(node: NodeState) -> set[tuple[int, str]]:
-    return {p for c in node.containers for p in c.ports}
+    return {p for c in node.containers for p in container_ports(c)}
+
+
+def container_slots(node: NodeState) -> int | None:
+    """The node's container slots label as a number (None: no label, or not a whole number)."""
+    for key in SLOTS_LABELS:
+        raw = node.labels.get(key)
+        if raw is not None:
+            try:
+                return int(str(raw).strip())
+            except ValueError:
+                return None
+    return None
 
 
 def holds_container(node: NodeState, ref: str) -> bool:

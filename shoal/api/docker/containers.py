@@ -3,23 +3,16 @@ the request along the route it names)."""
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from shoal.api.docker.common import forward, manager_of, read_capped, read_json, reply_json
 from shoal.api.docker.hijack import hijack
 from shoal.errors import BadRequest
+from shoal.manager.containers import PsQuery
 
 _TRUE = ("1", "true", "True")
-
-
-def _live_only(query) -> bool:
-    """Filters, sizes and before/since are the engines' to answer; a plain list is the cache's."""
-    filters = query.get("filters", "")
-    return (
-        (filters not in ("", "{}"))
-        or query.get("size", "0") in _TRUE
-        or bool(query.get("before") or query.get("since"))
-    )
 
 
 def _limit(query) -> int | None:
@@ -33,13 +26,36 @@ def _limit(query) -> int | None:
     return n if n > 0 else None
 
 
+def _filters(query) -> dict[str, tuple[str, ...]]:
+    """`filters` as Docker's clients send it: {"key": {"value": true}} (or the old {"key": ["value"]}),
+    plus the old `before`/`since` parameters."""
+    raw = query.get("filters", "")
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        raise BadRequest(f"invalid filters {raw!r}: a JSON object of key: values") from None
+    if not isinstance(parsed, dict):
+        raise BadRequest(f"invalid filters {raw!r}: a JSON object of key: values")
+    out: dict[str, tuple[str, ...]] = {}
+    for key, values in parsed.items():
+        if isinstance(values, dict):
+            out[key] = tuple(str(v) for v, on in values.items() if on)
+        elif isinstance(values, list):
+            out[key] = tuple(str(v) for v in values)
+        else:
+            raise BadRequest(f"invalid filter {key!r}: its values must be a JSON object or list")
+    for legacy in ("before", "since"):
+        if query.get(legacy):
+            out[legacy] = (*out.get(legacy, ()), query[legacy])
+    return out
+
+
 async def containers_list(request: web.Request) -> web.Response:
-    """`docker ps`: from the event-fed cache; anything with filters is asked of every engine."""
-    svc = manager_of(request).containers
+    """`docker ps`: sorted and cut across the nodes by the containers service."""
     q = request.query
-    if _live_only(q):
-        return reply_json(await svc.asked(q, _limit(q)))
-    return reply_json(await svc.listed(q.get("all", "0") in _TRUE, _limit(q)))
+    ps = PsQuery(all=q.get("all", "0") in _TRUE, limit=_limit(q), size=q.get("size", "0") in _TRUE,
+                 filters=_filters(q))  # fmt: skip
+    return reply_json(await manager_of(request).containers.listed(ps))
 
 
 async def containers_create(request: web.Request) -> web.Response:
@@ -56,7 +72,7 @@ async def container_action(request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)
     if action == "exec" and request.method == "POST":
         return reply_json(await svc.create_exec(ref, await read_capped(request)), 201)
-    route = await svc.route(ref, action)
+    route = await svc.route(ref, action, request.query)
     if action == "attach" and request.headers.get("Upgrade"):
         return await hijack(request, route)
     resp = await forward(request, route)

@@ -89,6 +89,7 @@ def default_filters() -> list[Filter]:
     from shoal.scheduler.filters.network import NetworkFilter
     from shoal.scheduler.filters.port import PortFilter
     from shoal.scheduler.filters.resources import ResourcesFilter
+    from shoal.scheduler.filters.slots import SlotsFilter
     from shoal.scheduler.filters.volume import VolumeFilter
 
     return [
@@ -97,6 +98,7 @@ def default_filters() -> list[Filter]:
         AffinityFilter(),
         DependencyFilter(),
         PortFilter(),
+        SlotsFilter(),
         VolumeFilter(),
         NetworkFilter(),
         ResourcesFilter(),

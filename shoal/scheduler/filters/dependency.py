@@ -24,7 +24,8 @@ class DependencyFilter:
                 f"{d} on {'/'.join(h)}" for d, h in homes.items()
             )
         else:
-            detail = f"does not hold {', '.join(spec.depends_on)} (a dependency)"
+            where = "; ".join(f"{d} is on {'/'.join(homes[d])}" for d in lacks)
+            detail = f"does not hold {', '.join(lacks)} (a dependency: {where})"
         return Reason(self.name, "", detail, lacks[0])
 
     def clauses(self, ix: ClusterIndex, spec: ContainerSpec, ctx: Context) -> list[Clause]:

@@ -19,6 +19,7 @@ from shoal.scheduler.filters import Context, default_filters, mask
 from shoal.scheduler.index import ClusterIndex
 from shoal.scheduler.model import ContainerRef, ContainerSpec, NodeState
 from shoal.scheduler.place import place
+from shoal.scheduler.values import HOST_PORTS_LABEL, SLOTS_LABELS
 
 NOW = 1_000_000.0
 GiB = 1 << 30
@@ -33,6 +34,8 @@ NETWORKS = ("app", "db_net", "nowhere")
 DRIVERS = ("local", "flocker", "shoal")
 FACT_KEYS = ("k1", "k2", "system_overload_10min", "virtual", "zone")
 NODE_LABEL_KEYS = ("zone", "disk", "operatingsystem", "k3")
+SLOT_VALUES = ("0", "1", "2", "3", " 2", "x", "")  # classic Swarm ignores a value that is not a number
+HOST_PORTS = ('["80/tcp"]', '["53/udp", "443/tcp"]', "[]", "not json", '["x/tcp"]')
 HEALTH = ("passing", "passing", "critical", "warning", "unknown")
 
 fact_values = st.one_of(
@@ -45,7 +48,11 @@ containers = st.builds(
     id=st.sampled_from(IDS),
     name=st.sampled_from(NAMES),
     image=st.sampled_from(IMAGES),
-    labels=st.dictionaries(st.sampled_from(LABEL_KEYS), st.sampled_from(LABEL_VALUES), max_size=2),
+    labels=st.builds(
+        lambda a, b: a | b,
+        st.dictionaries(st.sampled_from(LABEL_KEYS), st.sampled_from(LABEL_VALUES), max_size=2),
+        st.dictionaries(st.just(HOST_PORTS_LABEL), st.sampled_from(HOST_PORTS), max_size=1),
+    ),
     ports=st.lists(st.sampled_from(PORTS), max_size=2, unique=True).map(tuple),
     running=st.booleans(),
 )
@@ -63,7 +70,8 @@ def node_states(draw: st.DrawFn, name: str) -> NodeState:
         facts=draw(st.dictionaries(st.sampled_from(FACT_KEYS), fact_values, max_size=4)),
         labels=draw(
             st.dictionaries(st.sampled_from(NODE_LABEL_KEYS), st.sampled_from(LABEL_VALUES), max_size=2)
-        ),
+        )
+        | draw(st.dictionaries(st.sampled_from(SLOTS_LABELS), st.sampled_from(SLOT_VALUES), max_size=2)),
         cpus=cpus,
         memory=memory,
         reserved_cpus=draw(st.sampled_from([0.0, 0.5, cpus])),

@@ -277,3 +277,37 @@ def test_reasons_are_listed_in_node_name_order_whatever_order_the_nodes_arrived_
     assert [r.node for r in p.rejected] == names[:20] and p.rejected_total == 150
     small = place(spec("node==nosuch"), ClusterIndex([node(n) for n in ("node3", "node1", "node2")]), NOW)
     assert [r.node for r in small.rejected] == ["node1", "node2", "node3"]
+
+
+def test_memory_no_node_has_is_swarms_no_resources_line_then_the_reasons():
+    ix = ClusterIndex([node("node1"), node("node2", labels={"disk": "ssd"})])
+    err = place(spec(memory=1000 * GiB), ix, NOW).error()
+    assert err.splitlines()[0] == "no resources available to schedule container"
+    assert "node1 memory 1024000M > free 4096M" in err and "node2 memory" in err
+    # a constraint that leaves no node is the filters' line, whatever the memory asked for
+    err = place(spec("disk==hdd", memory=1000 * GiB), ix, NOW).error()
+    assert err.splitlines()[0] == "Unable to find a node that satisfies the following conditions"
+
+
+def test_containerslots_caps_the_containers_of_a_node_stopped_ones_too():
+    two = tuple(ContainerRef(f"c{i}", f"n{i}", running=i == 0) for i in range(2))
+    ix = ClusterIndex(
+        [
+            node("node1", labels={"containerslots": "2"}, containers=two),
+            node("node2", labels={"com.docker.swarm.containerslots": "3"}, containers=two),
+            node("node3", labels={"containerslots": "many"}, containers=two),  # not a number: no cap
+        ]
+    )
+    p = place(spec("node!=node3"), ix, NOW)
+    assert p.node == "node2"
+    assert "node1 has no free container slot (2 containers, containerslots=2)" in [str(r) for r in p.rejected]
+    assert place(spec("node==node3"), ix, NOW).node == "node3"
+
+
+def test_a_host_mode_containers_exposed_port_keeps_a_second_one_off_that_node():
+    host = ContainerRef("h1", "web", labels={"shoal.host-ports": '["80/tcp"]'})
+    ix = ClusterIndex([node("node1", containers=(host,)), node("node2")])
+    assert place(spec(ports=((80, "tcp"),)), ix, NOW).node == "node2"
+    err = place(spec("node==node1", ports=((80, "tcp"),)), ix, NOW).error()
+    assert "node1 port 80/tcp (Host mode) is in use" in err
+    assert place(spec("node==node1", ports=((80, "udp"),)), ix, NOW).node == "node1"
