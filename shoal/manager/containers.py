@@ -43,7 +43,10 @@ from shoal.manager.spec import (
     check_name,
     container_spec,
     intent_binds_to_mounts,
+    named_volumes,
+    user_networks,
     volume_uses,
+    with_network_names,
     with_refs,
 )
 from shoal.scheduler.expr import parse
@@ -119,6 +122,7 @@ class Containers:
         body = intent_binds_to_mounts(body)
         body, policies = reschedule_policies(body)  # an unknown policy is a 400 naming it
         body = with_swarm_id(body)
+        body = with_network_names(body, self.m.networks.names(user_networks(body)))  # `--net MANAGER-ID`
         spec, out = container_spec(body, name)
         kept = out  # what is kept for rescheduling: before this node's I/O limits are written in
         notes = list(reasons)
@@ -133,11 +137,16 @@ class Containers:
             self._check_name(name, replacing[1] if replacing else "")
             spec, ids = await self._dependencies(spec)
             out = with_refs(out, ids)
+            # nodes holding the image are preferred (a soft affinity); the node chosen pulls it if it
+            # lacks it (Images.ensure_image), as classic Swarm pulled at create time
             holders = await c.image_holders(spec.image)
-            if not holders:
-                raise NotFound(
-                    f"No such image: {spec.image} (no node has it; load it with `docker load` "
-                    "through the manager, or build it on a node)"
+            if spread := self.m.volumes.scattered(named_volumes(body)):
+                raise BadRequest(
+                    "; ".join(
+                        f"volume {v} is held by {', '.join(n)} each as its own" for v, n in spread.items()
+                    )
+                    + ": name one copy as NODE/NAME, or make one cluster-wide volume with `docker volume "
+                    "create` through the manager"
                 )
             known = {n["Name"] for e in c.engines.values() for n in e.networks}
             for net in spec.networks:
@@ -152,10 +161,10 @@ class Containers:
                 raise BadRequest(e.message) from None
             raws = {r.raw for r in wanted}  # the placement the datasets' own node would not pin:
             unpinned = replace(spec, volumes=tuple(v for v in spec.volumes if v not in raws))
-            free = image_affinity(unpinned, holders, set(c.engines))
+            free = image_affinity(unpinned, holders, set(c.engines)) if holders else unpinned
             # a move's containers land on its target ahead of their dataset: no pin to the dataset's node
             pinned = follow_datasets(spec, wanted) if target is None else unpinned
-            spec = image_affinity(pinned, holders, set(c.engines))
+            spec = image_affinity(pinned, holders, set(c.engines)) if holders else pinned
             p = self.m.place(spec)
             if p.node is None:  # the cache may lag what was just done on a node directly: look again, once
                 await c.look_again()
@@ -198,6 +207,8 @@ class Containers:
             return await self.create(name, body, target=node, reasons=reasons)
         assert p.node is not None
         try:
+            if p.node not in holders:  # a failed pull gives the reservation back
+                await self.m.images.ensure_image(p.node, spec.image)
             async with committed(c, new):  # the records go again if the engine refuses
                 created = await c.engine(p.node).call(
                     "POST", "/containers/create", params={"name": name} if name else None, json=out

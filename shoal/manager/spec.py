@@ -209,6 +209,26 @@ def user_networks(body: dict[str, Any]) -> list[str]:
     return [n for n in dict.fromkeys(names) if n not in PREDEFINED_NETWORKS]
 
 
+def with_network_names(body: dict[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """The create body with each network reference in `names` (a cluster-wide network's manager id or id
+    prefix -> its name, shoal.manager.networks.by_name) written as the name every node knows it by: in
+    `HostConfig.NetworkMode` and as a key of `NetworkingConfig.EndpointsConfig` (pure)."""
+    if not names:
+        return body
+    out = dict(body)
+    host = dict(out.get("HostConfig") or {})
+    if (mode := host.get("NetworkMode")) in names:
+        host["NetworkMode"] = names[mode]
+        out["HostConfig"] = host
+    net = out.get("NetworkingConfig") or {}
+    if endpoints := net.get("EndpointsConfig"):
+        out["NetworkingConfig"] = {
+            **net,
+            "EndpointsConfig": {names.get(k, k): v for k, v in endpoints.items()},
+        }
+    return out
+
+
 def container_spec(body: dict[str, Any], name: str) -> tuple[ContainerSpec, dict[str, Any]]:
     """The scheduler's view of the request, and the request as the engine should get it."""
     if not isinstance(body, dict):

@@ -306,3 +306,44 @@ def test_the_debian_20_10_cli_sees_the_same_one_object(dev_cluster):
     finally:
         dev_cluster.cli("network", "rm", net, check=False)
         dev_cluster.cli("volume", "rm", net, check=False)
+
+
+def test_a_container_joins_a_cluster_network_by_its_manager_id(dev_cluster, gone):
+    """`docker run --net ID` with the id the create answered: each node knows the network by its name."""
+    net, ct = _name("byid"), _name("byid")
+    gone["containers"].append(ct)
+    nid = dev_cluster.cli("network", "create", net).stdout.strip()
+    try:
+        dev_cluster.cli(
+            "run",
+            "-d",
+            "--name",
+            ct,
+            "--net",
+            nid[:12],
+            "-e",
+            "constraint:node==node3",
+            "busybox",
+            "sleep",
+            "60",
+        )
+        assert list(_networks_of(dev_cluster, ct)) == [net]
+        assert _networks_of(dev_cluster, ct)[net]["NetworkID"] == _node_ids(dev_cluster, net)["node3"]
+    finally:
+        dev_cluster.cli("rm", "-f", ct, check=False)
+        dev_cluster.cli("network", "rm", nid, check=False)
+
+
+def test_a_volume_several_nodes_hold_each_as_their_own_is_refused_with_the_nodes(dev_cluster, gone):
+    vol, ct = _name("own"), _name("own")
+    gone["containers"].append(ct)
+    for node in ("node1", "node2"):
+        dev_cluster.docker(node, "volume", "create", vol)
+    try:
+        refused = dev_cluster.cli("run", "--name", ct, "-v", f"{vol}:/data", "busybox", "true", check=False)
+        assert refused.returncode != 0
+        assert f"volume {vol} is held by node1, node2 each as its own" in refused.stderr, refused.stderr
+        assert ct not in dev_cluster.cli("ps", "-a", "--format", "{{.Names}}").stdout  # nothing made
+    finally:
+        for node in ("node1", "node2"):
+            dev_cluster.docker(node, "volume", "rm", vol, check=False)

@@ -352,8 +352,10 @@ def test_bad_expressions_get_docker_errors_and_create_nothing(dev_cluster, env, 
 
 
 def test_an_image_on_no_node_and_a_name_in_use_are_refused(dev_cluster, cleanup):
-    missing = dev_cluster.cli("run", "-d", "nosuchimage:v9", check=False)
-    assert missing.returncode != 0 and "does not pull images" in missing.stderr
+    # an image no node holds is pulled from the cluster's registry; one the registry lacks is its error
+    ref = f"{dev_cluster.env['SHOAL_IMAGE_REGISTRY']}/nosuchimage:v9"
+    missing = dev_cluster.cli("run", "-d", ref, check=False)
+    assert missing.returncode != 0 and f"manifest for {ref} not found" in missing.stderr, missing.stderr
     name = _name("taken")
     cleanup.append(name)
     dev_cluster.cli("run", "-d", "--name", name, "-e", "constraint:node==node1", "busybox", "sleep", "60")

@@ -190,3 +190,18 @@ def test_a_prune_some_nodes_could_not_do_names_the_node_and_what_was_done():
         "deleted data, node1/cache"
     )
     assert partly(refused, "volume prune", []).message == "a prune operation is already running (on node2)"
+
+
+def test_a_create_naming_a_network_by_its_manager_id_names_it_as_every_node_does():
+    from shoal.manager.spec import user_networks, with_network_names
+
+    body = {
+        "HostConfig": {"NetworkMode": "ab12"},
+        "NetworkingConfig": {"EndpointsConfig": {"ab12": {"Aliases": ["web"]}, "other": {}}},
+    }
+    out = with_network_names(body, {"ab12": "backend"})
+    assert out["HostConfig"]["NetworkMode"] == "backend"
+    assert out["NetworkingConfig"]["EndpointsConfig"] == {"backend": {"Aliases": ["web"]}, "other": {}}
+    assert user_networks(out) == ["backend", "other"]
+    assert body["HostConfig"]["NetworkMode"] == "ab12"  # the caller's body is left as it was
+    assert with_network_names(body, {}) is body

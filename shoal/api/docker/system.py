@@ -11,7 +11,9 @@ from aiohttp import web
 from shoal import __version__
 from shoal.api.docker.common import API_VERSION, MIN_API_VERSION, api_path, manager_of, reply_json
 from shoal.manager.system import ClusterView, time_iso
+from shoal.scheduler.filters import default_filters
 
+FILTERS = ", ".join(f.name for f in default_filters())  # what the scheduler applies, in its order
 SWARM_PATHS = ("/swarm", "/services", "/nodes", "/tasks", "/secrets", "/configs")
 
 
@@ -61,7 +63,7 @@ def render_info(v: ClusterView) -> dict:
     status: list[list[str]] = [
         ["Role", "primary"],
         ["Strategy", v.strategy],
-        ["Filters", "health, constraint, affinity, dependency, port, volume, resources"],
+        ["Filters", FILTERS],
         ["Nodes", str(len(v.nodes))],
     ]
     for nv in v.nodes:
