@@ -27,7 +27,7 @@ import numpy as np
 
 from shoal.scheduler import pattern
 from shoal.scheduler.expr import EQ, NUMERIC, Expr
-from shoal.scheduler.model import PASSING, NodeState
+from shoal.scheduler.model import PASSING, ContainerRef, NodeState
 from shoal.scheduler.values import (
     affinity_keys,
     candidates,
@@ -194,6 +194,11 @@ class ClusterIndex:
         self.driver_nodes: dict[str, set[int]] = defaultdict(set)
         self.volume_nodes: dict[str, set[int]] = defaultdict(set)
         self.network_nodes: dict[str, set[int]] = defaultdict(set)
+        # every upsert's position, in order: what changed since a cached filter run (shoal.scheduler.memo);
+        # cleared (a new epoch) when replaying it would cost more than a full run
+        self.changes: list[int] = []
+        self.change_epoch = 0
+        self.memo: dict[object, object] = {}  # shoal.scheduler.memo's cached runs for this index
         for n in nodes:
             self.upsert(n)
 
@@ -233,6 +238,14 @@ class ClusterIndex:
 
     def upsert(self, node: NodeState) -> int:
         """Adds or replaces one node; returns its position."""
+        j = self._upsert(node)
+        self.changes.append(j)
+        if len(self.changes) > max(1024, len(self.nodes) // 4):
+            self.changes.clear()
+            self.change_epoch += 1
+        return j
+
+    def _upsert(self, node: NodeState) -> int:
         j = self.pos.get(node.name)
         old: NodeState | None = None
         if j is None:
@@ -275,7 +288,14 @@ class ClusterIndex:
         slots = container_slots(node)
         self.slots[j] = np.inf if slots is None else slots
         self.slotted += slots is not None
-        if old is None or old.containers is not node.containers:
+        if old is not None and _appended(old.containers, node.containers):
+            # a placement (consume) adds one container: only its names and ports are new
+            for c in node.containers[len(old.containers) :]:
+                for s in (c.name, c.id):
+                    self.container_nodes[s].add(j)
+                for port in container_ports(c):
+                    self.port_nodes[port].add(j)
+        elif old is None or old.containers is not node.containers:
             _diff(
                 self.container_nodes,
                 j,
@@ -330,6 +350,12 @@ class ClusterIndex:
     def volume_homes(self, volume: str) -> tuple[str, ...]:
         """The nodes holding a named volume (or dataset) of this name, in node order."""
         return tuple(self.nodes[j].name for j in sorted(self.volume_nodes.get(volume, ())))
+
+
+def _appended(before: tuple[ContainerRef, ...], after: tuple[ContainerRef, ...]) -> bool:
+    """`after` is `before` with containers added at its end (the same objects: a tuple compare that
+    stops at the first identity it cannot confirm is C-speed)."""
+    return after is not before and len(after) > len(before) and after[: len(before)] == before
 
 
 def _diff(index: dict[object, set[int]], j: int, before: Iterable[object], after: Iterable[object]) -> None:

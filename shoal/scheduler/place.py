@@ -10,13 +10,14 @@ strategy (rank.py), and the best few keep their named score components.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
 from shoal.scheduler.filters import FACT_TTL, Context, Filter, default_filters
 from shoal.scheduler.index import ClusterIndex
+from shoal.scheduler.memo import full_run
+from shoal.scheduler.memo import run as filter_run
 from shoal.scheduler.model import ContainerSpec, Placement, Reason, Rejection
 from shoal.scheduler.rank import rank
 from shoal.scheduler.strategy import Strategy, spread
@@ -46,8 +47,12 @@ def place(
     strategy_name: str | None = None,
     filters: Sequence[Filter] | None = None,
     fact_ttl: float = FACT_TTL,
+    memo: bool = True,
 ) -> Placement:
+    """`memo`: reuse the filters' run kept for this request, patched for the nodes changed since
+    (shoal.scheduler.memo: the same result, a fraction of the cost); False runs them whole."""
     filters = _DEFAULT_FILTERS if filters is None else filters
+    _filter = filter_run if memo else full_run
     exprs = tuple(e.text for e in spec.expressions)
     ctx = Context(now=now, fact_ttl=fact_ttl, soft=True, cluster=ix)
     run = _filter(spec, ix, filters, ctx)
@@ -86,43 +91,3 @@ def _rejection(ix: ClusterIndex, j: int, spec: ContainerSpec, ctx: Context, f: F
     if reason is None:  # mask and check disagree: a bug the property test exists to catch; say so, not crash
         reason = Reason(f.name, "", f"fails {f.name} (the scheduler's index disagrees with its check)")
     return Rejection(node.name, reason)
-
-
-class _Run:
-    """One pass of the filters: the survivors, the counts, and which nodes each filter removed."""
-
-    __slots__ = ("by_reason", "filtered", "mask", "removed", "steps")
-
-    def __init__(self, n: int) -> None:
-        self.mask = np.ones(n, dtype=bool)
-        self.steps: list[tuple[str, int]] = []
-        self.filtered: dict[str, int] = {}
-        self.by_reason: Counter[str] = Counter()
-        self.removed: list[tuple[int, np.ndarray]] = []  # (filter index, survivors before it)
-
-    def removed_by(self, j: int) -> int:
-        """The filter that removed node j: the last one it had survived up to."""
-        return next(i for i, before in reversed(self.removed) if before[j])
-
-
-def _filter(spec: ContainerSpec, ix: ClusterIndex, filters: Sequence[Filter], ctx: Context) -> _Run:
-    """Each filter's clauses, in order, narrow the survivors; a node counts under the first clause it
-    fails (the reason its `check` gives), which costs one AND and one count per clause."""
-    run = _Run(len(ix))
-    left = len(ix)
-    for i, f in enumerate(filters):
-        clauses = f.clauses(ix, spec, ctx)
-        if clauses and left:
-            before = survivors = run.mask
-            for key, passes in clauses:
-                after = survivors & passes
-                if k := left - int(np.count_nonzero(after)):
-                    run.by_reason[key] += k
-                    run.filtered[f.name] = run.filtered.get(f.name, 0) + k
-                    left -= k
-                    survivors = after
-            if survivors is not before:  # it removed some
-                run.removed.append((i, before))
-                run.mask = survivors
-        run.steps.append((f.name, left))
-    return run
