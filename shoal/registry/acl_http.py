@@ -829,6 +829,10 @@ async def _catalog_deregister(request: web.Request, a: Authz) -> None:
 
 
 _GUARDS: dict[Callable[..., Any], Guard] = {
+    # /metrics needs no token: Prometheus scrapers hold none, and it names no key, service or node (only
+    # counts and latencies by endpoint class). Consul asks agent:read of its /v1/agent/metrics, which
+    # also answers its JSON form and per-agent details; ours tells nothing an ACL protects.
+    h.metrics: _open,
     h.root: _open,
     h.ui: _open,
     h.status_leader: _open,

@@ -73,13 +73,15 @@ async def query(
     flights: Flights,
     key: Hashable,
     current: Callable[[], Awaitable[int]],
+    woken: Callable[[int], None] | None = None,
 ) -> Read[T]:
     """Consul's blocking query over `read`: see the module docstring. `current` is the store's index
     now: a client asking to wait past it holds an index from a store that has since gone back (a
     registry restarted empty, a restored backup). Consul's server would block it until ?wait passes;
     here it is answered at once with the query's own, lower, index, which Consul's clients take as
     their cue to start over from index 0 (api/watch, and Consul's documented rule "reset the index if
-    it goes backwards") instead of sleeping through every change until ?wait (up to 10 min) ends."""
+    it goes backwards") instead of sleeping through every change until ?wait (up to 10 min) ends.
+    `woken` hears the index of the change that woke a reader which then answered (for its latency)."""
     r = await read()
     if not min_index or r.index > min_index:
         return r
@@ -93,5 +95,7 @@ async def query(
             return r
         r = await flights.run(key, woke, read)
         if r.index > min_index:
+            if woken is not None:
+                woken(woke)
             return r
     return r

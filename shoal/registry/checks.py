@@ -30,6 +30,15 @@ log = logging.getLogger("shoal.registry.checks")
 MAX_OUTPUT = 4096
 
 
+def expired_output(last: str) -> str:
+    """A TTL check's output once its TTL passed with no update, as Consul words it (CheckTTL's
+    getExpiredOutput): the last output it was given follows, so a reader tells a service that said it
+    was failing from one that stopped saying anything."""
+    if not last or last.startswith("TTL expired"):  # (re-armed after a restart: already the expiry's words)
+        return last or "TTL expired"
+    return f"TTL expired (last output before timeout follows): {last}"
+
+
 class CheckSink(Protocol):
     """What the runner needs from the registry: the checks, a way to record a status, and the reaper's
     deregistration."""
@@ -71,6 +80,10 @@ class CheckRunner:
         if self._session:
             await self._session.close()
 
+    def held(self) -> dict[str, int]:
+        """Timers held now, by kind (the registry's /metrics shows them)."""
+        return {"ttl": len(self._ttl_timers), "probe": len(self._probes)}
+
     def schedule(self, c: Check) -> None:
         self.unschedule(c.id, c.node)
         d = c.definition
@@ -98,7 +111,7 @@ class CheckRunner:
 
     def _ttl_expired(self, c: Check) -> None:
         self._ttl_timers.pop((c.node, c.id), None)
-        self._spawn(self.registry.set_check_status(c, m.CRITICAL, "TTL expired"))
+        self._spawn(self.registry.set_check_status(c, m.CRITICAL, expired_output(c.output)))
 
     def _spawn(self, coro) -> None:
         t = asyncio.get_running_loop().create_task(coro)

@@ -247,11 +247,18 @@ class Registry:
         return await self.store.wait(prefixes, index, timeout, keys)
 
     async def block(
-        self, key: Hashable, read: Callable[[], Any], min_index: int | None, wait: float
+        self,
+        key: Hashable,
+        read: Callable[[], Any],
+        min_index: int | None,
+        wait: float,
+        woken: Callable[[int], None] | None = None,
     ) -> Read[Any]:
         """A blocking query over `read` (a view); `key` names the query, so readers of the same one
-        woken by the same change share one read."""
-        return await query(read, min_index or 0, wait, self.store.wait, self.flights, key, self.store.index)
+        woken by the same change share one read; `woken` hears the index of the change that woke it."""
+        return await query(
+            read, min_index or 0, wait, self.store.wait, self.flights, key, self.store.index, woken
+        )
 
     async def _atomically(
         self,
@@ -335,18 +342,19 @@ class Registry:
     async def kv_put(self, key: str, value: bytes, flags: int = 0, cas: int | None = None) -> bool:
         self._check_key(key)
         self._check_value(value, flags)
-        for _ in range(100):  # a plain PUT retries until no other write slips in between
-            old = await self.kv_get(key)
+
+        def put(e: Entry | None) -> bytes | None:  # pure: the store may run it in its writer thread
+            if cas is not None and cas != (e.modify_index if e else 0):
+                return None
+            old = _kv(key, e)
             # a plain PUT keeps the lock fields: it neither takes nor releases a lock
-            new = KVEntry(key, value, flags, old.lock_index if old else 0, old.session if old else "")
-            current = old.modify_index if old else 0
-            if cas is not None and cas != current:
-                return False
-            if await self.store.cas(KV + key, new.encode(), current) is not None:
-                return True
-            if cas is not None:
-                return False
-        raise ServerError(f"could not write {key!r}: too many concurrent writers")
+            return KVEntry(
+                key, value, flags, old.lock_index if old else 0, old.session if old else ""
+            ).encode()
+
+        # one store round trip: the read and the write in one transaction (SQLite), or a read and a
+        # compare-and-set, again while other writers slip in between (etcd)
+        return await self.store.update(KV + key, put) is not None
 
     async def kv_acquire(self, key: str, value: bytes, session_id: str, flags: int = 0) -> bool:
         """Consul's ?acquire: one transaction that compares the session's record and the key as read,
@@ -823,8 +831,8 @@ class Registry:
             )
         if len(output) > 4096:
             output = output[:4096] + " ... (Output truncated)"
-        if c.definition.ttl:
-            self.checks.ttl_touched(c)
+        if c.definition.ttl:  # re-armed with what it is told now (its output is what expiry quotes)
+            self.checks.ttl_touched(replace(c, status=status, output=output))
         return await self.set_check_status(c, status, output)
 
     async def set_check_status(self, c: Check, status: str, output: str) -> Check:

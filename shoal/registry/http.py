@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from shoal import __version__, errors
+from shoal import metrics as prom
 from shoal.errors import BadRequest, NotFound, ShoalError, TooLarge
 from shoal.logs import kv
 from shoal.registry import bexpr, decode, txn
@@ -31,6 +33,8 @@ CONSUL_VERSION = "1.22.0"
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
 REGISTRY: web.AppKey[Registry] = web.AppKey("registry", Registry)
+METRICS: web.AppKey[prom.RegistryMetrics] = web.AppKey("metrics", prom.RegistryMetrics)
+WOKE = "shoal.registry.woke"  # request key: the index of the change that woke a blocking query
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -62,6 +66,26 @@ def _json(data: Any, index: int | None = None, status: int = 200) -> web.Respons
     )
 
 
+# Bodies rendered from one Read, by the Read's identity: every reader of one query woken by one change
+# shares one Read (blocking.Flights), so 10,000 of them cost one JSON encoding, not 10,000. A Read is
+# immutable and the cache holds it, so its id cannot be reused while its entry lives.
+_RENDERED: dict[tuple[int, str], tuple[Read[Any], bytes]] = {}
+_RENDERED_MAX = 256
+
+
+def _read_json(r: Read[Any], shape: str, render: Callable[[], Any]) -> web.Response:
+    """`render()` (the answer built from `r`, in the form named `shape`) as JSON, with r's index."""
+    got = _RENDERED.get((id(r), shape))
+    if got is not None and got[0] is r:
+        body = got[1]
+    else:
+        body = json.dumps(render()).encode()
+        if len(_RENDERED) >= _RENDERED_MAX:
+            _RENDERED.clear()
+        _RENDERED[(id(r), shape)] = (r, body)
+    return web.Response(body=body, content_type="application/json", headers=_index_headers(r.index))
+
+
 async def _blocking(request: web.Request, read: Callable[[], Awaitable[Read[Any]]]) -> Read[Any]:
     """Consul's blocking query (blocking.py): with ?index=N, the answer once the query's own index is
     past N, or when ?wait passes. Queries are named by path and parameters, so readers of the same one
@@ -77,7 +101,16 @@ async def _blocking(request: web.Request, read: Callable[[], Awaitable[Read[Any]
         request.path,
         tuple(sorted((k, v) for k, v in request.query.items() if k not in ("index", "wait"))),
     )
-    return await request.app[REGISTRY].block(key, read, index, wait)
+    if not index:
+        return await request.app[REGISTRY].block(key, read, index, wait)
+    figures = request.app[METRICS]
+    figures.blocked += 1
+    try:
+        return await request.app[REGISTRY].block(
+            key, read, index, wait, lambda woke: request.__setitem__(WOKE, woke)
+        )
+    finally:
+        figures.blocked -= 1
 
 
 def _filters(request: web.Request, shape: bexpr.Struct | None = None) -> Filters:
@@ -122,6 +155,25 @@ def _dc_scoped(path: str) -> bool:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    """Consul's error replies (see `_answer`), and each request's latency and wake-up figures."""
+    t0 = time.perf_counter()
+    try:
+        return await _answer(request, handler)
+    finally:
+        figures = request.app[METRICS]
+        now = time.perf_counter()
+        blocking = "index" in request.query
+        figures.requests.observe(
+            (prom.endpoint_class(request.path), request.method, "true" if blocking else "false"), now - t0
+        )
+        woke = request.get(WOKE)
+        if woke is not None:
+            at = request.app[REGISTRY].store.feed.published_at(woke)
+            if at is not None:
+                figures.wakeups.observe(max(0.0, time.monotonic() - at))
+
+
+async def _answer(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
     try:
         if "dc" in request.query and _dc_scoped(request.path):
             request.app[REGISTRY].check_dc(request.query["dc"])
@@ -153,6 +205,16 @@ def _dc(request: web.Request) -> str | None:
 
 
 # --- status and agent self --------------------------------------------------------------------------
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' text exposition of the registry's figures (shoal.metrics). Served without a token
+    when ACLs are on (acl_http): scrapers hold no Consul token, and nothing here names a key, service or
+    node, only counts and latencies by endpoint class."""
+    body, ctype = prom.render(request.app[METRICS])
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = ctype
+    return resp
 
 
 async def root(request: web.Request) -> web.Response:
@@ -283,7 +345,9 @@ async def kv_get(request: web.Request) -> web.Response:
         return web.Response(
             body=entries[0].value, headers=_index_headers(r.index), content_type="application/octet-stream"
         )
-    return _json([e.to_consul() for e in entries], r.index)
+    if _flag(request, "recurse"):
+        return _read_json(r, "kv-list", lambda: [e.to_consul() for e in entries])
+    return _read_json(r, "kv-one", lambda: [e.to_consul() for e in entries])
 
 
 async def kv_put(request: web.Request) -> web.Response:
@@ -334,13 +398,13 @@ async def session_renew(request: web.Request) -> web.Response:
 async def session_info(request: web.Request) -> web.Response:
     views, sid = request.app[REGISTRY].views, request.match_info["id"]
     r = await _blocking(request, lambda: views.session(sid))
-    return _json(r.data, r.index)
+    return _read_json(r, "data", lambda: r.data)
 
 
 async def session_list(request: web.Request) -> web.Response:
     views, node = request.app[REGISTRY].views, request.match_info.get("node")
     r = await _blocking(request, lambda: views.sessions(node))
-    return _json(r.data, r.index)
+    return _read_json(r, "data", lambda: r.data)
 
 
 # --- agent services and checks ------------------------------------------------------------------------
@@ -428,34 +492,34 @@ async def catalog_datacenters(request: web.Request) -> web.Response:
 async def catalog_services(request: web.Request) -> web.Response:
     views, f = request.app[REGISTRY].views, _filters(request, bexpr.CATALOG_SERVICE)
     r = await _blocking(request, lambda: views.catalog_services(f))
-    return _json(r.data, r.index)
+    return _read_json(r, "data", lambda: r.data)
 
 
 async def catalog_service(request: web.Request) -> web.Response:
     views, f = request.app[REGISTRY].views, _filters(request, bexpr.CATALOG_SERVICE)
     name = request.match_info["name"]
     r = await _blocking(request, lambda: views.catalog_service(name, f))
-    return _json(r.data, r.index)
+    return _read_json(r, "data", lambda: r.data)
 
 
 async def catalog_nodes(request: web.Request) -> web.Response:
     views, f = request.app[REGISTRY].views, _filters(request, bexpr.NODE)
     r = await _blocking(request, lambda: views.catalog_nodes(f))
-    return _json(r.data, r.index)
+    return _read_json(r, "data", lambda: r.data)
 
 
 async def catalog_node(request: web.Request) -> web.Response:
     views, f = request.app[REGISTRY].views, _filters(request, bexpr.SERVICE)
     name = request.match_info["node"]
     r = await _blocking(request, lambda: views.catalog_node(name, f))
-    return _json(r.data, r.index)
+    return _read_json(r, "data", lambda: r.data)
 
 
 async def health_service(request: web.Request) -> web.Response:
     views, f = request.app[REGISTRY].views, _filters(request, bexpr.HEALTH_ENTRY)
     name = request.match_info["name"]
     r = await _blocking(request, lambda: views.health_service(name, f))
-    return _json(r.data, r.index)
+    return _read_json(r, "data", lambda: r.data)
 
 
 async def health_state(request: web.Request) -> web.Response:
@@ -464,21 +528,21 @@ async def health_state(request: web.Request) -> web.Response:
         raise BadRequest(f"Invalid state {state!r}: must be any, passing, warning or critical")
     views, f = request.app[REGISTRY].views, _filters(request, bexpr.CHECK)
     r = await _blocking(request, lambda: views.health_state(state, f))
-    return _json(r.data, r.index)
+    return _read_json(r, "data", lambda: r.data)
 
 
 async def health_checks(request: web.Request) -> web.Response:
     views, f = request.app[REGISTRY].views, _filters(request, bexpr.CHECK)
     name = request.match_info["name"]
     r = await _blocking(request, lambda: views.health_checks(name, f))
-    return _json(r.data, r.index)
+    return _read_json(r, "data", lambda: r.data)
 
 
 async def health_node(request: web.Request) -> web.Response:
     views, f = request.app[REGISTRY].views, _filters(request, bexpr.CHECK)
     name = request.match_info["node"]
     r = await _blocking(request, lambda: views.health_node(name, f))
-    return _json(r.data, r.index)
+    return _read_json(r, "data", lambda: r.data)
 
 
 async def catalog_register(request: web.Request) -> web.Response:
@@ -501,13 +565,15 @@ async def catalog_deregister(request: web.Request) -> web.Response:
     return _json(True)
 
 
-def make_app(registry: Registry) -> web.Application:
+def make_app(registry: Registry, figures: prom.RegistryMetrics | None = None) -> web.Application:
     """The Consul API app. `_errors` is its first middleware: one appended to `app.middlewares` before
     the runner starts (acl_http.install does) runs inside it, after the ?dc= check, so a refusal raised
     there as a ShoalError gets Consul's status and plain-text form."""
     app = web.Application(middlewares=[_errors], client_max_size=decode.MAX_JSON)
     app[REGISTRY] = registry
+    app[METRICS] = figures or prom.RegistryMetrics()
     r = app.router
+    r.add_get("/metrics", metrics)
     r.add_get("/", root)
     r.add_get("/ui/", ui)
     r.add_get("/v1/status/leader", status_leader)

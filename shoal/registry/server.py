@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from shoal.metrics import RegistryMetrics
 from shoal.registry import acl_http
 from shoal.registry.acl_http import AclConfig, AclState
 from shoal.registry.checks import CheckRunner
@@ -50,7 +51,10 @@ class RegistryServer:
         checks = CheckRunner(registry, config.node)
         registry.checks = checks  # the registry tells the runner about each committed check change
         await checks.start()
-        app = make_app(registry)
+        figures = RegistryMetrics()  # this server's own CollectorRegistry (see shoal.metrics)
+        figures.watch_store(store)
+        figures.watch_checks(checks.held)
+        app = make_app(registry, figures)
         acl_state = None
         if acl is not None and acl.enabled:
             acl_state = AclState(registry, acl)

@@ -16,7 +16,7 @@ import asyncio
 import bisect
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,6 +90,8 @@ class Snapshot:
 
 
 class Store(Protocol):
+    feed: ChangeFeed  # what blocking readers wait on, fed by the store's commits (or its watch)
+
     async def get(self, key: str) -> Entry | None: ...
 
     async def range(self, prefix: str) -> list[Entry]:
@@ -100,6 +102,12 @@ class Store(Protocol):
 
     async def cas(self, key: str, value: bytes, index: int, *, lease: int = 0) -> int | None:
         """Writes only if the key's modify index is `index` (0: only if absent); the new index or None."""
+
+    async def update(self, key: str, fn: Callable[[Entry | None], bytes | None]) -> int | None:
+        """Puts `fn(the entry as it is)` under `key` (without a lease), atomically with that read; `fn`
+        returning None writes nothing. The new index, or None. `fn` is pure and may run again (etcd:
+        after a concurrent write) or in another thread (SQLite: the writer's), so a read-modify-write
+        costs one store round trip instead of a read and a compare-and-set."""
 
     async def delete(self, key: str, *, index: int | None = None) -> int | None:
         """Deletes (only at modify index `index`, if given); the new index, or None if nothing changed."""
@@ -168,6 +176,11 @@ class ChangeFeed:
         self.last_index = start_index
         # every change after this index is in _recent (until the deque starts dropping old ones)
         self._complete_after = start_index
+        # figures (shoal.metrics reads them when scraped): keys changed, and when each recent publish
+        # happened, (newest index in it, monotonic time), so a woken reader's answer can be timed from
+        # the change it answers
+        self.changes = 0
+        self._published: deque[tuple[int, float]] = deque(maxlen=4096)
 
     @property
     def waiting(self) -> int:
@@ -186,6 +199,8 @@ class ChangeFeed:
             )
         self._recent.extend(changes)
         self.last_index = max(self.last_index, changes[-1][0])
+        self.changes += len(changes)
+        self._published.append((changes[-1][0], time.monotonic()))
         if not self._exact and not self._prefix:
             return
         lengths = sorted(self._lengths)
@@ -197,6 +212,11 @@ class ChangeFeed:
                     break
                 if ws := self._prefix.get(key[:n]):
                     self._fire(ws, i)
+
+    def published_at(self, index: int) -> float | None:
+        """The monotonic time the change at `index` was published (woke its readers), if recent."""
+        i = bisect.bisect_left(self._published, index, key=lambda p: p[0])
+        return self._published[i][1] if i < len(self._published) else None
 
     def _fire(self, waiters: set[_Waiter], index: int) -> None:
         for w in [w for w in waiters if index > w.after]:
@@ -256,14 +276,23 @@ class ChangeFeed:
         hit = self._seen(frozenset(k), p, after)
         if hit is not None:
             return hit
-        w = _Waiter(k, p, after, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        w = _Waiter(k, p, after, loop.create_future())
         self._add(w)
+        # a timer on the future itself, not asyncio.wait_for (which wraps each wait in another future
+        # and callbacks): one change waking 10,000 readers is 10,000 of these resuming
+        timer = loop.call_later(timeout, _expire, w.fut, after)
         try:
-            return await asyncio.wait_for(w.fut, timeout)
-        except TimeoutError:
-            return after
+            return await w.fut
         finally:
+            timer.cancel()
             self._drop(w)
+
+
+def _expire(fut: asyncio.Future[int], after: int) -> None:
+    """A wait's timeout: it answers `after` (nothing it waits on changed)."""
+    if not fut.done():
+        fut.set_result(after)
 
 
 def now() -> float:

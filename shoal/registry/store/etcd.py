@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 from aetcd import rpc
 
-from shoal.errors import StoreUnavailable, TooLarge
+from shoal.errors import ServerError, StoreUnavailable, TooLarge
 from shoal.registry import faults
 from shoal.registry.faults import armed, crash_point
 from shoal.registry.store.base import (
@@ -42,6 +42,7 @@ NAMESPACE = b"/shoal/"
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 CALL_TIMEOUT = 2.0  # one attempt
 RETRY_FOR = 8.0  # all attempts: a lost member or a leader election is over well within this
+UPDATE_ATTEMPTS = 100  # reads and compare-and-sets of one `update` against concurrent writers
 
 
 def _end(prefix: bytes) -> bytes:
@@ -151,6 +152,17 @@ class EtcdStore:
 
     async def cas(self, key: str, value: bytes, index: int, *, lease: int = 0) -> int | None:
         return await self.txn([Compare(key, index)], [Put(key, value, lease)])
+
+    async def update(self, key: str, fn: Callable[[Entry | None], bytes | None]) -> int | None:
+        for _ in range(UPDATE_ATTEMPTS):  # read, then compare-and-set on what was read
+            old = await self.get(key)
+            value = fn(old)
+            if value is None:
+                return None
+            index = await self.cas(key, value, old.modify_index if old else 0)
+            if index is not None:
+                return index
+        raise ServerError(f"could not write {key!r}: too many concurrent writers; try again")
 
     async def delete(self, key: str, *, index: int | None = None) -> int | None:
         k = self._k(key)
