@@ -305,4 +305,7 @@ def test_the_cli_prints_ready_and_answers_commands(registry: str, tmp_path: Path
         engines.wait(30)
     assert agents.returncode == 0
     checks = {c["Node"]: c for c in _get(registry, f"/v1/health/checks/{keys.AGENT_SERVICE}")}
-    assert [checks[n]["Output"] for n in ("sim00010", "sim00011", "sim00012")] == ["agent stopped"] * 3
+    # the agents said so as they stopped (once the TTL passes too, Consul's words come first:
+    # "TTL expired (last output before timeout follows): agent stopped")
+    outputs = [checks[n]["Output"] for n in ("sim00010", "sim00011", "sim00012")]
+    assert all(o.endswith("agent stopped") for o in outputs), outputs

@@ -150,16 +150,30 @@ def test_a_service_with_a_ttl_check_turns_critical_and_drops_out_of_health_and_d
     assert check_id not in c.agent.checks()
 
 
-def test_a_100ms_ttl_is_critical_120ms_after_its_last_pass(registry):
+def _until(what, timeout: float = 20.0, step: float = 0.05):
+    end = time.monotonic() + timeout
+    while not (got := what()) and time.monotonic() < end:
+        time.sleep(step)
+    return got
+
+
+def test_a_ttl_check_is_passing_while_renewed_and_critical_once_its_ttl_passes_unrenewed(registry):
+    """Consul's TTL: a pass holds the check passing for the TTL; past it, critical, with the last output
+    the service gave after Consul's own words. (How soon after the TTL is a benchmark's question: on a
+    loaded machine a timer fires late, so this asserts the order of things, not their milliseconds.)"""
     c = registry.client()
     name = f"fast{uuid.uuid4().hex[:6]}"
-    c.agent.service.register(name, check=consul.Check.ttl("100ms"))
+    c.agent.service.register(name, check=consul.Check.ttl("1s"))
     cid = f"service:{name}"
-    c.agent.check.ttl_pass(cid)
+    c.agent.check.ttl_pass(cid, notes="all good")
     passed = time.monotonic()
-    assert c.agent.checks()[cid]["Status"] == "passing"
-    time.sleep(max(0.0, 0.12 - (time.monotonic() - passed)))
-    assert c.agent.checks()[cid]["Status"] == "critical"
+    status = c.agent.checks()[cid]["Status"]
+    if time.monotonic() - passed < 1.0:  # read within the TTL: the pass holds
+        assert status == "passing"
+    check = _until(lambda: (ch := c.agent.checks()[cid])["Status"] == "critical" and ch)
+    assert check, "the TTL passed with no renewal and the check never went critical"
+    assert time.monotonic() - passed >= 1.0  # never before its TTL
+    assert check["Output"] == "TTL expired (last output before timeout follows): all good"
     c.agent.service.deregister(name)
 
 
@@ -364,7 +378,7 @@ def test_catalog_register_with_a_ttl_check_keeps_a_remote_node_alive_only_while_
                 "Name": "alive",
                 "Status": "passing",
                 "ServiceID": name,
-                "Definition": {"TTL": "600ms"},
+                "Definition": {"TTL": "3s"},
             },
             node_meta={"engine": "tcp://127.0.0.9:2375"},
         )
@@ -374,12 +388,15 @@ def test_catalog_register_with_a_ttl_check_keeps_a_remote_node_alive_only_while_
     assert entry["Node"]["Node"] == node and entry["Node"]["Meta"] == {"engine": "tcp://127.0.0.9:2375"}
     assert _dig(registry, f"{name}.service.shoal", "SRV") == [f"1 1 7000 {node}.node.dc1.shoal."]
     assert _dig(registry, f"{node}.node.shoal", "A") == ["127.0.0.9"]
-    for _ in range(4):  # renewed faster than its TTL: stays passing
+    for _ in range(4):  # renewed well within its TTL: stays passing
+        t0 = time.monotonic()
         time.sleep(0.3)
         register()
-        assert c.health.service(name, passing=True)[1] != []
-    time.sleep(0.8)
-    assert c.health.service(name, passing=True)[1] == []
+        if time.monotonic() - t0 < 3.0:
+            assert c.health.service(name, passing=True)[1] != []
+    renewed = time.monotonic()
+    assert _until(lambda: c.health.service(name, passing=True)[1] == []), "never critical once unrenewed"
+    assert time.monotonic() - renewed >= 3.0  # not before its TTL
     [check] = [ch for ch in c.health.node(node)[1] if ch["CheckID"] == f"{name}-alive"]
     assert check["Status"] == "critical" and check["Output"] == "TTL expired"
     register()
