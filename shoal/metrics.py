@@ -1,5 +1,6 @@
-"""Prometheus figures for shoal's servers (the registry now, the manager next): what an operator watches
-at 1,000 nodes — write rates, blocking queries held, wake-up and request latency, check timers.
+"""Prometheus figures for shoal's servers (the registry and the manager): what an operator watches at
+1,000 nodes — write rates, blocking queries held, wake-up and request latency, check timers; placement
+latency, engine call latency per node, event-stream lag, cache rebuilds.
 
 Each server process makes its own `CollectorRegistry` (`Metrics`), never prometheus_client's global
 one: tests start several registries in one process, and two servers sharing the default would clash on
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -206,3 +208,57 @@ class RegistryMetrics(Metrics):
             lambda: {(kind,): float(n) for kind, n in held().items()},
             labels=("kind",),
         )
+
+
+# --- the manager's figures -------------------------------------------------------------------------
+
+
+class ManagerMetrics(Metrics):
+    """The manager's figures (issue 17): placement latency (the scheduler's decision, by outcome), each
+    engine call's latency by node, how late each engine event arrives, the cache's full index rebuilds,
+    and the cluster's size as the cache sees it. The cache's Probe (shoal.cluster.state) is pointed here;
+    the service layer observes placements (`placed`)."""
+
+    def __init__(self, cluster: object) -> None:
+        super().__init__("shoal_manager")
+        self.placements = Latency(
+            self.histogram(
+                "placement_seconds",
+                "The scheduler's decisions (filters and ranking, over the cache's index), by outcome",
+                labels=("outcome",),
+                buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            )
+        )
+        calls = Latency(
+            self.histogram(
+                "engine_call_seconds", "Calls to each node's engine that answer at once", labels=("node",)
+            )
+        )
+        lag = Latency(
+            self.histogram(
+                "event_lag_seconds",
+                "From an engine's event (its timeNano) to the manager reading it off the event stream",
+                labels=("node",),
+            )
+        )
+        probe = cluster.probe  # type: ignore[attr-defined]
+        probe.call = lambda node, seconds: calls.observe((node,), seconds)
+        probe.event = lambda node, seconds: lag.observe((node,), max(seconds, 0.0))
+        self.counter(
+            "index_rebuilds", "Full rebuilds of the scheduler's index from the cache", lambda: probe.rebuilds
+        )
+        c: Any = cluster  # its engines dict, read at each scrape
+        self.gauge("nodes", "Nodes the cache knows", lambda: len(c.engines))
+        self.gauge(
+            "nodes_reachable",
+            "Nodes whose engine answers",
+            lambda: sum(e.reachable for e in c.engines.values()),
+        )
+        self.gauge(
+            "containers",
+            "Containers in the cache, every node",
+            lambda: sum(len(e.containers) for e in c.engines.values()),
+        )
+
+    def placed(self, refused: bool, seconds: float) -> None:
+        self.placements.observe(("refused" if refused else "placed",), seconds)

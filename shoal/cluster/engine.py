@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +30,14 @@ def path(*parts: str) -> str:
     """`path("/volumes", "a/b")` -> "/volumes/a%2Fb": the first part is ours, the rest user input."""
     head, *rest = parts
     return head + "".join("/" + quote(p, safe="") for p in rest)
+
+
+def unanswered(e: BaseException) -> str:
+    """Why a call got no answer, in words (aiohttp's own text for a refused connection names its SSL
+    context object, which tells a user nothing)."""
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return f"cannot connect: {e.os_error.strerror or e.os_error}"
+    return str(e) or type(e).__name__
 
 
 @dataclass
@@ -53,6 +62,8 @@ class Engine:
     next_sync: float = 0.0  # monotonic time of its next periodic look (jittered per engine)
     listed_at: float = 0.0  # monotonic time of its last full list (every kind) that answered
     syncing: bool = False  # a periodic resync of it is under way
+    # told each call's node and seconds (`probe.call`: the manager's /metrics); set by the cluster cache
+    probe: Any = None
     _counts: tuple[int, int, int, int] = (-1, 0, 0, 0)  # version, containers, running, paused
 
     def counts(self) -> tuple[int, int, int]:
@@ -82,6 +93,7 @@ class Engine:
 
     async def call(self, method: str, api_path: str, *, timeout: float = CALL, **kw: Any) -> Any:
         """One call that answers at once; the engine's error is an EngineError, no answer an Unavailable."""
+        t0 = time.monotonic()
         try:
             async with self.session.request(
                 method,
@@ -95,8 +107,11 @@ class Engine:
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise Unavailable(
                 f"the engine on {self.node} ({self.url}) did not answer {method} {api_path.split('?')[0]}: "
-                f"{e or type(e).__name__}"
+                f"{unanswered(e)}"
             ) from e
+        finally:
+            if self.probe is not None:
+                self.probe.call(self.node, time.monotonic() - t0)
         if r.status >= 300:  # a redirect is no answer to an API call: never followed, never taken as done
             raise EngineError.from_reply(r.status if r.status >= 400 else 502, body, self.node)
         return json.loads(body) if body else None

@@ -75,6 +75,20 @@ def container_name(doc: dict[str, Any]) -> str:
     return names[0].lstrip("/") if names else ""
 
 
+class Probe:
+    """The cache's hooks for the manager's figures: each engine call's and event's timing, and full index
+    rebuilds. Does nothing until the manager's metrics replace `call`/`event` (shoal.metrics)."""
+
+    def __init__(self) -> None:
+        self.rebuilds = 0
+
+    def call(self, node: str, seconds: float) -> None:
+        pass
+
+    def event(self, node: str, lag: float) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Reservation:
     """A placement's resources, taken while its create is on the way to the engine."""
@@ -106,6 +120,7 @@ class Cluster:
         self.registry = self.access.address.rstrip("/")
         self.engine_tls = engine_tls  # the manager's client certificate for the engines' --tlsverify
         self.index = ClusterIndex()
+        self.probe = Probe()  # what the manager's /metrics reads (shoal.metrics.ManagerMetrics)
         self.engines: dict[str, Engine] = {}
         self._facts: dict[str, dict[str, Any]] = {}
         self._info: dict[str, dict[str, Any]] = {}
@@ -209,7 +224,9 @@ class Cluster:
             doc = self._info.get(node)
             if doc and node not in self.engines and doc.get("engine"):
                 assert self._session is not None
-                self.engines[node] = Engine(node, doc["engine"], self._session, self.engine_tls)
+                self.engines[node] = Engine(
+                    node, doc["engine"], self._session, self.engine_tls, probe=self.probe
+                )
         if left or self.index.pos.keys() - self._facts.keys():
             self.reindex()
         else:
@@ -400,6 +417,8 @@ class Cluster:
                     if not line.strip():
                         continue
                     ev = json.loads(line)
+                    if isinstance(stamp := ev.get("timeNano"), int):
+                        self.probe.event(e.node, time.time() - stamp / 1e9)
                     kinds = EVENT_KINDS.get(ev.get("Type", ""), set(KINDS))
                     actor = (ev.get("Actor") or {}).get("ID", "")
                     ids = (actor,) if ev.get("Type") == "container" and actor else ()
@@ -444,6 +463,8 @@ class Cluster:
 
     def reindex(self, only: str | None = None) -> None:
         """The scheduler's index from the cache: one node (after its engine changed) or every node."""
+        if only is None:
+            self.probe.rebuilds += 1
         if only is None and self.index.pos.keys() - self._facts.keys():  # a node left (rare): rebuild
             self.index = ClusterIndex()
         for node in [only] if only is not None else list(self._facts):

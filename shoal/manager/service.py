@@ -10,6 +10,7 @@ network creates over several nodes) is done here and answers plain data.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from shoal.cluster.state import Cluster
 if TYPE_CHECKING:
     from shoal.manager.join import Joins
 from shoal.data.model import DEFAULT_PROFILE, DEFAULT_PROFILES, Profile
+from shoal.metrics import ManagerMetrics
 from shoal.scheduler.model import ContainerSpec, Placement
 from shoal.scheduler.place import place
 from shoal.scheduler.strategy import by_name
@@ -74,11 +76,13 @@ class Manager:
         self.joins: Joins | None = None  # set when the manager serves its join listener
         self.moves = Moves(self)
         self.reschedule = Rescheduler(self)
+        self.metrics = ManagerMetrics(cluster)
 
     def place(self, spec: ContainerSpec) -> Placement:
         """The scheduler's decision for `spec` over the cluster as the cache sees it now (pure, sync)."""
         c = self.cluster
-        return place(
+        t0 = time.perf_counter()
+        p = place(
             spec,
             c.index,
             c.now(),
@@ -86,3 +90,5 @@ class Manager:
             strategy_name=self.settings.strategy,
             fact_ttl=self.settings.fact_ttl,
         )
+        self.metrics.placed(p.node is None, time.perf_counter() - t0)
+        return p

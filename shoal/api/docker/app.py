@@ -106,6 +106,7 @@ def make_app(manager: Manager) -> web.Application:
     for p in system.SWARM_PATHS:
         add("*", p, system.swarm_only)
         add("*", p + "/{tail:.*}", system.swarm_only)
+    r.add_route("GET", "/metrics", system.metrics)
     r.add_route("GET", "/dashboard", dashboard.page)
     r.add_route("GET", "/shoal/v1/overview", dashboard.overview_handler)
     r.add_route("POST", "/shoal/v1/join-tokens", admin.join_token_create)

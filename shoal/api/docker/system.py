@@ -11,6 +11,7 @@ from aiohttp import web
 from shoal import __version__
 from shoal.api.docker.common import API_VERSION, MIN_API_VERSION, api_path, manager_of, reply_json
 from shoal.manager.system import ClusterView, time_iso
+from shoal.metrics import render
 from shoal.scheduler.filters import default_filters
 
 FILTERS = ", ".join(f.name for f in default_filters())  # what the scheduler applies, in its order
@@ -185,3 +186,10 @@ async def not_found(request: web.Request) -> web.Response:
 async def system_df(request: web.Request) -> web.Response:
     """`docker system df` over every node, agreeing with the lists and /info."""
     return reply_json(await manager_of(request).system.df())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' text exposition of the manager's figures (shoal.metrics.ManagerMetrics), on the Docker
+    API's listener: behind its mutual TLS, so a scraper shows the operator's (or its own) certificate."""
+    body, content_type = render(manager_of(request).metrics)
+    return web.Response(body=body, headers={"Content-Type": content_type})
