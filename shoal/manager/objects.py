@@ -173,7 +173,7 @@ def scattered(objects: Sequence[ClusterObject]) -> dict[str, tuple[str, ...]]:
     for o in objects:
         if not o.cluster_wide and o.copies[0].name not in wide:
             held.setdefault(o.copies[0].name, []).append(o.copies[0].node)
-    return {name: tuple(sorted(nodes)) for name, nodes in held.items() if len(nodes) > 1}
+    return {name: tuple(sorted(set(nodes))) for name, nodes in held.items() if len(set(nodes)) > 1}
 
 
 def labelled(body: Mapping[str, Any], mid: str) -> dict[str, Any]:
