@@ -179,9 +179,10 @@ class DevCluster:
 
         return plan_layout(State.from_json((self.root / self.name / "state.json").read_text()).spec)
 
-    def start_agent(self, node: str) -> int:
-        """Starts the node's agent again exactly as `dev up` does (inside the engine's namespaces), and
-        keeps the state file true (as `shoal dev node start` does), so later tests find the live agent."""
+    def start_agent(self, node: str, *extra: str) -> int:
+        """Starts the node's agent again exactly as `dev up` does (inside the engine's namespaces; `extra`
+        arguments after its own), and keeps the state file true (as `shoal dev node start` does), so
+        later tests find the live agent."""
         from dataclasses import replace
 
         from shoal.dev import state
@@ -189,6 +190,7 @@ class DevCluster:
 
         layout = self.layout()
         [spec] = node_services(layout, layout.node(node))
+        spec = replace(spec, argv=(*spec.argv, *extra))
         pid = start(spec, join_pid=self.pid(node, "engine"))
         st = state.read(layout.state_file)
         assert st is not None

@@ -29,7 +29,9 @@ async def committed(c: Cluster, new: list[Dataset]) -> AsyncIterator[None]:
         yield
         return
     await c.records.commit(tuple(new))
-    c.datasets = [*c.datasets, *new]
+    # the cache's watch may have brought them in already (its answer can beat the write's own ack)
+    have = {d.id for d in c.datasets}
+    c.datasets = [*c.datasets, *(d for d in new if d.id not in have)]
     try:
         yield
     except BaseException:

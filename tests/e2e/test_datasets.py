@@ -661,15 +661,10 @@ def _try_get(url: str) -> bool:
 def _restart_agent(dev_cluster, node: str, registry: str | None = None) -> None:
     """Stops the node's agent (SIGTERM: it leaves cleanly) and starts it as `dev up` does, pointed at
     `registry` instead of the cluster's if given."""
-    from shoal.dev.node import node_services, start
-
     agents = {p for p in host.netns_pids(f"{dev_cluster.name}-{node}") if "shoal agent" in host.cmdline(p)}
     host.terminate(agents, grace=15.0)
-    layout = dev_cluster.layout()
-    [spec] = node_services(layout, layout.node(node))
-    if registry is not None:  # the agent publishes there instead of where joining told it to
-        spec = replace(spec, argv=(*spec.argv, "--registry", f"http://{registry}"))
-    start(spec, join_pid=dev_cluster.pid(node, "engine"))
+    # the agent publishes there instead of where joining told it to; the state file keeps its pid
+    dev_cluster.start_agent(node, *(("--registry", f"http://{registry}") if registry is not None else ()))
     c = _consul(dev_cluster, registry)
     _wait(lambda: _try(lambda: c.kv.get(f"shoal/nodes/{node}/facts")[1]), 60, f"{node}'s agent never came up")
 

@@ -5,6 +5,7 @@ named points of a move leaves exactly one writable copy, with the move finished 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -296,10 +297,14 @@ def test_a_move_of_a_dataset_in_use_elsewhere_is_refused_with_the_way_out(dev_cl
 
 
 def _restart_agent(dev_cluster, node: str, crash_at: str = "") -> int:
-    pid = dev_cluster.pid(node, "agent")
-    if host.pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        host.wait_gone({pid}, 10)
+    # every agent in the node's namespace, not only the one the state file names: a second agent left
+    # running would serve the move instead of the one started with the crash point
+    pids = host.netns_pids(f"{dev_cluster.name}-{node}") | {dev_cluster.pid(node, "agent")}
+    pids = {p for p in pids if "shoal agent" in host.cmdline(p)}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    host.wait_gone(pids, 10)
     old = os.environ.pop("SHOAL_MOVE_CRASH_AT", None)
     if crash_at:
         os.environ["SHOAL_MOVE_CRASH_AT"] = crash_at

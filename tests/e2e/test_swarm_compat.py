@@ -13,7 +13,6 @@ import secrets
 import signal
 import subprocess
 import uuid
-from dataclasses import replace
 
 import pytest
 
@@ -114,18 +113,13 @@ def test_expression_labels_are_read_as_bash_users_write_them(dev_cluster, gone):
 
 
 def _restart_agent(dev_cluster, node: str, *labels: str) -> None:
-    """node's agent again, as `dev up` starts it, with extra agent labels; the state file kept true."""
-    from shoal.dev import host, state
-    from shoal.dev.node import node_services, start
+    """node's agent again, as `dev up` starts it, with extra agent labels; the state file kept true. Every
+    agent in the node's namespace goes first (one left running would publish facts without the labels)."""
+    from shoal.dev import host
 
-    host.terminate({dev_cluster.pid(node, "agent")}, grace=15.0)
-    layout = dev_cluster.layout()
-    [spec] = node_services(layout, layout.node(node))
-    spec = replace(spec, argv=(*spec.argv, *(a for label in labels for a in ("--label", label))))
-    pid = start(spec, join_pid=dev_cluster.pid(node, "engine"))
-    st = state.read(layout.state_file)
-    assert st is not None
-    state.write(layout.state_file, replace(st, pids={**st.pids, node: {**st.pids[node], "agent": pid}}))
+    pids = host.netns_pids(f"{dev_cluster.name}-{node}") | {dev_cluster.pid(node, "agent")}
+    host.terminate({p for p in pids if "shoal agent" in host.cmdline(p)}, grace=15.0)
+    dev_cluster.start_agent(node, *(a for label in labels for a in ("--label", label)))
 
 
 def _labels_line(dev_cluster, node: str) -> str:
