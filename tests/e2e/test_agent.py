@@ -276,10 +276,13 @@ def test_an_agent_retries_while_the_manager_is_away_and_publishes_when_it_is_bac
         reg = start_registry(f"sqlite://{tmp_path}/r.db", http_port=port)
         c = consul.Consul(host="127.0.0.1", port=port)
         deadline = time.monotonic() + 15
-        while c.kv.get("shoal/nodes/lonely/facts")[1] is None:
+        # the facts, and the agent saying so (its log line may follow the write by a moment)
+        while (
+            c.kv.get("shoal/nodes/lonely/facts")[1] is None
+            or "is back; facts published" not in log.read_text()
+        ):
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        assert "is back; facts published" in log.read_text()
     finally:
         agent.terminate()
         agent.wait(10)

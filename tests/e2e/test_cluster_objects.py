@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import textwrap
+import time
 import uuid
 
 import pytest
@@ -339,7 +340,12 @@ def test_a_volume_several_nodes_hold_each_as_their_own_is_refused_with_the_nodes
     gone["containers"].append(ct)
     for node in ("node1", "node2"):
         dev_cluster.docker(node, "volume", "create", vol)
-    try:
+    try:  # made on the nodes directly: the manager hears of them from their events
+        listed = {f"node1/{vol}", f"node2/{vol}"}
+        deadline = time.monotonic() + 30
+        while not listed <= set(_listed(dev_cluster, "volume")):
+            assert time.monotonic() < deadline, "the manager never listed the volumes made on the nodes"
+            time.sleep(0.2)
         refused = dev_cluster.cli("run", "--name", ct, "-v", f"{vol}:/data", "busybox", "true", check=False)
         assert refused.returncode != 0
         assert f"volume {vol} is held by node1, node2 each as its own" in refused.stderr, refused.stderr
