@@ -98,8 +98,9 @@ class Networks:
         return found
 
     def names(self, refs: list[str]) -> dict[str, str]:
-        """`by_name` over the cache: for the container create (shoal.manager.containers) to call."""
-        return by_name(self._objects(), refs)
+        """`by_name` over the cache: for the container create (shoal.manager.containers) to call; a create
+        that joins no user network costs nothing here (every create asks)."""
+        return by_name(self._objects(), refs) if refs else {}
 
     async def listed(self, query: Mapping[str, str]) -> list[dict[str, Any]]:
         c = self.m.cluster

@@ -78,8 +78,11 @@ class Volumes:
     def scattered(self, names: list[str]) -> dict[str, tuple[str, ...]]:
         """Of a create's named volumes, those several nodes hold each as their own: name -> nodes (for
         the container create, shoal.manager.containers, to refuse; see objects.scattered)."""
+        if not names:  # every create asks: one without named volumes costs nothing here
+            return {}
+        wanted = set(names)
         local = {  # datasets (the shoal/flocker drivers) are one object each, whatever the engines list
-            node: [v for v in e.volumes if v.get("Driver") not in DRIVERS]
+            node: [v for v in e.volumes if v.get("Name") in wanted and v.get("Driver") not in DRIVERS]
             for node, e in self.m.cluster.engines.items()
         }
         spread = scattered(merge(local, "Name"))
