@@ -34,7 +34,7 @@ from _bench import ROOT, bench_cluster, consul_py, requests_session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shoal.dev.layout import ClusterSpec
-from tests.e2e.test_moves import Writer, redis
+from tests.e2e.test_moves import Writer, redis, redis_run
 
 NAME, SUBNET = "fbench", "10.99.15.0/24"
 SHOAL = [sys.executable, "-m", "shoal"]
@@ -103,30 +103,7 @@ def failover_round(layout) -> dict[str, float]:
     http = requests_session(layout)
     # the last round's node2 whole again, as the manager sees it, before anything is placed on it
     _until(lambda: "node2" not in http.get(state, timeout=5).json()["down"], 300, 1.0)
-    _docker(
-        layout,
-        "run",
-        "-d",
-        "--name",
-        name,
-        "-p",
-        "6379:6379",
-        "-e",
-        "constraint:node==node2",
-        "-e",
-        "reschedule:on-node-failure",
-        "-v",
-        f"{vol}@gold:/data",
-        "--volume-driver=shoal",
-        "redis",
-        "redis-server",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--protected-mode",
-        "no",
-    )
+    _docker(layout, *redis_run(name, "node2", f"{vol}@gold", "-e", "reschedule:on-node-failure"))
     _until(lambda: _pong(_addr(layout, "node2")), 60)
     w = Writer([_addr(layout, n) for n in ("node2", "node1", "node3")], "b")
     w.start()

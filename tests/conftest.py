@@ -123,6 +123,22 @@ class DevCluster:
             raise AssertionError(f"docker {' '.join(args)}: {proc.stderr}")
         return proc
 
+    def compose(
+        self, project_dir: Path, project: str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """The real docker-compose 1.29 in `project_dir` against the manager, as `shoal dev env` leaves it."""
+        proc = subprocess.run(
+            ["docker-compose", *args],
+            cwd=project_dir,
+            env={**self.client_env(), "COMPOSE_PROJECT_NAME": project},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker-compose {' '.join(args)}: {proc.stderr}")
+        return proc
+
     @property
     def registry(self) -> str:
         """host:port of the cluster's registry (the Consul API)."""
@@ -196,6 +212,15 @@ class DevCluster:
         assert st is not None
         state.write(layout.state_file, replace(st, pids={**st.pids, node: {**st.pids[node], "agent": pid}}))
         return pid
+
+    def agent_pids(self, node: str) -> set[int]:
+        """Every `shoal agent` running for the node: in its network namespace, and the one the state file
+        names (a test restarting an agent stops all of them, or a second agent would go on beside the new
+        one, serving its moves and publishing its facts)."""
+        from shoal.dev import host
+
+        pids = host.netns_pids(f"{self.name}-{node}") | {self.pid(node, "agent")}
+        return {p for p in pids if "shoal agent" in host.cmdline(p)}
 
     def pid(self, node: str, process: str) -> int:
         import json

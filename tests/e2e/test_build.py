@@ -227,14 +227,9 @@ def test_compose_build_and_up_build(dev_cluster, tmp_path):
             """
         )
     )
-    env = {**dev_cluster.client_env(), "COMPOSE_PROJECT_NAME": project}
 
     def compose(*args: str) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(
-            ["docker-compose", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert p.returncode == 0, p.stderr
-        return p
+        return dev_cluster.compose(tmp_path, project, *args)
 
     image = f"{project}_web"
     try:
@@ -250,7 +245,7 @@ def test_compose_build_and_up_build(dev_cluster, tmp_path):
         out = dev_cluster.cli("exec", f"{project}_web_1", "cat", "/version").stdout
         assert out == "web-v1\n"
     finally:
-        subprocess.run(["docker-compose", "down", "--rmi", "all"], cwd=tmp_path, env=env, capture_output=True)
+        dev_cluster.compose(tmp_path, project, "down", "--rmi", "all", check=False)
         for node in dev_cluster.nodes:
             dev_cluster.docker(node, "rmi", "-f", image, check=False)
 

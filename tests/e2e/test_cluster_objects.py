@@ -248,14 +248,9 @@ COMPOSE = textwrap.dedent(
 
 def test_compose_project_with_two_networks_and_a_volume(dev_cluster, tmp_path):
     (tmp_path / "docker-compose.yml").write_text(COMPOSE)
-    env = {**dev_cluster.client_env(), "COMPOSE_PROJECT_NAME": "twonets"}
 
     def compose(*args: str) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(
-            ["docker-compose", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert p.returncode == 0, p.stderr
-        return p
+        return dev_cluster.compose(tmp_path, "twonets", *args)
 
     try:
         compose("up", "-d")
@@ -271,7 +266,7 @@ def test_compose_project_with_two_networks_and_a_volume(dev_cluster, tmp_path):
         assert all(_node_ids(dev_cluster, n) == {} for n in ("twonets_public", "twonets_private"))
         assert "twonets_data" not in _listed(dev_cluster, "volume")
     finally:
-        subprocess.run(["docker-compose", "down", "-v"], cwd=tmp_path, env=env, capture_output=True)
+        dev_cluster.compose(tmp_path, "twonets", "down", "-v", check=False)
 
 
 DEBIAN_CLI = "/usr/bin/docker"  # Debian's docker.io 20.10, beside the docker CLI 28 on PATH

@@ -116,14 +116,9 @@ def test_compose_with_volume_driver_flocker_finds_its_data_again(dev_cluster, tm
         f'db:\n  image: redis\n  volume_driver: flocker\n  volumes:\n    - "{vol}@gold:/data"\n'
     )  # the seed's (v1) compose format: volume_driver is a service key there
     gone["volumes"].append(f"{vol}@gold")
-    env = {**dev_cluster.client_env(), "COMPOSE_PROJECT_NAME": "cd"}
 
     def compose(*args: str) -> str:
-        p = subprocess.run(
-            ["docker-compose", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert p.returncode == 0, p.stderr
-        return p.stdout
+        return dev_cluster.compose(tmp_path, "cd", *args).stdout
 
     try:
         compose("up", "-d")
@@ -135,7 +130,7 @@ def test_compose_with_volume_driver_flocker_finds_its_data_again(dev_cluster, tm
         _wait(lambda: compose("exec", "-T", "db", "redis-cli", "ping").strip() == "PONG")
         assert compose("exec", "-T", "db", "redis-cli", "get", "item").strip() == "apples"
     finally:
-        subprocess.run(["docker-compose", "down"], cwd=tmp_path, env=env, capture_output=True)
+        dev_cluster.compose(tmp_path, "cd", "down", check=False)
 
 
 def _throughput(dev_cluster, volume: str) -> tuple[float, float]:
@@ -274,11 +269,7 @@ def test_a_mounted_dataset_is_not_removed(dev_cluster, gone):
 
 def test_an_agent_killed_mid_create_finishes_the_work_on_restart(dev_cluster):
     pool = dev_cluster.node_dir("node3") / "pool" / "datasets"
-    agent = dev_cluster.pid("node3", "agent")
-    pids = [p for p in host.netns_pids(f"{dev_cluster.name}-node3") if "shoal agent" in host.cmdline(p)] or [
-        agent
-    ]
-    for p in pids:
+    for p in dev_cluster.agent_pids("node3"):
         os.kill(p, signal.SIGKILL)
     dataset_id, name = str(uuid.uuid4()), _name("crash")
     c = _consul(dev_cluster)
@@ -661,8 +652,7 @@ def _try_get(url: str) -> bool:
 def _restart_agent(dev_cluster, node: str, registry: str | None = None) -> None:
     """Stops the node's agent (SIGTERM: it leaves cleanly) and starts it as `dev up` does, pointed at
     `registry` instead of the cluster's if given."""
-    agents = {p for p in host.netns_pids(f"{dev_cluster.name}-{node}") if "shoal agent" in host.cmdline(p)}
-    host.terminate(agents, grace=15.0)
+    host.terminate(dev_cluster.agent_pids(node), grace=15.0)
     # the agent publishes there instead of where joining told it to; the state file keeps its pid
     dev_cluster.start_agent(node, *(("--registry", f"http://{registry}") if registry is not None else ()))
     c = _consul(dev_cluster, registry)

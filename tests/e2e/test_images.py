@@ -155,12 +155,9 @@ def test_compose_up_of_a_project_whose_image_is_only_in_the_registry(dev_cluster
             """
         )
     )
-    env = {**dev_cluster.client_env(), "COMPOSE_PROJECT_NAME": "h1compose"}
 
     def compose(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["docker-compose", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-        )
+        return dev_cluster.compose(tmp_path, "h1compose", *args, check=False)
 
     try:
         up = compose("up", "-d")

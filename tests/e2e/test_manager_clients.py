@@ -45,17 +45,9 @@ def _where(dev_cluster, project: str) -> dict[str, str]:
 
 def test_compose_up_ps_logs_scale_down_through_the_manager(dev_cluster, tmp_path):
     (tmp_path / "docker-compose.yml").write_text(COMPOSE)
-    env = {
-        **dev_cluster.client_env(),
-        "COMPOSE_PROJECT_NAME": "shop",
-    }  # as `eval "$(shoal dev env)"` leaves it
 
     def compose(*args: str) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(
-            ["docker-compose", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert p.returncode == 0, p.stderr
-        return p
+        return dev_cluster.compose(tmp_path, "shop", *args)
 
     try:
         compose("up", "-d")
@@ -84,7 +76,7 @@ def test_compose_up_ps_logs_scale_down_through_the_manager(dev_cluster, tmp_path
             nets = dev_cluster.docker(node, "network", "ls", "--format", "{{.Name}}").stdout.split()
             assert "shop_default" not in nets
     finally:
-        subprocess.run(["docker-compose", "down", "-v"], cwd=tmp_path, env=env, capture_output=True)
+        dev_cluster.compose(tmp_path, "shop", "down", "-v", check=False)
 
 
 def test_docker_py_run_list_logs_get_remove(dev_cluster):

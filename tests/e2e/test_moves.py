@@ -145,32 +145,22 @@ def writable_copies(dev_cluster, dataset_id: str) -> list[str]:
     return out
 
 
+def redis_run(name: str, node: str, volume: str, *extra: str) -> list[str]:
+    """`docker run` arguments for a redis on `node` that keeps every acknowledged write (appendfsync
+    always) in `volume` (NAME@PROFILE), on port 6379 of its node: the writer the move and failover tests
+    and benchmarks/failover.py count writes against."""
+    return [
+        "run", "-d", "--name", name, "-p", "6379:6379", "-e", f"constraint:node=={node}", *extra,
+        "-v", f"{volume}:/data", "--volume-driver=shoal",
+        "redis", "redis-server", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no",
+    ]  # fmt: skip
+
+
 def _redis(dev_cluster, gone, node: str, vol: str, *extra: str, profile: str = "gold") -> str:
     name = _name("db")
     gone["containers"].append(name)
     gone["volumes"].append(f"{vol}@{profile}")
-    dev_cluster.cli(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "-p",
-        "6379:6379",
-        "-e",
-        f"constraint:node=={node}",
-        *extra,
-        "-v",
-        f"{vol}@{profile}:/data",
-        "--volume-driver=shoal",
-        "redis",
-        "redis-server",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--protected-mode",
-        "no",
-    )
+    dev_cluster.cli(*redis_run(name, node, f"{vol}@{profile}", *extra))
     _wait(lambda: _answers(dev_cluster.address(node)), 30, "redis never answered")
     return name
 
@@ -299,8 +289,7 @@ def test_a_move_of_a_dataset_in_use_elsewhere_is_refused_with_the_way_out(dev_cl
 def _restart_agent(dev_cluster, node: str, crash_at: str = "") -> int:
     # every agent in the node's namespace, not only the one the state file names: a second agent left
     # running would serve the move instead of the one started with the crash point
-    pids = host.netns_pids(f"{dev_cluster.name}-{node}") | {dev_cluster.pid(node, "agent")}
-    pids = {p for p in pids if "shoal agent" in host.cmdline(p)}
+    pids = dev_cluster.agent_pids(node)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -117,8 +117,7 @@ def _restart_agent(dev_cluster, node: str, *labels: str) -> None:
     agent in the node's namespace goes first (one left running would publish facts without the labels)."""
     from shoal.dev import host
 
-    pids = host.netns_pids(f"{dev_cluster.name}-{node}") | {dev_cluster.pid(node, "agent")}
-    host.terminate({p for p in pids if "shoal agent" in host.cmdline(p)}, grace=15.0)
+    host.terminate(dev_cluster.agent_pids(node), grace=15.0)
     dev_cluster.start_agent(node, *(a for label in labels for a in ("--label", label)))
 
 
