@@ -262,3 +262,48 @@ def test_malformed_query_strings(manager, params):
     _check("queries", HTTP.get(f"{manager}/v1.41/images/json", params=params, timeout=30))
     _check("queries", HTTP.get(f"{manager}/v1.41/volumes", params=params, timeout=30))
     _check("queries", HTTP.get(f"{manager}/v1.41/networks", params=params, timeout=30))
+
+
+def _not_string_map(v: Any) -> bool:
+    return not isinstance(v, dict) or any(not isinstance(x, str | None) for x in v.values())
+
+
+NOT_ARGS = st.one_of(  # never a JSON object of strings: what `buildargs` must be
+    st.text(max_size=20).filter(lambda s: not s.strip().startswith("{")),
+    junk.filter(
+        lambda v: not isinstance(v, dict) or any(not isinstance(x, str | None) for x in v.values())
+    ).map(lambda v: json.dumps(v, allow_nan=True)),
+)
+# prune filters that no engine takes (an unknown key, or not JSON at all): nothing may be pruned
+NOT_FILTERS = st.one_of(
+    st.just("{bad json"),
+    st.builds(lambda k, v: json.dumps({f"x-{k}": [v]}), st.text(max_size=8), st.text(max_size=8)),
+)
+NOT_A_REFERENCE = st.text(max_size=12).map(lambda s: f"bad!{s}")  # `!` is no reference's: no registry asked
+
+
+@SETTINGS
+@given(
+    args=NOT_ARGS,
+    filters=NOT_FILTERS,
+    seg=NAMES_NOTHING,
+    image=NOT_A_REFERENCE,
+    extra=st.dictionaries(
+        st.sampled_from(["t", "repo", "tag", "memory", "cpushares", "q"]), ANY_TEXT, max_size=3
+    ),
+)
+def test_the_image_and_prune_endpoints_refuse_malformed_input_and_change_nothing(
+    manager, args, filters, seg, image, extra
+):
+    """build, commit, push, pull and the prunes (issue 14), given what no engine would take: a 4xx in
+    Docker's form every time, and the module's before/after snapshot proves nothing was built, committed,
+    pulled or pruned."""
+    v = f"{manager}/v1.41"
+    _check("build", HTTP.post(f"{v}/build", params={**extra, "buildargs": args}, data=b"", timeout=30))
+    _check("commit", HTTP.post(f"{v}/commit", params={**extra, "container": seg}, timeout=30))
+    _check("push", HTTP.post(f"{v}/images/{seg}/push", params=extra, timeout=30))
+    _check("pull", HTTP.post(f"{v}/images/create", params={**extra, "fromImage": image}, timeout=60))
+    for what in ("containers", "images", "build"):
+        r = HTTP.post(f"{v}/{what}/prune", params={"filters": filters}, timeout=60)
+        _check("prune", r)
+        assert 400 <= r.status_code < 500, (what, filters, r.status_code, r.text[:200])
