@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.engine import path
 from shoal.errors import EngineError, NotFound, ShoalError, Unavailable
-from shoal.manager.objects import on_every_node
+from shoal.manager.objects import filters_object, on_every_node
 from shoal.manager.service import Route
 
 if TYPE_CHECKING:
@@ -133,6 +133,9 @@ class ContainerOps:
         """`kind`'s prune on every node at once, merged; the cache forgets what went before the reply."""
         c = self.m.cluster
         params = list(query)
+        for k, v in params:
+            if k == "filters":
+                filters_object(v)  # not a JSON object: refused before any node prunes anything
         results = await on_every_node(c, "POST", kind.api_path, params=params, timeout=PRUNE_TIMEOUT)
         if kind is CONTAINERS:
             for e, r in results:

@@ -17,6 +17,7 @@ from shoal.manager.objects import (
     check_name,
     failures,
     fan_out,
+    filters_object,
     first_error,
     labelled,
     merge,
@@ -40,14 +41,7 @@ def id_filter(query: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     ids, so the manager applies an id filter itself, to the cluster's ids. Filters that are not a JSON
     object are refused here (dockerd answers them with a 500)."""
     params = dict(query)
-    try:
-        filters = json.loads(params.get("filters") or "{}")
-    except ValueError as e:
-        raise BadRequest(
-            f"invalid filter: {e} (filters are a JSON object, as the docker CLI sends)"
-        ) from None
-    if not isinstance(filters, dict):
-        raise BadRequest("invalid filter: filters are a JSON object, as the docker CLI sends")
+    filters = filters_object(params.get("filters", ""))
     if "id" not in filters:
         return params, []
     ids = filters.pop("id")

@@ -22,6 +22,7 @@ and none, a volume the engine made for a container) is that node's alone and kee
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,20 @@ class ClusterObject:
         """The same object, narrowed to some of its copies (a `node2/NAME` reference to one copy)."""
         keep = tuple(copies)
         return ClusterObject(self.id, self.name, keep, self.cluster_wide)
+
+
+def filters_object(raw: str) -> dict[str, Any]:
+    """A `filters` query value as every list and prune takes it: a JSON object ("" = none). Anything else
+    is refused here, before any engine is asked: dockerd answers it with a 500."""
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError as e:
+        raise BadRequest(
+            f"invalid filter: {e} (filters are a JSON object, as the docker CLI sends)"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise BadRequest("invalid filter: filters are a JSON object, as the docker CLI sends")
+    return parsed
 
 
 def swarm_id(obj: Mapping[str, Any]) -> str:

@@ -3,14 +3,13 @@ the request along the route it names)."""
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from shoal.api.docker.common import forward, manager_of, read_capped, read_json, reply_json
 from shoal.api.docker.hijack import hijack
 from shoal.errors import BadRequest
 from shoal.manager.containers import PsQuery
+from shoal.manager.objects import filters_object
 
 _TRUE = ("1", "true", "True")
 
@@ -29,13 +28,7 @@ def _limit(query) -> int | None:
 def _filters(query) -> dict[str, tuple[str, ...]]:
     """`filters` as Docker's clients send it: {"key": {"value": true}} (or the old {"key": ["value"]}),
     plus the old `before`/`since` parameters."""
-    raw = query.get("filters", "")
-    try:
-        parsed = json.loads(raw) if raw else {}
-    except ValueError:
-        raise BadRequest(f"invalid filters {raw!r}: a JSON object of key: values") from None
-    if not isinstance(parsed, dict):
-        raise BadRequest(f"invalid filters {raw!r}: a JSON object of key: values")
+    parsed = filters_object(query.get("filters", ""))
     out: dict[str, tuple[str, ...]] = {}
     for key, values in parsed.items():
         if isinstance(values, dict):
