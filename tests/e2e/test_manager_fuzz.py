@@ -268,11 +268,9 @@ def _not_string_map(v: Any) -> bool:
     return not isinstance(v, dict) or any(not isinstance(x, str | None) for x in v.values())
 
 
-NOT_ARGS = st.one_of(  # never a JSON object of strings: what `buildargs` must be
-    st.text(max_size=20).filter(lambda s: not s.strip().startswith("{")),
-    junk.filter(
-        lambda v: not isinstance(v, dict) or any(not isinstance(x, str | None) for x in v.values())
-    ).map(lambda v: json.dumps(v, allow_nan=True)),
+NOT_ARGS = st.one_of(  # never a JSON object of strings (nor "": no args), what `buildargs` must be
+    st.text(min_size=1, max_size=20).filter(lambda s: not s.strip().startswith("{")),
+    junk.filter(_not_string_map).map(lambda v: json.dumps(v, allow_nan=True)),
 )
 # prune filters that no engine takes (an unknown key, or not JSON at all): nothing may be pruned
 NOT_FILTERS = st.one_of(
@@ -300,6 +298,10 @@ def test_the_image_and_prune_endpoints_refuse_malformed_input_and_change_nothing
     pulled or pruned."""
     v = f"{manager}/v1.41"
     _check("build", HTTP.post(f"{v}/build", params={**extra, "buildargs": args}, data=b"", timeout=30))
+    # well-formed args but no context at all: the manager's 400, not dockerd's 500
+    r = HTTP.post(f"{v}/build", params={"t": "nothing:1"}, data=b"", timeout=30)
+    _check("build", r)
+    assert r.status_code == 400 and "needs a build context" in r.json()["message"], r.text[:200]
     _check("commit", HTTP.post(f"{v}/commit", params={**extra, "container": seg}, timeout=30))
     _check("push", HTTP.post(f"{v}/images/{seg}/push", params=extra, timeout=30))
     _check("pull", HTTP.post(f"{v}/images/create", params={**extra, "fromImage": image}, timeout=60))

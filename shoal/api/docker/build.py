@@ -11,6 +11,7 @@ from aiohttp import StreamReader, web
 from multidict import MultiDict
 
 from shoal.api.docker.common import forward, manager_of, read_capped, reply_json
+from shoal.errors import BadRequest
 from shoal.manager.build import PEEK, Build, dockerfile_in
 
 UPLOAD_CHUNK = 1 << 18  # the context goes on in writes of this size, not one per TLS record that came in
@@ -41,6 +42,11 @@ async def build(request: web.Request) -> web.StreamResponse:
     peek = has_body and not q.get("remote")  # a remote context is the engine's to fetch
     head = await _head(request.content, q.get("dockerfile") or "Dockerfile") if peek else b""
     route, plan = await svc.place(q.items(), head)
+    if not q.get("remote") and not head:  # dockerd's answer would be a 500 "Cannot locate ... Dockerfile"
+        raise BadRequest(
+            "docker build needs a build context and got none (an empty request body): send the context as "
+            "a tar stream (`docker build DIR`, or `docker build - < context.tar`), or name one with remote="
+        )
     # the same request (its body streaming on) with the query the engine should get
     onward = request.clone(rel_url=request.rel_url.with_query(MultiDict(plan.query)))
     body = _then(head, request.content) if has_body else None
