@@ -173,6 +173,12 @@ class ClusterIndex:
         self.pos: dict[str, int] = {}
         self.constraints = _Strings()
         self.affinities = _Strings()
+        # nodes whose containers or images changed since the affinity namespace last read them: it is
+        # brought up to date when an affinity is asked about, so a placement's consume (one container
+        # more on one node) costs nothing for requests that name no affinity. A new node is read at once
+        # (unless earlier ones wait: positions are filled in order), so filling the index pays for them
+        # there, not the first affinity placement after it.
+        self._affinity_stale: set[int] = set()
         self._num: dict[str, np.ndarray] = {}
         self._cap = 0
         self.healthy = np.zeros(0, dtype=bool)
@@ -272,8 +278,10 @@ class ClusterIndex:
                 if key not in self._num:
                     self._num[key] = np.full(self._cap, np.nan)
                 self._num[key][j] = num
-        if old is None or old.containers is not node.containers or old.images is not node.images:
+        if old is None and not self._affinity_stale:
             self.affinities.set(j, affinity_keys(node))
+        elif old is None or old.containers is not node.containers or old.images is not node.images:
+            self._affinity_stale.add(j)
         self.healthy[j] = node.health == PASSING
         self.health_code[j] = self.health_codes.setdefault(node.health, len(self.health_codes))
         self.health_count[node.health] += 1
@@ -338,8 +346,13 @@ class ClusterIndex:
                 return np.zeros(n, dtype=bool)
             with np.errstate(invalid="ignore"):  # NaN (no number) fails every comparison
                 return _COMPARE[e.op](vals[:n], e.number)
-        space = self.affinities if e.kind == "affinity" else self.constraints
-        return space.mask(e, n)
+        if e.kind != "affinity":
+            return self.constraints.mask(e, n)
+        if self._affinity_stale:
+            for j in sorted(self._affinity_stale):
+                self.affinities.set(j, affinity_keys(self.nodes[j]))
+            self._affinity_stale.clear()
+        return self.affinities.mask(e, n)
 
     # cluster-wide lookups a per-node check needs for its reason (filters.Lookups)
 

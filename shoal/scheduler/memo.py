@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,8 @@ from shoal.scheduler.model import ContainerSpec
 
 MAX_KEPT = 256  # request shapes kept per index
 PATCH_UP_TO = 1 / 8  # past this share of the nodes changed, a full run is cheaper than checking each
+# what a filter reads of a request: every field but the container's name and image (one C call per decision)
+_SHAPE = attrgetter(*(f.name for f in fields(ContainerSpec) if f.name not in ("name", "image")))
 
 
 @dataclass(slots=True)
@@ -36,10 +40,13 @@ class Run:
     """One pass of the filters: the survivors, the counts, and which filter removed each node."""
 
     mask: np.ndarray
-    steps: list[tuple[str, int]]  # (filter, nodes left after it), every filter
-    filtered: dict[str, int]  # filter -> nodes it removed, in filter order, those that removed any
-    by_reason: Counter[str]  # Reason.key -> nodes counted under it, in the order the filters try them
+    steps: tuple[tuple[str, int], ...]  # (filter, nodes left after it), every filter
+    filtered: tuple[tuple[str, int], ...]  # (filter, nodes it removed), in filter order, where any
+    by_reason: tuple[tuple[str, int], ...]  # (Reason.key, nodes counted under it), most first, then in the
+    # order the filters try them (Counter.most_common)
     fail: np.ndarray  # per node: the index of the filter that removed it (-1: it passed)
+    # the rankings kept beside this run, by strategy (rank.kept_rank; None: a whole run, nothing kept)
+    ranks: dict[Any, Any] | None = None
 
     def removed_by(self, j: int) -> int:
         return int(self.fail[j])
@@ -57,12 +64,18 @@ class _Kept:
     order: dict[str, int]
     per_filter: np.ndarray
     per_key: np.ndarray
+    # the counts as a Run shows them, kept until a patch changes a count (most patches change none: the
+    # consumed node passed before and passes after)
+    counts: tuple[tuple[tuple[str, int], ...], ...] | None = None
+    counts_n: int = 0  # the number of nodes they were counted over
+    # rank.KeptRank by strategy (None: seen once, not kept yet), patched along with this run
+    ranks: dict[Any, Any] = field(default_factory=dict)
 
 
 def full_run(spec: ContainerSpec, ix: ClusterIndex, filters: Sequence[Filter], ctx: Context) -> Run:
     """Each filter's clauses, in order, narrow the survivors; a node counts under the first clause it
     fails (the reason its `check` gives), which costs an AND and a count per clause."""
-    return _as_run(_seed(spec, ix, filters, ctx), filters, len(ix))
+    return _as_run(_seed(spec, ix, filters, ctx), filters, len(ix), keep=False)
 
 
 def run(spec: ContainerSpec, ix: ClusterIndex, filters: Sequence[Filter], ctx: Context) -> Run:
@@ -70,7 +83,7 @@ def run(spec: ContainerSpec, ix: ClusterIndex, filters: Sequence[Filter], ctx: C
     if spec.volumes:
         return full_run(spec, ix, filters, ctx)
     filters = tuple(filters)
-    shape = (replace(spec, name="", image=""), ctx.soft, ctx.fact_ttl, filters)  # what no filter reads
+    shape = (_SHAPE(spec), ctx.soft, ctx.fact_ttl, filters)
     kept = ix.memo.get(shape)
     if not isinstance(kept, _Kept) or not _patch(kept, spec, ix, filters, ctx):
         if len(ix.memo) >= MAX_KEPT:
@@ -137,25 +150,32 @@ def _patch(
                     return False
                 fi, ki = i, got
                 break
-        if (old := kept.fail[j]) >= 0:
-            kept.per_filter[old] -= 1
-            kept.per_key[kept.key[j]] -= 1
-        if fi >= 0:
-            kept.per_filter[fi] += 1
-            kept.per_key[ki] += 1
-        kept.fail[j], kept.key[j] = fi, ki
+        old_fi, old_ki = int(kept.fail[j]), int(kept.key[j])
+        if (fi, ki) != (old_fi, old_ki):
+            kept.counts = None
+            if old_fi >= 0:
+                kept.per_filter[old_fi] -= 1
+                kept.per_key[old_ki] -= 1
+            if fi >= 0:
+                kept.per_filter[fi] += 1
+                kept.per_key[ki] += 1
+            kept.fail[j], kept.key[j] = fi, ki
         if (g := node.gathered_at + ctx.fact_ttl) >= now:
             valid_until = min(valid_until, g)
     kept.seen, kept.now, kept.valid_until = len(ix.changes), now, valid_until
     return True
 
 
-def _as_run(kept: _Kept, filters: Sequence[Filter], n: int) -> Run:
-    steps, filtered, left = [], {}, n
-    for f, removed in zip(filters, kept.per_filter.tolist(), strict=True):
-        left -= removed
-        steps.append((f.name, left))
-        if removed:
-            filtered[f.name] = removed
-    counts = Counter({k: c for k, c in zip(kept.keys, kept.per_key.tolist(), strict=True) if c})
-    return Run(kept.fail[:n] < 0, steps, filtered, counts, kept.fail[:n])
+def _as_run(kept: _Kept, filters: Sequence[Filter], n: int, keep: bool = True) -> Run:
+    if kept.counts is None or kept.counts_n != n:
+        steps, filtered, left = [], [], n
+        for f, removed in zip(filters, kept.per_filter.tolist(), strict=True):
+            left -= removed
+            steps.append((f.name, left))
+            if removed:
+                filtered.append((f.name, removed))
+        by_reason = Counter({k: c for k, c in zip(kept.keys, kept.per_key.tolist(), strict=True) if c})
+        kept.counts, kept.counts_n = (tuple(steps), tuple(filtered), tuple(by_reason.most_common())), n
+    steps, filtered, by_reason = kept.counts
+    fail = kept.fail[:n]
+    return Run(fail < 0, steps, filtered, by_reason, fail, kept.ranks if keep else None)

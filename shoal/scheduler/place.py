@@ -19,7 +19,7 @@ from shoal.scheduler.index import ClusterIndex
 from shoal.scheduler.memo import full_run
 from shoal.scheduler.memo import run as filter_run
 from shoal.scheduler.model import ContainerSpec, Placement, Reason, Rejection
-from shoal.scheduler.rank import rank
+from shoal.scheduler.rank import kept_rank, rank
 from shoal.scheduler.strategy import Strategy, spread
 
 MAX_REASONS = 20
@@ -62,26 +62,33 @@ def place(
         ctx = Context(now=now, fact_ttl=fact_ttl, soft=False, cluster=ix)
         run = _filter(spec, ix, filters, ctx)
     mask = run.mask
-    rejected_idx = np.flatnonzero(~mask)
-    explain = len(ix) <= EXPLAIN_ALWAYS_UP_TO or not mask.any()
+    rejected_total = len(mask) - int(np.count_nonzero(mask))
+    explain = len(ix) <= EXPLAIN_ALWAYS_UP_TO or rejected_total == len(mask)
     reasons = (
-        tuple(_rejection(ix, j, spec, ctx, filters[run.removed_by(j)]) for j in _by_name(ix, rejected_idx))
-        if explain
+        tuple(
+            _rejection(ix, j, spec, ctx, filters[run.removed_by(j)])
+            for j in _by_name(ix, np.flatnonzero(~mask))
+        )
+        if explain and rejected_total
         else ()
     )
-    scores = rank(ix, spec, mask, strategy, TOP_SCORES)
+    scores = (
+        rank(ix, spec, mask, strategy, TOP_SCORES)
+        if run.ranks is None
+        else kept_rank(run.ranks, ix, spec, mask, strategy, TOP_SCORES)
+    )
     return Placement(
         node=scores[0].node if scores else None,
         candidates=len(ix),
-        steps=tuple(run.steps),
+        steps=run.steps,
         rejected=reasons,
-        rejected_total=len(rejected_idx),
+        rejected_total=rejected_total,
         scores=scores,
         strategy=strategy_name or strategy.name,
         expressions=exprs,
         soft_dropped=dropped,
-        filtered=tuple(run.filtered.items()),
-        by_reason=tuple(run.by_reason.most_common()),
+        filtered=run.filtered,
+        by_reason=run.by_reason,
     )
 
 

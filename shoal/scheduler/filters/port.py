@@ -12,6 +12,8 @@ class PortFilter:
     name = "port"
 
     def check(self, node: NodeState, spec: ContainerSpec, ctx: Context) -> Reason | None:
+        if not spec.ports:
+            return None
         used = published_ports(node)
         taken = [p for p in spec.ports if p in used]
         if not taken:

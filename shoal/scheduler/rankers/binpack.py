@@ -12,6 +12,7 @@ from shoal.scheduler.rankers import reserved_share
 
 class MostReserved:
     name = "binpack"
+    per_node = True
 
     def score(self, ix: ClusterIndex, spec: ContainerSpec, nodes: np.ndarray) -> np.ndarray:
         return reserved_share(ix, spec, nodes)
@@ -21,6 +22,7 @@ class MostContainers:
     """0 for an empty node, N/(1+N) with N containers."""
 
     name = "containers"
+    per_node = True
 
     def score(self, ix: ClusterIndex, spec: ContainerSpec, nodes: np.ndarray) -> np.ndarray:
         c = ix.containers[nodes]

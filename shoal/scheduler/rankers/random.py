@@ -10,6 +10,7 @@ from shoal.scheduler.model import ContainerSpec
 
 class Random:
     name = "random"
+    per_node = False  # a new draw every time: nothing to keep between decisions
 
     def __init__(self, seed: int | None = None) -> None:
         self._rng = np.random.default_rng(seed)

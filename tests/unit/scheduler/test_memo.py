@@ -1,6 +1,6 @@
-"""The kept filter runs (shoal.scheduler.memo) give exactly what a whole run gives: the same node, the
-same survivors after each filter, the same counts per filter and per reason, the same rejections and
-scores — over generated clusters and requests, while nodes change, join and place containers, and while
+"""The kept filter runs (shoal.scheduler.memo) and kept rankings (shoal.scheduler.rank) give exactly what
+a whole run gives: the same node, the same survivors after each filter, the same counts per filter and per
+reason, the same rejections and scores — over generated clusters and requests, while nodes change, join and place containers, and while
 the clock moves on (nodes going stale) or back."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from shoal.scheduler.consume import consume
 from shoal.scheduler.index import ClusterIndex
 from shoal.scheduler.model import ContainerRef, ContainerSpec, NodeState
 from shoal.scheduler.place import place
+from shoal.scheduler.strategy import binpack, spread
 from tests.unit.scheduler.test_filters_agree import NOW, clusters, node_states, requests
 
 GiB = 1 << 30
@@ -32,9 +33,12 @@ moments = st.lists(
 
 
 def _same(spec: ContainerSpec, ix: ClusterIndex, now: float, ttl: float):
-    kept = place(spec, ix, now, fact_ttl=ttl)
-    whole = place(spec, ix, now, fact_ttl=ttl, memo=False)
-    assert kept == whole, (kept, whole)
+    """Kept filter runs and kept rankings (shoal.scheduler.rank.KeptRank, from a request's second decision
+    on: hence each strategy asked twice) against whole ones, for both strategies that keep a ranking."""
+    for strategy in (binpack, binpack, spread, spread):
+        kept = place(spec, ix, now, fact_ttl=ttl, strategy=strategy)
+        whole = place(spec, ix, now, fact_ttl=ttl, memo=False, strategy=strategy)
+        assert kept == whole, (kept, whole)
     return kept
 
 
