@@ -26,6 +26,7 @@ from shoal.agent.facts import Facts, cgroup, external, facter, host
 from shoal.agent.facts import docker as docker_facts
 from shoal.agent.facts.external import SourceError
 from shoal.agent.overload import overload, trim
+from shoal.agent.record_writes import ManagerRecords
 from shoal.agent.transfer import Transport
 from shoal.data.model import DRIVERS
 from shoal.data.pool import open_pool
@@ -123,17 +124,18 @@ class Agent:
         self._engine = aiohttp.ClientSession(connector=connector)
         if self.config.pool is not None:
             profiles, default = load_profiles(self.config.profiles_file)
+            transport = self._transport()
             self.data = DataService(
                 self.config.node,
                 open_pool(self.config.pool, self.config.pool_kind),
-                Records(self.registry),
+                self._records(transport),
                 profiles,
                 default,
                 self.config.mount_prefix,
                 self.config.plugins_dir,
                 engine=self._engine,
                 engine_base=self._engine_base,
-                transport=self._transport(),
+                transport=transport,
             )
             await self.data.start()
         return self
@@ -168,6 +170,15 @@ class Agent:
         checks the other's against the node CA); plain TCP only on a cluster whose agents do not join."""
         creds = self.credentials
         return Transport.tls(creds.ca, creds.cert, creds.key) if creds is not None else Transport()
+
+    def _records(self, transport: Transport) -> Records:
+        """A joined agent writes its dataset records through the manager, with its node certificate (its
+        registry token may touch none); an agent of a plain cluster writes them to the registry itself."""
+        creds = self.credentials
+        if creds is None or transport.client is None or not creds.manager:
+            return Records(self.registry)
+        assert self._http is not None
+        return ManagerRecords(self.registry, self._http, creds.manager, transport.client)
 
     @property
     def registry(self) -> RegistryClient:

@@ -343,7 +343,7 @@ class Transfer:
                         status = {"snapshot": name, "taken": t0, "synced": time.time(), "bytes": 0,
                                   "seconds": 0.0, "error": ""}  # fmt: skip
                         with contextlib.suppress(ShoalError):
-                            await s.records.registry.put(keys.replica_status(i, s.node), status)
+                            await s.records.set_replica_status(i, s.node, status)
                         return {**status, "copy": name, "unchanged": True}
                     if r.status != 200:
                         raise _remote_error(r.status, await r.read(), source)
@@ -363,7 +363,7 @@ class Transfer:
         status = {"snapshot": name, "taken": taken, "synced": time.time(), "bytes": received,
                   "seconds": round(took, 3), "error": ""}  # fmt: skip
         with contextlib.suppress(ShoalError):
-            await s.records.registry.put(keys.replica_status(i, s.node), status)
+            await s.records.set_replica_status(i, s.node, status)
         kv(log, "copy received", node=s.node, dataset=i, source=source, copy=name, bytes=received,
            seconds=f"{took:.2f}", final=final)  # fmt: skip
         return {**status, "copy": name}
@@ -401,7 +401,7 @@ class Transfer:
 
     async def _report_progress(self, i: str) -> None:
         """Bytes and rate of a pull under way, for `shoal volume inspect` (best effort)."""
-        reg = self.service.records.registry
+        records = self.service.records
         while True:
             await asyncio.sleep(PROGRESS_EVERY)
             p = self.receiving.get(i)
@@ -410,7 +410,7 @@ class Transfer:
             rate = p["bytes"] / max(1e-3, time.time() - p["started"])
             doc = {**p, "rate": rate, "node": self.service.node}
             with contextlib.suppress(ShoalError):
-                await reg.put(keys.replica_status(i, f"{self.service.node}/receiving"), doc)
+                await records.set_replica_status(i, self.service.node, doc, receiving=True)
 
     # --- replicas -------------------------------------------------------------------------------------
 
@@ -437,9 +437,7 @@ class Transfer:
                     with contextlib.suppress(ShoalError):
                         doc = await s.records.registry.get_json(keys.replica_status(i, s.node)) or {}
                         if isinstance(doc, dict) and doc.get("error") != e.message:
-                            await s.records.registry.put(
-                                keys.replica_status(i, s.node), {**doc, "error": e.message}
-                            )
+                            await s.records.set_replica_status(i, s.node, {**doc, "error": e.message})
                 except Exception as e:  # one dataset's trouble never stops the others
                     kv(log, "replica pull failed", logging.WARNING, node=s.node, dataset=i, error=str(e))
 

@@ -1,6 +1,7 @@
 """The manager's join listener (HTTPS with the node CA's certificate; a client certificate is optional at
 the handshake): what an agent without credentials may ask — the CA to check against its token's pin, and a
-node certificate for a join token — and what a node with its certificate may ask: a renewal. And the
+node certificate for a join token — and what a node with its certificate may ask: a renewal, and the
+dataset record writes its agent makes (shoal.manager.node_records). And the
 dashboard for a browser without the admin certificate, behind a login with the registry's management token
 (a Secure, HttpOnly, SameSite=Strict session cookie). Nothing here serves the Docker API; that listener
 wants a client certificate of the control CA at the handshake."""
@@ -62,17 +63,32 @@ async def join(request: web.Request) -> web.Response:
     return reply_json(granted, 201)
 
 
-async def renew(request: web.Request) -> web.Response:
-    joins = manager_of(request).joins
-    assert joins is not None
+def _peer_cert(request: web.Request, what: str) -> bytes:
+    """The node certificate shown at the handshake (checked against the node CA by TLS itself), as PEM."""
     transport = request.transport
     sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
     der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
     if not der:
-        raise PermissionDenied("renewing needs the node's current certificate at the handshake")
+        raise PermissionDenied(f"{what} needs the node's certificate at the handshake")
+    return ssl.DER_cert_to_PEM_cert(der).encode()
+
+
+async def renew(request: web.Request) -> web.Response:
+    joins = manager_of(request).joins
+    assert joins is not None
+    presented = _peer_cert(request, "renewing")
     body = await read_json(request, "the renewal request")
-    granted = await joins.renew(ssl.DER_cert_to_PEM_cert(der).encode(), _field(body, "CSR").encode())
+    granted = await joins.renew(presented, _field(body, "CSR").encode())
     return reply_json(granted, 201)
+
+
+async def node_record(request: web.Request) -> web.Response:
+    """A dataset record write asked by a node's agent (shoal.manager.node_records says what it may ask)."""
+    m = manager_of(request)
+    assert m.joins is not None
+    node = await m.joins.node_of(_peer_cert(request, "writing a dataset record"))
+    body = await read_json(request, "the record write")
+    return reply_json(await m.node_records.apply(node, request.match_info["op"], body))
 
 
 def _login_page(message: str, status: int = 200) -> web.Response:
@@ -129,4 +145,5 @@ def make_public_app(manager: Manager) -> web.Application:
     app.router.add_get("/shoal/v1/ca", ca)
     app.router.add_post("/shoal/v1/join", join)
     app.router.add_post("/shoal/v1/renew", renew)
+    app.router.add_post("/shoal/v1/records/{op}", node_record)
     return app

@@ -273,6 +273,14 @@ class Records:
         await self.registry.delete(keys.replicas(d.id))
         await self.registry.delete(keys.deletion(d.id))
 
+    async def set_replica_status(
+        self, dataset_id: str, node: str, status: dict[str, Any], *, receiving: bool = False
+    ) -> None:
+        """What `node` last received of `dataset_id` (or, `receiving`, how far its pull under way is)."""
+        await self.registry.put(
+            keys.replica_status(dataset_id, f"{node}/receiving" if receiving else node), status
+        )
+
     async def report(self, node: str, doc: dict[str, Any]) -> None:
         await self.registry.put(keys.node_data(node), doc)
 

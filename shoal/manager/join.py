@@ -135,6 +135,20 @@ class Joins:
         token = self.m.cluster.access.token
         return acl.derived_node_token(token, node) if token else ""
 
+    async def node_of(self, presented: bytes) -> str:
+        """The node a certificate shown at the handshake (TLS checked it against the node CA) speaks for:
+        its common name, when the node's identity record keeps that certificate. With no record (a registry
+        that lost it: the agent keeps its certificate and re-publishes what its pool holds), the CA's
+        signature alone vouches for the name, as it did at join."""
+        node = pki.common_name(presented)
+        check_node_name(node)
+        held = await self._reg.get_json(keys.identity(node))
+        if isinstance(held, dict) and not hmac.compare_digest(
+            str(held.get("fingerprint", "")), pki.fingerprint(presented)
+        ):
+            raise PermissionDenied(f"that certificate is not the one node {node!r} holds; join again")
+        return node
+
     async def renew(self, presented: bytes, csr_pem: bytes) -> dict[str, Any]:
         """A fresh certificate for the node whose current certificate was shown at the handshake."""
         node = pki.common_name(presented)

@@ -60,6 +60,7 @@ class Manager:
         from shoal.manager.images import Images
         from shoal.manager.moves import Moves
         from shoal.manager.networks import Networks
+        from shoal.manager.node_records import NodeRecords
         from shoal.manager.reschedule import Rescheduler
         from shoal.manager.system import System
         from shoal.manager.volumes import Volumes
@@ -74,6 +75,7 @@ class Manager:
         self.images = Images(self)
         self.system = System(self)
         self.joins: Joins | None = None  # set when the manager serves its join listener
+        self.node_records = NodeRecords(self)
         self.moves = Moves(self)
         self.reschedule = Rescheduler(self)
         self.metrics = ManagerMetrics(cluster)

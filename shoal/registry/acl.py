@@ -314,24 +314,14 @@ def node_policy(node: str) -> str:
     )
 
 
-# What a node's agent writes beyond its node identity: the dataset records it keeps (a node is the writer of
-# its datasets' state; moving those writes to the manager would narrow this). The exact key of each prefix
-# is denied, so a recursive delete of a prefix (which needs write on every key below it, as Consul's
-# KeyWritePrefix) is refused: one record at a time only. Agents create their claim's session on the
-# registry's own node (as clients of one Consul agent do), so they need session write there too.
-NODE_DATA_PREFIXES = (
-    "shoal/datasets/", "shoal/dataset-names/", "shoal/deletions/", "shoal/moves/", "shoal/replicas/",
-    "shoal/replica-status/",
-)  # fmt: skip
+# What a node's agent may do beyond its node identity: create its claim's session on the registry's own node
+# (as clients of one Consul agent do). Its dataset records it writes through the manager, with its node
+# certificate (shoal.manager.node_records), so no node token can write, or delete, any dataset record.
 DERIVED_NODE = "shoal-node."
 
 
 def node_data_policy() -> str:
-    rules = [
-        f'key_prefix "{p}" {{ policy = "write" }}\nkey "{p}" {{ policy = "deny" }}\n'
-        for p in NODE_DATA_PREFIXES
-    ]
-    return "".join(rules) + 'session_prefix "" { policy = "write" }\n'
+    return 'session_prefix "" { policy = "write" }\n'
 
 
 def _node_mac(key: str, node: str) -> str:

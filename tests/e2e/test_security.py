@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import secrets
 import subprocess
 import sys
 
@@ -226,6 +227,84 @@ def test_a_nodes_token_writes_its_own_keys_and_no_other_nodes(dev_cluster):
         dev_cluster, "PUT", "/v1/catalog/register", token, json={"Node": "node2", "Address": "10.0.0.9"}
     )
     assert other.status_code == 403, other.text
+
+
+def test_a_nodes_token_touches_no_dataset_record(dev_cluster):
+    """Dataset records are written by the manager alone: node1's registry token can write, change or
+    delete none of them, one at a time or recursively."""
+    token = _node_token(dev_cluster, "node1")
+    some = "00000000-0000-4000-8000-000000000001"
+    for method, path in [
+        ("PUT", f"/v1/kv/shoal/datasets/{some}"),
+        ("PUT", "/v1/kv/shoal/dataset-names/intruder"),
+        ("PUT", f"/v1/kv/shoal/deletions/{some}"),
+        ("DELETE", f"/v1/kv/shoal/deletions/{some}"),
+        ("PUT", f"/v1/kv/shoal/moves/{some}"),
+        ("PUT", f"/v1/kv/shoal/replicas/{some}"),
+        ("PUT", f"/v1/kv/shoal/replica-status/{some}/node1"),
+        ("DELETE", "/v1/kv/shoal/dataset-names/?recurse"),
+    ]:
+        r = _registry(dev_cluster, method, path, token, data=b"{}")
+        assert r.status_code == 403 and "Permission denied" in r.text, (method, path, r.status_code, r.text)
+
+
+def _as_node(dev_cluster, node: str, op: str, body: dict) -> requests.Response:
+    """A dataset record write sent to the manager with `node`'s own certificate, as its agent sends them."""
+    agent = dev_cluster.node_dir(node) / "agent"
+    with requests.Session() as s:
+        s.trust_env = False
+        return s.post(
+            f"https://{dev_cluster.gateway}:2377/shoal/v1/records/{op}", json=body,
+            cert=(str(agent / "cert.pem"), str(agent / "key.pem")), verify=str(agent / "ca.pem"), timeout=30,
+        )  # fmt: skip
+
+
+def test_a_node_cannot_ask_the_manager_to_delete_or_take_another_nodes_dataset(dev_cluster):
+    """node1's certificate, asking the manager for writes about a dataset on node2: a deletion request, a
+    forget, a record naming node1 or a record still naming node2 — each refused (403) and nothing changes:
+    the dataset's record, name and bytes stay. Without a certificate nothing is written at all."""
+    vol = f"sec-{secrets.token_hex(3)}"
+    dev_cluster.cli(
+        "run", "--rm", "-e", "constraint:node==node2", "-v", f"{vol}@gold:/data", "--volume-driver=shoal",
+        "busybox", "sh", "-c", "echo kept > /data/f",
+    )  # fmt: skip
+    try:
+        c = dev_cluster.consul()
+        _, claim = c.kv.get(f"shoal/dataset-names/{vol}")
+        dataset_id = claim["Value"].decode()
+        _, got = c.kv.get(f"shoal/datasets/{dataset_id}")
+        record = json.loads(got["Value"])
+        assert record["node"] == "node2"
+        deletion = {"id": dataset_id, "node": "node1", "name": vol, "by": "docker volume rm"}
+        for op, body in [
+            ("request_deletion", {"deletion": deletion}),
+            ("request_deletion", {"deletion": {**deletion, "node": "node2"}}),
+            ("forget", {"dataset": record}),
+            ("publish", {"dataset": {**record, "node": "node1"}, "index": None}),
+            ("publish", {"dataset": record, "index": None}),
+            ("remove", {"dataset": {**record, "node": "node1"}}),
+            ("commit", {"new": [{**record, "node": "node1"}]}),
+            ("replica_status", {"id": dataset_id, "status": {"snapshot": "x", "error": ""}}),
+        ]:
+            r = _as_node(dev_cluster, "node1", op, body)
+            assert r.status_code == 403, (op, r.status_code, r.text)
+            assert "node1" in r.json()["message"], r.text
+        with requests.Session() as s:
+            s.trust_env = False
+            anonymous = s.post(
+                f"https://{dev_cluster.gateway}:2377/shoal/v1/records/forget", json={"dataset": record},
+                verify=dev_cluster.env["CONSUL_CACERT"], timeout=30,
+            )  # fmt: skip
+        assert anonymous.status_code == 403 and "certificate" in anonymous.json()["message"], anonymous.text
+        assert json.loads(c.kv.get(f"shoal/datasets/{dataset_id}")[1]["Value"]) == record
+        assert c.kv.get(f"shoal/deletions/{dataset_id}")[1] is None
+        out = dev_cluster.cli(
+            "run", "--rm", "-e", "constraint:node==node2", "-v", f"{vol}@gold:/data", "--volume-driver=shoal",
+            "busybox", "cat", "/data/f",
+        ).stdout  # fmt: skip
+        assert out.strip() == "kept"
+    finally:
+        dev_cluster.cli("volume", "rm", vol, check=False)
 
 
 def test_the_dashboard_without_a_certificate_wants_the_management_token_and_shows_no_secret(dev_cluster):

@@ -1,7 +1,7 @@
 """The kept filter runs (shoal.scheduler.memo) and kept rankings (shoal.scheduler.rank) give exactly what
 a whole run gives: the same node, the same survivors after each filter, the same counts per filter and per
-reason, the same rejections and scores — over generated clusters and requests, while nodes change, join and place containers, and while
-the clock moves on (nodes going stale) or back."""
+reason, the same rejections and scores — over generated clusters and requests, while nodes change, join
+and place containers, and while the clock moves on (nodes going stale) or back."""
 
 from __future__ import annotations
 
