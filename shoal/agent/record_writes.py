@@ -79,7 +79,7 @@ class ManagerRecords(Records):
         await self._write("withdraw_deletion", {"id": dataset_id})
 
     async def forget(self, node: str, d: Dataset) -> None:
-        await self._write("forget", {"dataset": d.to_dict()})
+        await self._write("forget", {"id": d.id, "name": d.name})
 
     async def set_replica_status(
         self, dataset_id: str, node: str, status: dict[str, Any], *, receiving: bool = False

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from shoal.data.model import Dataset, Deletion, Refused, parse_deletion, parse_record
+from shoal.data.model import Dataset, Deletion, Refused, is_dataset_id, parse_deletion, parse_record
 from shoal.data.moves import parse_status
 from shoal.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from shoal.logs import kv
@@ -148,9 +148,13 @@ class NodeRecords:
         return {}
 
     async def _forget(self, node: str, body: dict[str, Any]) -> dict[str, Any]:
-        d = _dataset(body.get("dataset"))
-        await self._addressed(node, d.id)
-        await self._records.forget(node, d)
+        """Only the id and name count (what the node knows of a dataset it deleted may be its pool's
+        partial record): the name is released only while it still names this id."""
+        dataset_id, name = _text(body, "id", 64), _text(body, "name", 256)
+        if not is_dataset_id(dataset_id):
+            raise BadRequest(f"id {dataset_id[:64]!r} is not a dataset id")
+        await self._addressed(node, dataset_id)
+        await self._records.forget(node, Dataset(dataset_id, name, "", node))
         return {}
 
     async def _replica_status(self, node: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -279,7 +279,7 @@ def test_a_node_cannot_ask_the_manager_to_delete_or_take_another_nodes_dataset(d
         for op, body in [
             ("request_deletion", {"deletion": deletion}),
             ("request_deletion", {"deletion": {**deletion, "node": "node2"}}),
-            ("forget", {"dataset": record}),
+            ("forget", {"id": dataset_id, "name": vol}),
             ("publish", {"dataset": {**record, "node": "node1"}, "index": None}),
             ("publish", {"dataset": record, "index": None}),
             ("remove", {"dataset": {**record, "node": "node1"}}),
@@ -292,8 +292,8 @@ def test_a_node_cannot_ask_the_manager_to_delete_or_take_another_nodes_dataset(d
         with requests.Session() as s:
             s.trust_env = False
             anonymous = s.post(
-                f"https://{dev_cluster.gateway}:2377/shoal/v1/records/forget", json={"dataset": record},
-                verify=dev_cluster.env["CONSUL_CACERT"], timeout=30,
+                f"https://{dev_cluster.gateway}:2377/shoal/v1/records/forget",
+                json={"id": dataset_id, "name": vol}, verify=dev_cluster.env["CONSUL_CACERT"], timeout=30,
             )  # fmt: skip
         assert anonymous.status_code == 403 and "certificate" in anonymous.json()["message"], anonymous.text
         assert json.loads(c.kv.get(f"shoal/datasets/{dataset_id}")[1]["Value"]) == record
