@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -12,6 +13,10 @@ import sys
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shoal.manager.node_records import OPS as NODE_RECORD_OPS
 
 pytestmark = pytest.mark.usefixtures("secure_only")
 
@@ -362,3 +367,33 @@ def test_a_nodes_dataset_stream_is_served_only_to_a_node_certificate(dev_cluster
         )
         assert r.status_code == 400, r.text
         assert "is not a dataset id" in r.json()["message"]
+
+
+_junk = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+_FIELDS = ("id", "name", "node", "profile", "kind", "parent", "size", "created", "epoch", "reason", "index")
+_KEYS = ("dataset", "deletion", "new", "id", "name", "status", "index", "reason")
+_records = st.dictionaries(st.sampled_from(_FIELDS), _junk, max_size=6)
+_bodies = st.one_of(_junk, st.dictionaries(st.sampled_from(_KEYS), _junk | _records, max_size=4))
+
+
+@settings(max_examples=int(os.environ.get("SHOAL_FUZZ_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=list(HealthCheck))  # fmt: skip
+@given(op=st.sampled_from([*NODE_RECORD_OPS, "nosuch", "..%2F..%2Fjoin"]), body=_bodies)
+def test_a_nodes_malformed_record_writes_are_refused_in_form_and_change_nothing(dev_cluster, op, body):
+    """node1's certificate sending the manager record writes of every wrong shape: each answer is a 4xx
+    with Docker's {"message": ...}, and the dataset records, names and deletions are as they were."""
+    c = dev_cluster.consul()
+    before = [
+        c.kv.get(p, keys=True)[1] for p in ("shoal/datasets/", "shoal/dataset-names/", "shoal/deletions/")
+    ]
+    r = _as_node(dev_cluster, "node1", op, body)
+    assert 400 <= r.status_code < 500, (op, body, r.status_code, r.text)
+    assert isinstance(r.json().get("message"), str) and r.json()["message"], r.text
+    after = [
+        c.kv.get(p, keys=True)[1] for p in ("shoal/datasets/", "shoal/dataset-names/", "shoal/deletions/")
+    ]
+    assert after == before
