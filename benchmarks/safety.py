@@ -90,7 +90,7 @@ def registry(examples: int) -> bool:
 def regex_placement(nodes: int = 1000, per_node: int = 30) -> None:
     now = time.time()
     ix = ClusterIndex()
-    for i, (facts, info) in enumerate(documents(nodes, now)):
+    for i, (facts, info, *_) in enumerate(documents(nodes, now)):
         refs = [ContainerRef(f"{i:06d}{j:058d}", "a" * 38 + f"{j:02d}", "busybox") for j in range(per_node)]
         ix.upsert(node_state(facts, info, "passing", refs))
     spec = ContainerSpec(image="busybox", affinities=(parse("affinity", f"container=={PATHOLOGICAL}"),))

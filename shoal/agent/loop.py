@@ -173,9 +173,10 @@ class Agent:
 
     def _records(self, transport: Transport) -> Records:
         """A joined agent writes its dataset records through the manager, with its node certificate (its
-        registry token may touch none); an agent of a plain cluster writes them to the registry itself."""
+        registry token may touch none); an agent of a plain cluster, or one told to publish to another
+        registry than the manager's (`--registry`), writes them to that registry itself."""
         creds = self.credentials
-        if creds is None or transport.client is None or not creds.manager:
+        if creds is None or transport.client is None or not creds.manager or self.config.registry:
             return Records(self.registry)
         assert self._http is not None
         return ManagerRecords(self.registry, self._http, creds.manager, transport.client)
