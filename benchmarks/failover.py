@@ -197,8 +197,10 @@ def move_figures(layout, mib: int, profile: str = "silver") -> dict[str, float]:
     dst.mkdir(exist_ok=True)
     t0 = time.monotonic()
     subprocess.run(f"btrfs send -q {src} | btrfs receive -q {dst}", shell=True, check=True)
+    streamed = time.monotonic() - t0
     subprocess.run(["btrfs", "filesystem", "sync", str(dst)], check=True)
     plain = time.monotonic() - t0
+    print(f"   plain: send|receive {streamed:.2f} s, then sync {plain - streamed:.2f} s")
     for sub in dst.iterdir():
         subprocess.run(["btrfs", "subvolume", "delete", str(sub)], capture_output=True)
     _docker(layout, "rm", "-f", name, check=False)
@@ -236,8 +238,11 @@ def main() -> None:
     ap.add_argument("--subnet", default=SUBNET)
     ap.add_argument("--root", type=Path, default=ROOT)
     ap.add_argument("--move-profile", default="silver", help="the moved dataset's (gold: one with a replica)")
+    ap.add_argument("--insecure", action="store_true", help="a plain cluster (streams without TLS)")
     a = ap.parse_args()
-    spec = ClusterSpec(name=a.name, nodes=3, subnet=a.subnet, root=a.root, agent_interval=1.0)
+    spec = ClusterSpec(
+        name=a.name, nodes=3, subnet=a.subnet, root=a.root, agent_interval=1.0, secure=not a.insecure
+    )
     with bench_cluster(spec) as layout:
         rounds = []
         for i in range(a.runs):

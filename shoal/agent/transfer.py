@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -60,6 +61,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shoal.agent.transfer")
 CHUNK = 1 << 20
+# A dataset stream's pipes to and from btrfs send/receive are made as large as Linux allows by default
+# (fs.pipe-max-size, 1 MiB): with the 64 KiB default, asyncio moves a 1 GiB stream in 16,384 reads and
+# wake-ups on each side, which measured 250 MB/s here against 690 MB/s with 1 MiB (asyncio reads at most
+# 256 KiB at a time). A node where the size cannot be raised keeps the default: slower, not wrong.
+PIPE_SIZE = 1 << 20
 PROGRESS_EVERY = 0.5  # seconds between progress writes to the registry during a pull
 CONNECT = 3.0
 LISTEN_ENV = "SHOAL_TRANSFER_LISTEN"  # host:port to serve on (default: every address, a free port)
@@ -256,14 +262,25 @@ class Transfer:
             "Content-Type": "application/octet-stream",
         }
         resp = web.StreamResponse(headers=headers)
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        out, into = os.pipe()
+        _widen(into)
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, stdout=into, stderr=asyncio.subprocess.PIPE)
+        except BaseException:
+            os.close(out)
+            raise
+        finally:
+            os.close(into)
+        reader = asyncio.StreamReader(limit=CHUNK)
+        pipe, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(out, "rb", 0)
         )
         sent = 0
         try:
             await resp.prepare(request)
-            assert proc.stdout is not None
-            while chunk := await proc.stdout.read(CHUNK):
+            if request.transport is not None:  # whole chunks in flight, not a wake-up per 64 KiB sent
+                request.transport.set_write_buffer_limits(high=4 * CHUNK)
+            while chunk := await reader.read(CHUNK):
                 await resp.write(chunk)
                 sent += len(chunk)
                 crash_point("send-mid")
@@ -277,6 +294,8 @@ class Transfer:
             if request.transport is not None:
                 request.transport.abort()  # no last chunk: the receiver throws the copy away
             raise
+        finally:
+            pipe.close()
         await resp.write_eof()
         return resp, sent
 
@@ -377,6 +396,8 @@ class Transfer:
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert proc.stdin is not None
+        _widen(proc.stdin.transport.get_extra_info("pipe").fileno())
+        proc.stdin.transport.set_write_buffer_limits(high=CHUNK)
         progress = {"copy": name, "bytes": 0, "started": time.time()}
         self.receiving[i] = progress
         reporter = asyncio.get_running_loop().create_task(self._report_progress(i))
@@ -440,6 +461,11 @@ class Transfer:
                             await s.records.set_replica_status(i, s.node, {**doc, "error": e.message})
                 except Exception as e:  # one dataset's trouble never stops the others
                     kv(log, "replica pull failed", logging.WARNING, node=s.node, dataset=i, error=str(e))
+
+
+def _widen(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def _remote_error(status: int, body: bytes, node: str) -> ShoalError:
