@@ -254,12 +254,14 @@ def test_a_nodes_token_touches_no_dataset_record(dev_cluster):
 
 
 def _as_node(dev_cluster, node: str, op: str, body: dict) -> requests.Response:
-    """A dataset record write sent to the manager with `node`'s own certificate, as its agent sends them."""
+    """A dataset record write sent to the manager with `node`'s own certificate, as its agent sends them
+    (the body as Python's json writes it: NaN and Infinity too, which no JSON reader should take)."""
     agent = dev_cluster.node_dir(node) / "agent"
     with requests.Session() as s:
         s.trust_env = False
         return s.post(
-            f"https://{dev_cluster.gateway}:2377/shoal/v1/records/{op}", json=body,
+            f"https://{dev_cluster.gateway}:2377/shoal/v1/records/{op}", data=json.dumps(body),
+            headers={"Content-Type": "application/json"},
             cert=(str(agent / "cert.pem"), str(agent / "key.pem")), verify=str(agent / "ca.pem"), timeout=30,
         )  # fmt: skip
 
