@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,19 +43,26 @@ def rank(
     ties = [(r.name, r.score(ix, spec, cand)) for r in strategy.ties]
     order = np.lexsort((cand, *(-t for _, t in reversed(ties)), -total[sel]))[:top]
     best = sel[order]
-    values = [(name, weight, v[best].tolist()) for name, weight, v in parts]
-    tie_values = [(name, t[order].tolist()) for name, t in ties]
+    values = list(zip(*[v[best].tolist() for _, _, v in parts], strict=True))
+    tie_values = list(zip(*[t[order].tolist() for _, t in ties], strict=True)) or [()] * len(best)
     nodes = ix.nodes
     return tuple(
         [
-            Score(
-                nodes[j].name,
-                t,
-                tuple([Component(name, v[k], weight) for name, weight, v in values]),
-                tuple([Component(name, v[k], 0.0) for name, v in tie_values]),
-            )
+            _score(nodes[j].name, t, strategy, values[k], tie_values[k])
             for k, (j, t) in enumerate(zip(idx[best].tolist(), total[best].tolist(), strict=True))
         ]
+    )
+
+
+def _score(
+    node: str, total: float, strategy: Strategy, values: Sequence[float], ties: Sequence[float]
+) -> Score:
+    """A node's Score from its rankers' values and its tie rankers' values, in the strategy's order."""
+    return Score(
+        node,
+        total,
+        tuple([Component(w.ranker.name, v, w.weight) for w, v in zip(strategy.rankers, values, strict=True)]),
+        tuple([Component(r.name, v, 0.0) for r, v in zip(strategy.ties, ties, strict=True)]),
     )
 
 
@@ -123,19 +131,9 @@ class KeptRank:
             j = int(key[-1])
             score = self.score_of.get(j)
             if score is None:
-                values = self.values_of[j]
-                score = self.score_of[j] = Score(
-                    ix.nodes[j].name,
-                    -key[0],
-                    tuple(
-                        [
-                            Component(w.ranker.name, v, w.weight)
-                            for w, v in zip(strategy.rankers, values, strict=True)
-                        ]
-                    ),
-                    tuple(
-                        [Component(r.name, -t, 0.0) for r, t in zip(strategy.ties, key[1:-1], strict=True)]
-                    ),
+                ties = [-t for t in key[1:-1]]
+                score = self.score_of[j] = _score(
+                    ix.nodes[j].name, -key[0], strategy, self.values_of[j], ties
                 )
             out.append(score)
         return tuple(out)
