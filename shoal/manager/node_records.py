@@ -78,14 +78,18 @@ class NodeRecords:
         kv(log, "node record write", node=node, op=op)
         return out
 
-    async def _own(self, node: str, d: Dataset) -> None:
-        """`d` names `node`, and the record stored under its id (if any) does too."""
+    async def _own(self, node: str, d: Dataset, index: int | None = None) -> None:
+        """`d` names `node`, and the record stored under its id (if any) does too. With `index` (a publish
+        compared on the modify index the node read): a record that names another node and changed since is
+        a Conflict, as the compare itself would answer; one that has not changed is another node's."""
         if d.node != node:
             raise PermissionDenied(
                 f"node {node} may write the records of its own datasets, not of {d.node}'s"
             )
-        stored, _ = await self._records.record(d.id)
+        stored, stored_index = await self._records.record(d.id)
         if stored is not None and stored.node != node:
+            if index is not None and index != stored_index:  # moved away since the node read it
+                raise Conflict(f"the record of {d.id} changed since it was read; planned again")
             raise PermissionDenied(f"dataset {d.id} is {stored.node}'s; node {node} may not write its record")
 
     async def _addressed(self, node: str, dataset_id: str) -> Deletion:
@@ -112,15 +116,7 @@ class NodeRecords:
         index = body.get("index")
         if index is not None and not (isinstance(index, int) and not isinstance(index, bool) and index >= 0):
             raise BadRequest("index must be a modify index (a whole number) or null")
-        if d.node != node:
-            raise PermissionDenied(
-                f"node {node} may write the records of its own datasets, not of {d.node}'s"
-            )
-        stored, stored_index = await self._records.record(d.id)
-        if stored is not None and stored.node != node:
-            if index is not None and index != stored_index:  # moved away since the node read it: as the CAS
-                raise Conflict(f"the record of {d.id} changed since it was read; planned again")
-            raise PermissionDenied(f"dataset {d.id} is {stored.node}'s; node {node} may not write its record")
+        await self._own(node, d, index)
         return {"dataset": (await self._records.publish(d, index)).to_dict()}
 
     async def _remove(self, node: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -143,8 +139,9 @@ class NodeRecords:
         return {}
 
     async def _withdraw_deletion(self, node: str, body: dict[str, Any]) -> dict[str, Any]:
-        await self._addressed(node, _text(body, "id", 64))
-        await self._records.withdraw_deletion(_text(body, "id", 64))
+        dataset_id = _text(body, "id", 64)
+        await self._addressed(node, dataset_id)
+        await self._records.withdraw_deletion(dataset_id)
         return {}
 
     async def _forget(self, node: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -167,10 +164,9 @@ class NodeRecords:
             raise BadRequest("status must be a replica status (snapshot, taken, synced, bytes, error)")
         assert isinstance(status, dict)
         assigned, _ = await self._records.replicas(dataset_id)
-        move, _ = await self._records.move(dataset_id)
-        if not (
-            (assigned is not None and node in assigned.nodes) or (move is not None and move.target == node)
-        ):
-            raise PermissionDenied(f"node {node} holds no replica of {dataset_id} and is not moving it")
+        if assigned is None or node not in assigned.nodes:
+            move, _ = await self._records.move(dataset_id)
+            if move is None or move.target != node:
+                raise PermissionDenied(f"node {node} holds no replica of {dataset_id} and is not moving it")
         await self._records.set_replica_status(dataset_id, node, status, receiving=receiving)
         return {}
