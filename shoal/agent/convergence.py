@@ -272,7 +272,8 @@ class Convergence:
                 backoff = min(REGISTRY_BACKOFF[1], backoff * 2 if backoff else REGISTRY_BACKOFF[0])
                 sleep = jittered(backoff)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), sleep)
+                async with asyncio.timeout(sleep):  # not wait_for: it can drop a cancel (3.11)
+                    await self._wake.wait()
 
     async def _watch(self, prefix: str) -> None:
         """A blocking query on `prefix`: wakes the loop when anything there changes. An index that goes

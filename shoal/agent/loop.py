@@ -347,7 +347,8 @@ class Agent:
         deadline = time.monotonic() + max(0.0, delay)
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(left, FACTS_D_POLL))
+                async with asyncio.timeout(min(left, FACTS_D_POLL)):  # not wait_for: it can drop a cancel
+                    await stop.wait()
             if seen is not None and self._facts_d_signature() != seen:
                 return
 

@@ -279,7 +279,11 @@ class Leadership:
             sent = time.monotonic()
             left = self._valid_until - sent
             try:
-                alive = left > 0 and await asyncio.wait_for(self.store.keepalive(lease), timeout=left)
+                # asyncio.timeout, not wait_for: 3.11's wait_for returns the keepalive's answer and drops a
+                # cancel that arrives as it completes, and this loop then renewed the lease forever while
+                # close() waited for it (a hung leader that nobody could depose)
+                async with asyncio.timeout(max(0.0, left)):
+                    alive = left > 0 and await self.store.keepalive(lease)
             except (StoreUnavailable, TimeoutError) as e:
                 kv(
                     log,
@@ -354,4 +358,5 @@ class Leadership:
     async def _revoke(self, lease: int) -> None:
         assert self.store is not None
         with contextlib.suppress(StoreUnavailable, TimeoutError):
-            await asyncio.wait_for(self.store.revoke(lease), timeout=REVOKE_WITHIN)
+            async with asyncio.timeout(REVOKE_WITHIN):
+                await self.store.revoke(lease)

@@ -298,7 +298,8 @@ class SimAgent:
     async def _sleep(self, stop: asyncio.Event, delay: float) -> None:
         if delay > 0 and not self.poke.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.poke.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: it can drop a cancel (3.11)
+                    await self.poke.wait()
         self.poke.clear()
 
 

@@ -187,7 +187,8 @@ async def events(request: web.Request, node: NodeEngine) -> web.StreamResponse:
             if timeout is not None and timeout <= 0:
                 break
             try:
-                ev = await asyncio.wait_for(queue.get(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: it can drop a cancel (3.11)
+                    ev = await queue.get()
             except TimeoutError:
                 break
             if ev is None:
