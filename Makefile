@@ -27,7 +27,7 @@ lint: venv
 	$(VENV)/bin/ruff check shoal tests benchmarks demo
 	$(VENV)/bin/ruff format --check shoal tests benchmarks demo
 
-# two groups side by side (tools/test.sh says which); `make test ARGS=-x` passes pytest options to both
+# three groups side by side (tools/test.sh says which); `make test ARGS=-x` passes pytest options to each
 test: venv lint
 	@bash tools/test.sh $(ARGS)
 
