@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal.dev import host
 from shoal.registry import etcd_server
 from shoal.registry.etcd_server import EtcdMember
 
@@ -60,4 +61,73 @@ def local_etcd() -> Iterator[LocalEtcd]:
         yield etcd
     finally:
         etcd.kill()
+        subprocess.run(["rm", "-rf", str(d)], check=False)
+
+
+@dataclass
+class ThreeEtcd:
+    """Three etcd members, each in its own network namespace on a bridge of ours, that a test can kill -9
+    one by one and start again on their own data (as a manager host dies and comes back)."""
+
+    members: list[EtcdMember]
+    token: str
+    procs: list[subprocess.Popen[bytes] | None]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    @property
+    def store_url(self) -> str:
+        """What `shoal registry --store` takes for this cluster."""
+        return "etcd://" + ",".join(self.endpoints)
+
+    def kill(self, i: int) -> None:
+        p = self.procs[i]
+        if p is not None:
+            etcd_server.stop(p)  # SIGKILL to its process group, then wait
+            self.procs[i] = None
+
+    def start(self, i: int, *, wait: bool = True) -> None:
+        """Member i again, on its data. `wait=False` when the others are down too: a member alone
+        answers /health false until it has a quorum to elect with."""
+        if self.procs[i] is None:
+            self.procs[i] = etcd_server.start(self.members[i], self.members, self.token)
+            if wait:
+                etcd_server.wait_healthy(self.members[i], self.procs[i])
+
+
+@contextmanager
+def three_etcd(subnet: str) -> Iterator[ThreeEtcd]:
+    """A 3-member etcd on `subnet` (a /24 of the project's 10.99.x range, e.g. "10.99.20.0/24"): the
+    bridge at .1, members at .11-.13, names taken from the third octet so clusters on different subnets
+    can run side by side. Everything it made is removed afterwards, whatever happened."""
+    octets = subnet.split("/")[0].split(".")
+    net, tag = ".".join(octets[:3]), octets[2]
+    bridge = f"shoale{tag}-br"
+    ns = [f"shoale{tag}-m{i}" for i in range(3)]
+    d = Path(tempfile.mkdtemp(prefix=f"shoal-etcd3-{tag}-"))
+    cluster = ThreeEtcd([], uuid.uuid4().hex, [None, None, None])
+    try:
+        for name in ns:  # a leftover of a run that was killed before it could clean up
+            host.kill(host.netns_pids(name))
+            host.delete_netns(name)
+        host.delete_link(bridge)
+        host.create_bridge(bridge, f"{net}.1", 24)
+        for i, name in enumerate(ns):
+            host.create_node_net(name, f"e{tag}m{i}v", bridge, f"{net}.{11 + i}", 24, f"{net}.1")
+            address = f"{net}.{11 + i}"
+            cluster.members.append(EtcdMember(f"m{i}", address, 2379, 2380, d / f"m{i}", netns=name))
+        cluster.procs = [etcd_server.start(m, cluster.members, cluster.token) for m in cluster.members]
+        for m, p in zip(cluster.members, cluster.procs, strict=True):
+            assert p is not None
+            etcd_server.wait_healthy(m, p)
+        yield cluster
+    finally:
+        for i in range(len(cluster.procs)):
+            cluster.kill(i)
+        for name in ns:
+            host.kill(host.netns_pids(name))
+            host.delete_netns(name)
+        host.delete_link(bridge)
         subprocess.run(["rm", "-rf", str(d)], check=False)

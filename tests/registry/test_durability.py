@@ -22,17 +22,14 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
-from shoal.dev import host
-from shoal.registry import etcd_server
-from shoal.registry.etcd_server import EtcdMember
-from tests.etcd import local_etcd
+from tests.etcd import ThreeEtcd, local_etcd, three_etcd
 from tests.registry.conftest import RegistryProc, start_registry, stop_registry
 
 
@@ -85,46 +82,23 @@ def test_sqlite_keeps_every_acknowledged_write_across_kill_9():
 
 
 NET = "10.99.20.0/24"
-BRIDGE = "shoaletcd-br"
 
 
 @pytest.fixture
-def etcd_cluster():
-    """Three etcd members, each in its own network namespace on a bridge of ours; removed afterwards."""
-    ns = [f"shoaletcd-m{i}" for i in range(3)]
-    procs: list[subprocess.Popen[bytes]] = []
-    d = Path(tempfile.mkdtemp(prefix="shoal-etcd3-"))
-    try:
-        host.create_bridge(BRIDGE, "10.99.20.1", 24)
-        members = []
-        for i, name in enumerate(ns):
-            host.create_node_net(name, name[-7:] + "v", BRIDGE, f"10.99.20.{11 + i}", 24, "10.99.20.1")
-            members.append(EtcdMember(f"m{i}", f"10.99.20.{11 + i}", 2379, 2380, d / f"m{i}", netns=name))
-        token = uuid.uuid4().hex
-        procs = [etcd_server.start(m, members, token) for m in members]
-        for m, p in zip(members, procs, strict=True):
-            etcd_server.wait_healthy(m, p)
-        yield members, procs
-    finally:
-        for p in procs:
-            etcd_server.stop(p)
-        for name in ns:
-            host.kill(host.netns_pids(name))
-            host.delete_netns(name)
-        host.delete_link(BRIDGE)
-        subprocess.run(["rm", "-rf", str(d)], check=False)
+def etcd_cluster() -> Iterator[ThreeEtcd]:
+    with three_etcd(NET) as cluster:
+        yield cluster
 
 
 def test_etcd_cluster_survives_one_member_and_fails_clearly_without_quorum(etcd_cluster):
-    members, procs = etcd_cluster
-    reg = start_registry("etcd://" + ",".join(m.endpoint for m in members))
+    reg = start_registry(etcd_cluster.store_url)
     try:
         acked: list[str] = []
         stop, errors = threading.Event(), []
         writer = threading.Thread(target=_writer, args=(reg.url, "ha", acked, stop, errors))
         writer.start()
         _until(lambda: len(acked) >= 25 or errors, 60)  # busy, however slow this machine is right now
-        etcd_server.stop(procs[0])  # one member of three goes away mid-write
+        etcd_cluster.kill(0)  # one member of three goes away mid-write
         before = len(acked)
         _until(lambda: len(acked) >= before + 25 or errors, 60)  # and writes go on without it
         stop.set()
@@ -136,7 +110,7 @@ def test_etcd_cluster_survives_one_member_and_fails_clearly_without_quorum(etcd_
         assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged writes lost"
         assert c.kv.put("ha/after", "still-works") is True
 
-        etcd_server.stop(procs[1])  # two of three gone: no quorum
+        etcd_cluster.kill(1)  # two of three gone: no quorum
         t0 = time.monotonic()
         r = requests.put(f"{reg.url}/v1/kv/ha/noquorum", data=b"x", timeout=30)
         took = time.monotonic() - t0

@@ -7,6 +7,23 @@ Consul's indexes survive a manager restart unchanged. One watch over the store's
 the ChangeFeed that blocking queries wait on; when etcd has compacted past it (the watch was away), it
 wakes every blocked reader to re-read and resumes from the current revision.
 
+Without quorum (most members down) etcd does not say so: a member waits out its own request timeout,
+or answers "no leader" exactly as it does during an ordinary election. So every call asks etcd to refuse
+at once when it knows no leader (the `hasleader` metadata etcd's own client sends), and a call that is
+refused or unanswered for PROBE_AFTER asks each member for its Status (quorum.py decides): fewer than a
+majority answering means no write can commit, and the write fails then, in about a second, with a
+message naming the members that are down, instead of after RETRY_FOR. Reads then fall back to a
+serializable read from any member still up, and `stale` is True until a probe finds quorum and a leader
+again (a Consul edge answers those with `X-Consul-KnownLeader: false`).
+
+Writes of `update` (every plain KV PUT) go in groups, as SQLite's commits do: an update is sent at once
+when no group is on its way, and the updates that arrive meanwhile go together as the next group, one
+Txn of nested Txns, each with its own compare, its put, and a read of the key when the compare fails, so
+one round trip both writes and, on a conflict, brings the current value (a Python gRPC call costs the
+registry several hundred µs of CPU: one per group instead of two per PUT is most of the speed-up). The value
+compared against comes from a cache of recent entries fed by the watch (whose events carry the values)
+and by the store's own answers; the cache is only a guess, the compare is what makes it safe.
+
 Retries: a write whose first attempt timed out may have been applied. A plain put is retried as it
 is; a transaction with compares is retried too, but when the retry's compares fail the store reads back
 what it wrote and reports success if its writes stand — so a retried CAS or acquire never answers false
@@ -18,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -37,12 +56,79 @@ from shoal.registry.store.base import (
     Write,
     check_writes,
 )
+from shoal.registry.store.quorum import Member, Quorum, assess, endpoint_of, no_quorum_message
 
 NAMESPACE = b"/shoal/"
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 CALL_TIMEOUT = 2.0  # one attempt
 RETRY_FOR = 8.0  # all attempts: a lost member or a leader election is over well within this
-UPDATE_ATTEMPTS = 100  # reads and compare-and-sets of one `update` against concurrent writers
+UPDATE_ATTEMPTS = 100  # compare-and-sets of one `update` against concurrent writers
+LEADER_MD = (("hasleader", "true"),)  # etcd's "refuse at once when you know no leader" (clientv3's too)
+PROBE_AFTER = 0.5  # an attempt unanswered this long: ask the members whether there is a quorum at all
+PROBE_TIMEOUT = 0.8  # one member's Status answer, in that probe
+PROBE_FRESH = 0.3  # a probe's verdict is shared this long by every call that needs one
+RECOVER_EVERY = 0.5  # without quorum: how often to look whether it is back
+STALE_FOR = 2.0  # a serializable read's attempts, from whichever members are up
+# update groups on their way at once (1 measured faster than 2 or 4: bigger groups, fewer calls)
+BATCHES_IN_FLIGHT = 1
+BATCH_BYTES = 1 << 20  # one group's values at most (etcd's --max-request-bytes is 1.5 MiB by default)
+# a member that comes back is connected to again within a second (gRPC's default backoff grows to 2 min)
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+HINT_KEYS = 32768  # entries the value cache keeps (the oldest go first)
+HINT_VALUE_MAX = 2048  # larger values are not cached: an update of such a key reads it in its first Txn
+
+
+class _NoQuorum(Exception):
+    """Inside the store only: a probe found no quorum (the caller answers stale or refuses)."""
+
+    def __init__(self, quorum: Quorum) -> None:
+        super().__init__(no_quorum_message(quorum))
+        self.quorum = quorum
+
+
+class _LeaderMoved(Exception):
+    """Inside the store only: another member leads since the attempt began, so the attempt is likely
+    lost with the old leader (a follower's forwarded proposal is not answered) and is sent again."""
+
+
+@dataclass(slots=True)
+class _Update:
+    """One `update` waiting for its group. Its value is made as the group is formed, from the newest
+    entry known then (the cache's, else what its last attempt read), so an update queued behind another
+    of the same key compares against what that one wrote. `fut` gets (the entry fn saw, fn's value, the
+    group's revision, the nested Txn's answer, whether the group was sent again after an attempt that may
+    have been applied)."""
+
+    name: str
+    key: bytes
+    fn: Callable[[Entry | None], bytes | None]
+    last: Entry | None
+    fut: asyncio.Future[tuple[Entry | None, bytes | None, int, Any, bool]]
+
+
+def _update_op(op: rpc.RequestOp, k: bytes, entry: Entry | None, value: bytes | None) -> None:
+    """Fills `op` (in place: protobuf copies every submessage handed to a constructor) with a nested
+    Txn: if the key is still `entry` (absent: None), put `value` (None: nothing); else read the key."""
+    t = op.request_txn
+    c = t.compare.add()
+    c.result, c.target, c.key = rpc.Compare.EQUAL, rpc.Compare.MOD, k
+    c.mod_revision = entry.modify_index if entry else 0
+    if value is not None:
+        put = t.success.add().request_put
+        put.key, put.value = k, value
+    t.failure.add().request_range.key = k
+
+
+def _serializable(req: Any) -> Any:
+    """A copy of a Range, or of a Txn of Ranges, that any member answers from its own copy."""
+    out = type(req)()
+    out.CopyFrom(req)
+    if isinstance(out, rpc.RangeRequest):
+        out.serializable = True
+    else:
+        for op in out.success:
+            op.request_range.serializable = True
+    return out
 
 
 def _end(prefix: bytes) -> bytes:
@@ -60,12 +146,34 @@ class EtcdStore:
         self.endpoints = list(endpoints)
         target = "ipv4:" + ",".join(self.endpoints)
         self._channel = grpc.aio.insecure_channel(
-            target, options=[("grpc.lb_policy_name", "round_robin"), ("grpc.enable_retries", 1)]
+            target,
+            options=[
+                ("grpc.lb_policy_name", "round_robin"),
+                ("grpc.enable_retries", 1),
+                ("grpc.max_receive_message_length", -1),  # a group's failure reads, a big prefix
+                *RECONNECT,
+            ],
         )
         self._kv = rpc.KVStub(self._channel)
         self._lease = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
         self.feed: ChangeFeed
+        # quorum: one channel per member for the probes, the last verdict, and the one being asked for
+        self._probe_channels: dict[str, grpc.aio.Channel] = {}
+        self._members: list[Member] | None = None
+        self._verdict: tuple[float, Quorum] | None = None
+        self._probing: asyncio.Future[Quorum] | None = None
+        self._lost: Quorum | None = None  # set while etcd has no quorum: reads are answered stale
+        self._lost_at = 0.0  # since when (the loop's clock)
+        self._leader = 0  # the raft leader the last probe found (0: none yet)
+        self._recovering: asyncio.Task[None] | None = None
+        # update groups, and the value cache they compare against: key -> (entry or None, as of revision)
+        self._updates: deque[_Update] = deque()
+        self._busy: set[bytes] = set()  # keys in a group on its way
+        self._in_flight = 0
+        self._send_due = False
+        self._hints: dict[str, tuple[Entry | None, int]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._watch_call: Any = None  # the watch thread's current call, cancelled to stop it
         self._pending: list[tuple[str, Any]] = []  # what the watch thread saw, for the loop
@@ -76,6 +184,7 @@ class EtcdStore:
     async def open(cls, endpoints: Sequence[str]) -> EtcdStore:
         store = cls(endpoints)
         start = await store.index()
+        await store._probe()  # which member leads: an attempt outliving that leader is sent again
         store.feed = ChangeFeed(start)
         store._watcher = asyncio.get_running_loop().create_task(store._watch_loop(start))
         return store
@@ -92,19 +201,54 @@ class EtcdStore:
             kv.lease,
         )
 
-    async def _call(self, method, request, on_retry=None):
+    @property
+    def stale(self) -> bool:
+        """True while etcd has no quorum: reads are answered from one member's own copy and may miss the
+        newest writes (Consul's `X-Consul-KnownLeader: false`). False again once a majority and a leader
+        answer."""
+        return self._lost is not None
+
+    @property
+    def lost_for(self) -> float:
+        """Seconds since etcd was found without quorum (0.0 while it has one), for Consul's
+        `X-Consul-LastContact` (in ms) on stale answers."""
+        if self._lost is None:
+            return 0.0
+        return max(0.0, asyncio.get_running_loop().time() - self._lost_at)
+
+    async def _call(self, method, request, on_retry=None, *, stale: bool = False):
         """One RPC, each attempt with a short deadline, retried while a lost member's connections are
-        replaced or a new leader is elected; past RETRY_FOR the cluster has no quorum and we say so.
-        `on_retry` is called before each attempt after a failed one (an attempt that timed out may have
-        been applied: see `txn`)."""
+        replaced or a new leader is elected, as long as a majority of the members answers; without one
+        (quorum.py) a write fails at once and a read that allows it (`stale`) is answered by any member
+        from its own copy (the same request, serializable). Past RETRY_FOR without an answer the user is
+        told so. `on_retry` is called before each attempt after a failed one (an attempt that timed out
+        may have been applied: see `_guarded`)."""
         loop = asyncio.get_running_loop()
+        if self._lost is not None:
+            if stale:
+                return await self._stale_call(method, _serializable(request))
+            q = await self._probe()
+            if not q.has_quorum:
+                raise StoreUnavailable(no_quorum_message(q))
         deadline = loop.time() + RETRY_FOR
         retried = False
         while True:
             if retried and on_retry:
                 on_retry()
             try:
-                return await method(request, timeout=min(CALL_TIMEOUT, max(0.1, deadline - loop.time())))
+                resp = await self._attempt(
+                    method, request, min(CALL_TIMEOUT, max(0.1, deadline - loop.time()))
+                )
+                if self._lost is not None:
+                    self._regained()
+                return resp
+            except _NoQuorum as e:
+                if stale:
+                    return await self._stale_call(method, _serializable(request))
+                raise StoreUnavailable(str(e)) from None
+            except _LeaderMoved:
+                retried = True
+                continue
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 details = (e.details() or "").lower()
@@ -115,15 +259,21 @@ class EtcdStore:
                 retryable = (
                     code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or transient
                 )
+                if retryable:
+                    q = await self._probe()
+                    if not q.has_quorum:
+                        if stale:
+                            return await self._stale_call(method, _serializable(request))
+                        raise StoreUnavailable(no_quorum_message(q)) from e
                 if retryable and loop.time() < deadline - 0.1:
                     await asyncio.sleep(0.05)
                     retried = True
                     continue
                 if retryable:
                     raise StoreUnavailable(
-                        f"etcd did not answer within {RETRY_FOR:.0f}s ({e.details() or code.name}); "
-                        f"most of its members ({', '.join(self.endpoints)}) may be down, so it has no "
-                        "quorum: bring them back"
+                        f"etcd did not answer within {RETRY_FOR:.0f}s ({e.details() or code.name}), though "
+                        f"a majority of its members ({', '.join(self.endpoints)}) answers: it may be "
+                        "overloaded or its disk stalled; look at its members' logs"
                     ) from e
                 if "too many operations" in details:
                     raise TooLarge(
@@ -132,14 +282,161 @@ class EtcdStore:
                     ) from e
                 raise StoreUnavailable(f"etcd: {e.details() or code.name}") from e
 
+    async def _attempt(self, method, request, timeout: float):
+        """One attempt; unanswered after PROBE_AFTER, the members are asked how things stand: without
+        a quorum the attempt is abandoned (_NoQuorum) rather than waited out; with one but no leader
+        they are asked again until one leads, and when that is another member than led before, the
+        attempt is abandoned too (_LeaderMoved) and sent again, rather than waiting out its deadline
+        for an answer the dead leader will never give."""
+        loop = asyncio.get_running_loop()
+        call = method(request, timeout=timeout, metadata=LEADER_MD)
+        before = self._leader
+        why: list[Exception] = []
+
+        async def check() -> None:
+            while not call.done():
+                try:
+                    q = await self._probe()
+                except Exception:  # the store closing under it: the attempt ends on its own
+                    return
+                if call.done():
+                    return
+                if not q.has_quorum:
+                    why.append(_NoQuorum(q))
+                elif q.leader and before and q.leader != before:
+                    why.append(_LeaderMoved())
+                elif q.leader:
+                    return  # the same leader: only slow; the attempt runs to its deadline
+                else:
+                    await asyncio.sleep(PROBE_FRESH)  # an election: look again
+                    continue
+                call.cancel()
+                return
+
+        timer = loop.call_later(PROBE_AFTER, lambda: self._spawn(check()))
+        try:
+            return await call
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if why and not (task and task.cancelling()):
+                raise why[0] from None
+            raise
+        finally:
+            timer.cancel()
+
+    async def _stale_call(self, method, request):
+        """A serializable read from any member still up (the channel routes around the dead ones)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STALE_FOR
+        while True:
+            try:
+                return await method(request, timeout=max(0.1, min(CALL_TIMEOUT, deadline - loop.time())))
+            except grpc.aio.AioRpcError as e:
+                if loop.time() < deadline - 0.1:
+                    await asyncio.sleep(0.05)
+                    continue
+                q = self._lost or (self._verdict[1] if self._verdict else None)
+                down = f"; {no_quorum_message(q)}" if q is not None else ""
+                raise StoreUnavailable(
+                    f"no etcd member answers a read ({e.details() or e.code().name}){down}"
+                ) from e
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- quorum -------------------------------------------------------------------------------------
+
+    async def _probe(self) -> Quorum:
+        """The members' verdict, asked for at most once per PROBE_FRESH however many calls need it."""
+        loop = asyncio.get_running_loop()
+        if self._verdict is not None and loop.time() - self._verdict[0] < PROBE_FRESH:
+            return self._verdict[1]
+        if self._probing is None:
+            self._probing = loop.create_task(self._ask_members())
+        return await asyncio.shield(self._probing)
+
+    def _prober(self, endpoint: str) -> grpc.aio.Channel:
+        ch = self._probe_channels.get(endpoint)
+        if ch is None:
+            ch = self._probe_channels[endpoint] = grpc.aio.insecure_channel(
+                f"ipv4:{endpoint}", options=RECONNECT
+            )
+        return ch
+
+    def _forget_prober(self, endpoint: str) -> None:
+        """A member that did not answer gets a new channel next time, free of the old one's backoff."""
+        ch = self._probe_channels.pop(endpoint, None)
+        if ch is not None:
+            self._spawn(ch.close())
+
+    async def _ask_members(self) -> Quorum:
+        """Status from every member at once (each within PROBE_TIMEOUT), and the member list from one
+        that answers; the verdict is quorum.py's. Losing quorum starts the watch for its return."""
+        try:
+            targets = list(dict.fromkeys([*self.endpoints, *(m.endpoint for m in self._members or ())]))
+
+            async def status(endpoint: str) -> tuple[str, tuple[int, int] | None]:
+                try:
+                    r = await rpc.MaintenanceStub(self._prober(endpoint)).Status(
+                        rpc.StatusRequest(), timeout=PROBE_TIMEOUT
+                    )
+                except grpc.aio.AioRpcError:
+                    self._forget_prober(endpoint)
+                    return endpoint, None
+                return endpoint, (r.header.member_id, r.leader)
+
+            answers = {e: a for e, a in await asyncio.gather(*(status(t) for t in targets)) if a is not None}
+            for endpoint in answers:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    listed = await rpc.ClusterStub(self._prober(endpoint)).MemberList(
+                        rpc.MemberListRequest(), timeout=PROBE_TIMEOUT
+                    )
+                    self._members = sorted(
+                        (
+                            Member(m.ID, m.name, endpoint_of(m.clientURLs[0]) if m.clientURLs else m.name)
+                            for m in listed.members
+                            if not m.isLearner
+                        ),
+                        key=lambda m: m.name,
+                    )
+                    break
+            q = assess(self.endpoints, self._members, answers)
+            self._verdict = (asyncio.get_running_loop().time(), q)
+            if q.has_quorum and q.leader:
+                self._leader = q.leader
+            if not q.has_quorum and self._lost is None:
+                self._lost, self._lost_at = q, asyncio.get_running_loop().time()
+                self._recovering = asyncio.get_running_loop().create_task(self._recover())
+            return q
+        finally:
+            self._probing = None
+
+    async def _recover(self) -> None:
+        """While there is no quorum: look every RECOVER_EVERY; a majority with a leader ends it."""
+        while self._lost is not None:
+            await asyncio.sleep(RECOVER_EVERY)
+            with contextlib.suppress(Exception):
+                q = await self._probe()
+                if q.serving:
+                    self._regained()
+                elif self._lost is not None:
+                    self._lost = q
+
+    def _regained(self) -> None:
+        self._lost = None
+
+    async def _range(self, req: rpc.RangeRequest) -> Any:
+        return await self._call(self._kv.Range, req, stale=True)
+
     async def get(self, key: str) -> Entry | None:
-        resp = await self._call(self._kv.Range, rpc.RangeRequest(key=self._k(key)))
+        resp = await self._range(rpc.RangeRequest(key=self._k(key)))
         return self._entry(resp.kvs[0]) if resp.kvs else None
 
     async def range(self, prefix: str) -> list[Entry]:
         k = self._k(prefix)
-        resp = await self._call(
-            self._kv.Range,
+        resp = await self._range(
             rpc.RangeRequest(
                 key=k, range_end=_end(k), sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY
             ),
@@ -154,15 +451,120 @@ class EtcdStore:
         return await self.txn([Compare(key, index)], [Put(key, value, lease)])
 
     async def update(self, key: str, fn: Callable[[Entry | None], bytes | None]) -> int | None:
-        for _ in range(UPDATE_ATTEMPTS):  # read, then compare-and-set on what was read
-            old = await self.get(key)
-            value = fn(old)
-            if value is None:
-                return None
-            index = await self.cas(key, value, old.modify_index if old else 0)
-            if index is not None:
-                return index
+        """fn(the entry as the cache has it) compared-and-put in one nested Txn of a group (see the module
+        docstring); when the cache was wrong, the Txn's failure branch brought the current entry, and fn
+        runs again on that. An attempt whose answer was lost may have been applied: when the key then
+        holds what that attempt wrote, it was ours, and the answer is success."""
+        loop = asyncio.get_running_loop()
+        u = _Update(key, self._k(key), fn, None, loop.create_future())
+        sent_blind: list[bytes] = []  # values of attempts that may have been applied unanswered
+        for _ in range(UPDATE_ATTEMPTS):
+            u.fut = loop.create_future()
+            self._updates.append(u)
+            self._schedule_send()
+            entry, value, revision, answer, resent = await u.fut
+            if resent and value is not None:
+                sent_blind.append(value)
+            if answer.succeeded:
+                if value is None:
+                    return None
+                self._hint(
+                    key, Entry(key, value, entry.create_index if entry else revision, revision), revision
+                )
+                return revision
+            kvs = answer.responses[0].response_range.kvs
+            u.last = self._entry(kvs[0]) if kvs else None
+            self._hint(key, u.last, revision)
+            if u.last is not None and u.last.lease == 0 and u.last.value in sent_blind:
+                return u.last.modify_index
         raise ServerError(f"could not write {key!r}: too many concurrent writers; try again")
+
+    def _schedule_send(self) -> None:
+        if not self._send_due and self._in_flight < BATCHES_IN_FLIGHT:
+            self._send_due = True  # once this loop turn's updates have all joined
+            asyncio.get_running_loop().call_soon(self._send_updates)
+
+    def _send_updates(self) -> None:
+        """Groups from the waiting updates, while fewer than BATCHES_IN_FLIGHT are on their way. A key
+        is in one group at a time (etcd refuses a key put twice in one Txn, and a second group would only
+        lose the compare to the first): its later updates wait for the group ahead to answer."""
+        self._send_due = False
+        while self._updates and self._in_flight < BATCHES_IN_FLIGHT:
+            req = rpc.TxnRequest()
+            group: list[tuple[_Update, Entry | None, bytes | None]] = []
+            later: list[_Update] = []
+            size = 0
+            while self._updates and len(group) < MAX_TXN_OPS:
+                u = self._updates.popleft()
+                if u.fut.done():  # its caller was cancelled while it waited: it is not sent
+                    continue
+                if u.key in self._busy:
+                    later.append(u)
+                    continue
+                hint = self._hints.get(u.name)
+                entry = hint[0] if hint is not None else u.last
+                try:
+                    value = u.fn(entry)
+                except Exception as e:  # fn is the caller's: its failure is that caller's alone
+                    u.fut.set_exception(e)
+                    continue
+                if group and size + len(u.key) + len(value or b"") > BATCH_BYTES:
+                    later.append(u)
+                    break
+                size += len(u.key) + len(value or b"")
+                self._busy.add(u.key)
+                group.append((u, entry, value))
+                _update_op(req.success.add(), u.key, entry, value)
+            self._updates.extendleft(reversed(later))
+            if not group:
+                return
+            self._in_flight += 1
+            self._spawn(self._send_group(group, req))
+
+    async def _send_group(
+        self, group: list[tuple[_Update, Entry | None, bytes | None]], req: rpc.TxnRequest
+    ) -> None:
+        resent = False
+
+        def retrying() -> None:
+            nonlocal resent
+            resent = True
+
+        try:
+            if faults.LOSE_ANSWERS:  # a test's stand-in for an answer lost after etcd applied the write
+                await self._kv.Txn(req, timeout=CALL_TIMEOUT)
+                resent = True
+            resp = await self._call(self._kv.Txn, req, on_retry=retrying)
+            for (u, entry, value), r in zip(group, resp.responses, strict=True):
+                if not u.fut.done():
+                    u.fut.set_result((entry, value, resp.header.revision, r.response_txn, resent))
+        except asyncio.CancelledError:
+            for u, _, _ in group:
+                u.fut.cancel()
+            raise
+        except Exception as e:
+            for u, _, _ in group:
+                if not u.fut.done():
+                    u.fut.set_exception(e)
+        finally:
+            self._in_flight -= 1
+            for u, _, _ in group:
+                self._busy.discard(u.key)
+            if self._updates:
+                self._schedule_send()
+
+    def _hint(self, key: str, entry: Entry | None, revision: int) -> None:
+        """What the cache knows of `key` as of `revision`, unless it knows something newer. A value over
+        HINT_VALUE_MAX is not kept, and what was known of the key before is forgotten."""
+        old = self._hints.pop(key, None)
+        if old is not None and old[1] > revision:
+            self._hints[key] = old
+            return
+        if entry is not None and len(entry.value) > HINT_VALUE_MAX:
+            return
+        if len(self._hints) >= HINT_KEYS:
+            del self._hints[next(iter(self._hints))]
+        self._hints[key] = (entry, revision)
 
     async def delete(self, key: str, *, index: int | None = None) -> int | None:
         k = self._k(key)
@@ -191,12 +593,16 @@ class EtcdStore:
 
     async def read(self, keys: Sequence[str] = (), prefixes: Sequence[str] = ()) -> Snapshot:
         """One Txn of ranges: etcd answers them all at one revision."""
+        return await self._read(keys, prefixes, stale_ok=True)
+
+    async def _read(self, keys: Sequence[str], prefixes: Sequence[str], *, stale_ok: bool) -> Snapshot:
         ops = [self._range_op(k, False) for k in keys] + [self._range_op(p, True) for p in prefixes]
-        resp = await self._call(self._kv.Txn, rpc.TxnRequest(success=ops[:MAX_TXN_OPS]))
+        first = rpc.TxnRequest(success=ops[:MAX_TXN_OPS])
+        resp = await self._call(self._kv.Txn, first, stale=stale_ok)
         ranges = [r.response_range.kvs for r in resp.responses]
         for op in ops[MAX_TXN_OPS:]:  # past etcd's limit for one Txn: the same revision, range by range
             op.request_range.revision = resp.header.revision
-            ranges.append((await self._call(self._kv.Range, op.request_range)).kvs)
+            ranges.append((await self._call(self._kv.Range, op.request_range, stale=stale_ok)).kvs)
         entries = {k: (self._entry(kvs[0]) if kvs else None) for k, kvs in zip(keys, ranges, strict=False)}
         trees = {
             p: [self._entry(kv) for kv in kvs] for p, kvs in zip(prefixes, ranges[len(keys) :], strict=True)
@@ -259,7 +665,9 @@ class EtcdStore:
 
     async def _stands(self, writes: Sequence[Write]) -> bool:
         """Whether every write of an earlier, unanswered attempt is what the store holds now."""
-        got = await self.read([w.key for w in writes if not (isinstance(w, Delete) and w.prefix)])
+        got = await self._read(
+            [w.key for w in writes if not (isinstance(w, Delete) and w.prefix)], [], stale_ok=False
+        )
         for w in writes:
             if isinstance(w, Put):
                 e = got.entries.get(w.key)
@@ -270,7 +678,7 @@ class EtcdStore:
         return True
 
     async def index(self) -> int:
-        resp = await self._call(self._kv.Range, rpc.RangeRequest(key=NAMESPACE, count_only=True))
+        resp = await self._range(rpc.RangeRequest(key=NAMESPACE, count_only=True))
         return max(1, resp.header.revision)
 
     def seen(self) -> int:
@@ -328,7 +736,7 @@ class EtcdStore:
 
     def _watch_thread(self, start: int, stop: threading.Event, loop: asyncio.AbstractEventLoop) -> None:
         channel = grpc.insecure_channel(
-            "ipv4:" + ",".join(self.endpoints), options=[("grpc.lb_policy_name", "round_robin")]
+            "ipv4:" + ",".join(self.endpoints), options=[("grpc.lb_policy_name", "round_robin"), *RECONNECT]
         )
         watch, kv = rpc.WatchStub(channel), rpc.KVStub(channel)
         last = start
@@ -361,7 +769,11 @@ class EtcdStore:
                             call.cancel()
                             break
                         changes = [
-                            (ev.kv.mod_revision, ev.kv.key[len(NAMESPACE) :].decode(errors="replace"))
+                            (
+                                ev.kv.mod_revision,
+                                ev.kv.key[len(NAMESPACE) :].decode(errors="replace"),
+                                None if ev.type == rpc.Event.DELETE else ev.kv,
+                            )
                             for ev in resp.events
                         ]
                         if changes:
@@ -394,7 +806,12 @@ class EtcdStore:
         batch: list[tuple[int, str]] = []
         for kind, value in items:
             if kind == "changes":
-                batch += value
+                for revision, key, kv in value:  # the values feed the update cache
+                    batch.append((revision, key))
+                    known = self._hints.get(key)
+                    if known is not None and known[1] >= revision:
+                        continue  # already known (the store's own write, mostly)
+                    self._hint(key, None if kv is None else self._entry(kv), revision)
                 continue
             self.feed.publish(batch)
             batch = []
@@ -402,8 +819,12 @@ class EtcdStore:
         self.feed.publish(batch)
 
     async def close(self) -> None:
-        if self._watcher:
-            self._watcher.cancel()
+        tasks = [t for t in (self._watcher, self._recovering, self._probing, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watcher
+                await t
+        for ch in self._probe_channels.values():
+            await ch.close()
         await self._channel.close()
