@@ -84,6 +84,11 @@ class RegistryUnreachable(Unavailable):
     """The registry did not answer a client (agent, manager, CLI); callers retry with backoff."""
 
 
+class RegistryFailed(Unavailable):
+    """The registry answered 5xx (its store without quorum, a write it gave up on): the request may be
+    sent again later; callers that loop (the agents) back off and retry rather than stop."""
+
+
 class ServerError(ShoalError):
     """A server-side refusal answered as a plain 500 (Consul's form for an unknown session, node or dc)."""
 

@@ -3,6 +3,11 @@ never leaves the node), and keep what was granted in the state directory, so a r
 token. The token pins the cluster's node CA: the agent fetches the CA, checks its fingerprint against the
 pin before it sends anything, then talks to the manager over TLS that CA vouches for. The certificate is
 renewed (with the certificate itself) once two thirds of its life have passed.
+
+`--manager` may list every manager's join listener (`https://a:2377,https://b:2377`): the agent joins
+through the first that answers, keeps the whole list, and renews through any of them. A join or renewal
+whose connection could not be made goes to the next manager; one that failed after it was sent is not
+sent again (the name may be taken already): the agent retries as it does with one manager.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import socket
 import ssl
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +27,14 @@ import psutil
 
 from shoal import pki
 from shoal.certs import Files
-from shoal.errors import PermissionDenied, RegistryUnreachable, ShoalError
+from shoal.errors import PermissionDenied, ShoalError
 from shoal.logs import kv
-from shoal.registry.client import Access
+from shoal.registry.client import CONNECT, Access, Rotation, first_answer
+from shoal.registry.client import addresses as address_list
 from shoal.tokens import HOW_TO, parse_token
 
 log = logging.getLogger("shoal.agent.join")
-TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
+TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=CONNECT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +42,9 @@ class Credentials(Files):
     """What joining granted, as kept under the agent's state directory (Docker's ca/cert/key layout, as
     every certificate directory of the cluster)."""
 
-    registry: str
+    registry: str  # the registry's address, or a comma-separated list of them
     token: str
-    manager: str
+    manager: str  # the managers' join listeners, comma-separated
 
     def access(self) -> Access:
         return Access(self.registry, self.token, str(self.ca), str(self.cert), str(self.key))
@@ -80,55 +86,61 @@ def addresses() -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _base(manager: str) -> str:
-    return manager.rstrip("/") if manager.startswith("https://") else f"https://{manager.rstrip('/')}"
+def managers(manager: str) -> tuple[str, ...]:
+    """`--manager`'s join listeners: one or a comma-separated list, HOST:PORT or https:// URLs."""
+    return address_list(manager, scheme="https", schemes=("https",), what="manager", port=2377)
+
+
+def _from(bases: tuple[str, ...], base: str) -> Rotation:
+    """The managers from `base` on (it answered last), then the others."""
+    rotation = Rotation(bases)
+    rotation.at = bases.index(base)
+    return rotation
 
 
 async def _fetch_ca(session: aiohttp.ClientSession, base: str) -> bytes:
     """The CA, fetched without trusting anything yet: only its fingerprint against the token's pin decides."""
-    try:
-        async with session.get(f"{base}/shoal/v1/ca", ssl=False, timeout=TIMEOUT) as r:
-            if r.status != 200:
-                raise ShoalError(
-                    f"the manager at {base} answered {r.status} for its CA; is it a shoal manager?"
-                )
-            return await r.read()
-    except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        raise RegistryUnreachable(f"manager at {base} unreachable: {e or type(e).__name__}") from e
+    async with session.get(f"{base}/shoal/v1/ca", ssl=False, timeout=TIMEOUT) as r:
+        if r.status != 200:
+            raise ShoalError(f"the manager at {base} answered {r.status} for its CA; is it a shoal manager?")
+        return await r.read()
 
 
 async def _grant(session: aiohttp.ClientSession, url: str, body: dict[str, Any], ctx: ssl.SSLContext) -> dict:
-    try:
-        async with session.post(url, json=body, ssl=ctx, timeout=TIMEOUT) as r:
+    async with session.post(url, json=body, ssl=ctx, timeout=TIMEOUT) as r:
+        try:
             data = await r.json(content_type=None)
-            if r.status >= 400:
-                message = data.get("message", "") if isinstance(data, dict) else str(data)
-                raise (PermissionDenied if r.status in (401, 403) else ShoalError)(message)
-            return data
-    except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        raise RegistryUnreachable(f"manager at {url} unreachable: {e or type(e).__name__}") from e
+        except ValueError:
+            raise ShoalError(f"{url} answered {r.status} with no JSON; is it a shoal manager?") from None
+        if r.status >= 400:
+            message = data.get("message", "") if isinstance(data, dict) else str(data)
+            raise (PermissionDenied if r.status in (401, 403) else ShoalError)(message)
+        return data
 
 
 async def join(manager: str, token_text: str, node: str, state_dir: Path) -> Credentials:
     token = parse_token(token_text)
-    base = _base(manager)
+    bases = managers(manager)
     state_dir.mkdir(parents=True, exist_ok=True)
     async with aiohttp.ClientSession() as session:
-        ca = await _fetch_ca(session, base)
+        base, ca = await first_answer(
+            Rotation(bases), lambda b: _fetch_ca(session, b), read=True, what="manager"
+        )
         pki.check_pinned(ca, f"sha256:{token.pin}")
         key = pki.new_key()
         _private(state_dir / "key.pem", pki.key_pem(key))
         (state_dir / "ca.pem").write_bytes(ca)
         ctx = pki.client_context(state_dir / "ca.pem")
         csr = pki.make_csr(key, node, [node, *addresses()])
-        got = await _grant(
-            session,
-            f"{base}/shoal/v1/join",
-            {"Token": token_text.strip(), "Node": node, "CSR": csr.decode()},
-            ctx,
+        body = {"Token": token_text.strip(), "Node": node, "CSR": csr.decode()}
+        base, got = await first_answer(
+            _from(bases, base),
+            lambda b: _grant(session, f"{b}/shoal/v1/join", body, ctx),
+            read=False,
+            what="manager",
         )
     (state_dir / "cert.pem").write_bytes(got["Certificate"].encode())
-    creds = Credentials(state_dir, got["Registry"], got.get("Token", ""), base)
+    creds = Credentials(state_dir, got["Registry"], got.get("Token", ""), ",".join(bases))
     _save(creds)
     kv(log, "joined", node=node, manager=base, registry=creds.registry)
     return creds
@@ -138,8 +150,14 @@ async def renew(creds: Credentials, node: str) -> Credentials:
     key = pki.new_key()
     csr = pki.make_csr(key, node, [node, *addresses()])
     ctx = pki.client_context(creds.ca, creds.cert, creds.key)
+    body = {"CSR": csr.decode()}
     async with aiohttp.ClientSession() as session:
-        got = await _grant(session, f"{creds.manager}/shoal/v1/renew", {"CSR": csr.decode()}, ctx)
+        _, got = await first_answer(
+            Rotation(managers(creds.manager)),
+            lambda b: _grant(session, f"{b}/shoal/v1/renew", body, ctx),
+            read=False,
+            what="manager",
+        )
     tmp = creds.dir / "key.pem.new"
     _private(tmp, pki.key_pem(key))
     (creds.dir / "cert.pem.new").write_bytes(got["Certificate"].encode())
@@ -150,9 +168,12 @@ async def renew(creds: Credentials, node: str) -> Credentials:
 
 
 async def credentials(manager: str, token: str, node: str, state_dir: Path) -> Credentials:
-    """What the agent publishes with: kept from an earlier join, or got now with the token."""
+    """What the agent publishes with: kept from an earlier join, or got now with the token. The managers
+    `--manager` lists now are the ones it renews through (a site may have added one since it joined)."""
     have = load(state_dir)
     if have is not None:
+        if manager:
+            have = replace(have, manager=",".join(managers(manager)))
         if have.due(time.time()):
             try:
                 return await renew(have, node)

@@ -32,7 +32,7 @@ from shoal.data.model import DRIVERS
 from shoal.data.pool import open_pool
 from shoal.data.profiles import load_profiles
 from shoal.data.records import Records
-from shoal.errors import Conflict, RegistryUnreachable
+from shoal.errors import Conflict, RegistryUnreachable, Unavailable
 from shoal.logs import kv
 from shoal.registry.client import Access, RegistryClient
 
@@ -109,6 +109,8 @@ class Agent:
         self.published = 0
         self.data: DataService | None = None
         self.access = Access(config.manager)
+        self._registry: RegistryClient | None = None  # one client, so it stays on the registry that answered
+        self._registry_access = self.access
         self.credentials: join.Credentials | None = None
         self._cpu_prev: tuple[float, float] | None = None
         self.started_at = time.time()
@@ -149,7 +151,8 @@ class Agent:
 
     async def _access(self) -> Access:
         """The registry as joining granted it (a node certificate, the registry's address, a node-scoped
-        token), or, for an agent that does not join, `--manager` itself as the registry (plain clusters)."""
+        token), or, for an agent that does not join, `--manager` itself as the registry (plain clusters).
+        Either may be a comma-separated list (every manager's), each address tried in turn."""
         c = self.config
         if c.state_dir is None or not (c.join_token or join.load(c.state_dir) is not None):
             return Access.from_env(c.registry or c.manager)
@@ -183,8 +186,12 @@ class Agent:
 
     @property
     def registry(self) -> RegistryClient:
+        """The registry client: one until the access or the certificate changes, so that, given several
+        registries, it stays on the one that last answered rather than asking a dead one first each round."""
         assert self._http is not None
-        return self.access.client(self._http)
+        if self._registry is None or self._registry_access != self.access:
+            self._registry, self._registry_access = self.access.client(self._http), self.access
+        return self._registry
 
     def _load_sample(self, now: float, core: Facts) -> float:
         """The host's 1-minute load average; or, with --load-cgroup, the CPUs the node's cgroup used since
@@ -319,15 +326,16 @@ class Agent:
                 await self.publish(snap)
                 if backoff:
                     kv(log, "registry is back; facts published", node=self.config.node,
-                       registry=self.config.manager)  # fmt: skip
+                       registry=self.registry.base)  # fmt: skip
                 backoff = 0.0
                 delay = self.config.interval - (time.monotonic() - t0)
             except Conflict:
                 raise
-            except RegistryUnreachable as e:
+            except Unavailable as e:  # unreachable, or answering 5xx (its store without quorum)
                 backoff = min(MAX_BACKOFF, backoff * 2 if backoff else 0.5)
                 delay = backoff * random.uniform(0.8, 1.2)
-                kv(log, "registry unreachable; retrying", logging.WARNING, node=self.config.node,
+                what = "unreachable" if isinstance(e, RegistryUnreachable) else "unavailable"
+                kv(log, f"registry {what}; retrying", logging.WARNING, node=self.config.node,
                    error=e.message, retry_in=round(delay, 1))  # fmt: skip
             await self._sleep(stop, delay, seen if not backoff else None)
 
@@ -340,6 +348,7 @@ class Agent:
                 self.data.transfer.transport.reload(self.credentials.cert, self.credentials.key)
             granted = self.credentials.access()
             self.access = replace(granted, address=self.config.registry) if self.config.registry else granted
+            self._registry = None  # the next client loads the new certificate
 
     async def _sleep(self, stop: asyncio.Event, delay: float, seen: tuple | None) -> None:
         """Until the next round, or sooner when a facts.d file changes: a custom fact is the user's own

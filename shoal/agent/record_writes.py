@@ -5,15 +5,20 @@ what its own datasets need. Reads still go to the registry. An agent that did no
 cluster, no ACLs) writes its records itself (shoal.data.records.Records).
 
 A manager that does not answer is RegistryUnreachable to the callers, as the registry itself would be:
-they back off and try again, and the plugin's calls answer "try again"."""
+they back off and try again, and the plugin's calls answer "try again". With several managers (`manager`
+a comma-separated list), a write whose connection could not be made goes at once to the next, and the
+writes stay on the one that answered; one that failed after it was sent is not sent again (it may have
+been applied): it raises, and the next write goes to the next manager."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from typing import Any
 
 import aiohttp
 
+from shoal.agent.join import managers
 from shoal.data.model import Dataset, Deletion
 from shoal.data.records import Records
 from shoal.errors import (
@@ -24,9 +29,9 @@ from shoal.errors import (
     RegistryUnreachable,
     ShoalError,
 )
-from shoal.registry.client import RegistryClient
+from shoal.registry.client import CONNECT, RegistryClient, Rotation, first_answer
 
-TIMEOUT = aiohttp.ClientTimeout(total=30.0, sock_connect=5.0)
+TIMEOUT = aiohttp.ClientTimeout(total=30.0, sock_connect=CONNECT)
 _BY_STATUS: dict[int, type[ShoalError]] = {
     400: BadRequest,
     403: PermissionDenied,
@@ -41,23 +46,29 @@ class ManagerRecords(Records):
     ) -> None:
         super().__init__(registry)
         self._session = session
-        self._base = manager.rstrip("/")
+        self._managers = Rotation(managers(manager))
         self._tls = tls  # the node certificate's client context (reloaded in place on renewal)
 
     async def _write(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
-        url = f"{self._base}/shoal/v1/records/{op}"
-        try:
+        async def attempt(base: str) -> tuple[int, bytes]:
+            url = f"{base}/shoal/v1/records/{op}"
             async with self._session.post(url, json=body, ssl=self._tls, timeout=TIMEOUT) as r:
-                data = await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-            raise RegistryUnreachable(f"manager at {self._base} unreachable: {e or type(e).__name__}") from e
-        if r.status < 300:
+                return r.status, await r.read()
+
+        base, (status, raw) = await first_answer(self._managers, attempt, read=False, what="manager")
+        try:
+            data = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            raise RegistryUnreachable(
+                f"the manager at {base} answered {status} to {op} with no JSON"
+            ) from None
+        if status < 300:
             return data if isinstance(data, dict) else {}
         message = data.get("message", "") if isinstance(data, dict) else ""
-        message = message or f"the manager answered {r.status} to {op}"
-        if r.status >= 500:
+        message = message or f"the manager answered {status} to {op}"
+        if status >= 500:
             raise RegistryUnreachable(f"the manager could not write the record: {message}")
-        raise _BY_STATUS.get(r.status, ShoalError)(message)
+        raise _BY_STATUS.get(status, ShoalError)(message)
 
     async def commit(self, new: tuple[Dataset, ...]) -> None:
         await self._write("commit", {"new": [d.to_dict() for d in new]})

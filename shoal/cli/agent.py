@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 
 from shoal import logs
+from shoal.agent import join
 from shoal.agent.loop import Agent, AgentConfig
 from shoal.errors import BadRequest
-from shoal.registry.client import base_url
+from shoal.registry.client import addresses
 from shoal.signals import stop_on_signals
 
 
@@ -40,8 +41,10 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     "--manager",
     required=True,
     envvar="CONSUL_HTTP_ADDR",
-    help="With --join (or once joined): the manager's join listener, https://MANAGER:2377. Without: the "
-    "registry (Consul API) itself, HOST:PORT or URL, on plain clusters.",
+    help="With --join (or once joined): the managers' join listeners, https://MANAGER:2377, several "
+    "separated by commas (the agent joins through the first that answers and moves to another when one "
+    "dies). Without: the registry (Consul API) itself, HOST:PORT or URL, or a comma-separated list of them, "
+    "on plain clusters.",
 )
 @click.option(
     "--join", "join_token", envvar="SHOAL_JOIN_TOKEN", default="", help="A join token (shoal token create)."
@@ -55,7 +58,8 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     "--registry",
     "registry_override",
     default="",
-    help="Publish to this registry (Consul API) instead of the one joining named.",
+    help="Publish to this registry (Consul API), or a comma-separated list of them, instead of the one "
+    "joining named.",
 )
 @click.option(
     "--state-dir",
@@ -151,8 +155,12 @@ def agent(
             f"--fact-timeout {fact_timeout:g} is longer than --interval {interval:g}; "
             "a hanging fact script would delay publishing: make it at most the interval"
         )
+    joins = bool(join_token or join_token_file) or (
+        state_dir is not None and join.load(state_dir) is not None
+    )
     config = AgentConfig(
-        manager=manager if (join_token or join_token_file) else base_url(manager),
+        # every address checked here, so a typo in the list is a clear error now, not a retry loop later
+        manager=",".join(join.managers(manager) if joins else addresses(manager)),
         node=node,
         engine=engine,
         advertise_engine=advertise_engine,
@@ -170,7 +178,7 @@ def agent(
         load_cgroup=load_cgroup,
         join_token=join_token or _read_token(join_token_file, state_dir),
         state_dir=state_dir,
-        registry=base_url(registry_override) if registry_override else "",
+        registry=",".join(addresses(registry_override)) if registry_override else "",
     )
     asyncio.run(_main(config))
 

@@ -5,25 +5,38 @@ It speaks only Consul's API, so a site that runs a real Consul can point shoal a
 back decoded from base64 once, here (`KVPair.value`, `.json()`); blocking queries (`index=`, `wait=`)
 return the new `X-Consul-Index` beside the data. Every call has a deadline: a registry that does not
 answer is a RegistryUnreachable the caller can retry, never a hang.
+
+The address may be a list (`https://a:8501,https://b:8501`: every manager's registry, over one etcd). A
+call whose connection could not be made was never sent, so it goes at once to the next address, and the
+client stays on the one that answered. A write that failed after it may have been sent is not sent again
+anywhere (it may have been applied): the next call goes to the next address and this one raises, as with
+one address. A read is safe to repeat, so it goes on to the next address whatever failed. An HTTP answer,
+a 5xx included, is an answer: the client stays where it is.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
+import re
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 
-from shoal.errors import PermissionDenied, RegistryUnreachable, ShoalError
+from shoal.errors import BadRequest, PermissionDenied, RegistryFailed, RegistryUnreachable, ShoalError
 
 T = TypeVar("T")
 TIMEOUT = 10.0  # one call; a blocking query gets its wait on top
 BLOCK_MARGIN = 15.0  # Consul adds up to wait/16 of jitter; leave room for it and a slow store
+# seconds to open a connection (TCP and TLS) to one address: past it the request was never sent, and the
+# next address is tried (a manager host that died whole drops packets rather than refusing)
+CONNECT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +90,134 @@ def base_url(address: str) -> str:
     return address if address.startswith(("http://", "https://")) else f"http://{address}"
 
 
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_ENTRY = re.compile(
+    rf"(?:(?P<scheme>[^:/]*)://)?(?P<host>\[[^\]]*\]|{_LABEL}(?:\.{_LABEL})*)(?::(?P<port>[^/]*))?(?P<rest>.*)"
+)
+
+
+def address_problem(entry: str, schemes: tuple[str, ...]) -> str | None:
+    """Why `entry` is no HOST:PORT or SCHEME://HOST[:PORT] address, or None when it is one (pure)."""
+    if not entry:
+        return "is empty"
+    if any(c.isspace() for c in entry):
+        return "has a space in it"
+    m = _ENTRY.fullmatch(entry)
+    if m is None:
+        return "has no host name or IP address where one belongs"
+    scheme, host, port, rest = m["scheme"], m["host"], m["port"], m["rest"]
+    if scheme is not None and scheme.lower() not in schemes:
+        return f"names the scheme {scheme!r}; only {' or '.join(f'{s}://' for s in schemes)} is spoken here"
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"has {host}, which is no IPv6 address"
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return f"has the port {port!r}; a port is a number from 1 to 65535"
+    if rest not in ("", "/"):
+        return f"has {rest!r} after the host and port; give no path, query or user"
+    return None
+
+
+def addresses(
+    text: str,
+    *,
+    scheme: str = "http",
+    schemes: tuple[str, ...] = ("http", "https"),
+    what: str = "registry",
+    port: int = 8500,
+) -> tuple[str, ...]:
+    """A comma-separated list of addresses (`HOST:PORT` or URLs, as CONSUL_HTTP_ADDR allows each) to base
+    URLs, in the order given, each once; an entry without a scheme gets `scheme`. A bad entry is a
+    BadRequest naming it and showing a good list (of `what`s on `port`) (pure)."""
+    out: list[str] = []
+    for raw in text.split(","):
+        entry = raw.strip()
+        problem = address_problem(entry, schemes)
+        if problem is not None:
+            where = f" in {text!r}" if text.strip() != entry else ""
+            raise BadRequest(
+                f"the {what} address {entry!r}{where} {problem}: give HOST:PORT or {scheme}://HOST:PORT, "
+                f"several separated by commas (e.g. {scheme}://10.0.0.1:{port},{scheme}://10.0.0.2:{port})"
+            )
+        given, sep, rest = entry.rstrip("/").rpartition("://")
+        url = f"{given.lower() if sep else scheme}://{rest}"
+        if url not in out:
+            out.append(url)
+    return tuple(out)
+
+
+def never_sent(e: BaseException) -> bool:
+    """The connection could not be made (refused, no route, a name that does not resolve, the TLS
+    handshake, the connect deadline): the request never left, so another address may take it."""
+    return isinstance(e, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
+class Rotation:
+    """Which of several addresses a client uses now: the one that last answered. Calls in flight at once
+    each move it only from the address they found failing, so two failures of one address move it once."""
+
+    def __init__(self, bases: tuple[str, ...]) -> None:
+        self.bases = bases
+        self.at = 0
+
+    @property
+    def current(self) -> str:
+        return self.bases[self.at]
+
+    def order(self) -> list[int]:
+        """Every address once, from the current one on."""
+        n = len(self.bases)
+        return [(self.at + k) % n for k in range(n)]
+
+    def answered(self, started_at: int, i: int) -> None:
+        if self.at == started_at:
+            self.at = i
+
+    def failed(self, i: int) -> None:
+        if self.at == i:
+            self.at = (i + 1) % len(self.bases)
+
+
+def unreachable(what: str, failures: list[tuple[str, BaseException]]) -> RegistryUnreachable:
+    """Every address tried and none answered: one error naming each, and what each said."""
+    if len(failures) == 1:
+        base, e = failures[0]
+        return RegistryUnreachable(f"{what} at {base} unreachable: {e or type(e).__name__}")
+    each = "; ".join(f"{base}: {e or type(e).__name__}" for base, e in failures)
+    return RegistryUnreachable(f"none of the {len(failures)} {what} addresses answered ({each})")
+
+
+async def first_answer(
+    rotation: Rotation, attempt: Callable[[str], Awaitable[T]], *, read: bool, what: str = "registry"
+) -> tuple[str, T]:
+    """`attempt(base)` on each address from the current one on, until one answers (returns): the one
+    place shoal's clients decide where a request goes next. A connection that could not be made moves on
+    at once; so does any failure of a `read` (nothing was changed). A write that failed after it may have
+    been sent is not sent again, here or anywhere (it may have been applied): the next call goes to the
+    next address, and this one raises RegistryUnreachable, as with a single address."""
+    started_at = rotation.at
+    failures: list[tuple[str, BaseException]] = []
+    for i in rotation.order():
+        base = rotation.bases[i]
+        try:
+            got = await attempt(base)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            failures.append((base, e))
+            if read or never_sent(e):
+                continue
+            rotation.failed(i)
+            after = f" (the next call goes to {rotation.current})" if len(rotation.bases) > 1 else ""
+            raise RegistryUnreachable(
+                f"{what} at {base} failed after the request was sent ({e or type(e).__name__}); it may or "
+                f"may not have been applied, so it was not sent again{after}"
+            ) from e
+        rotation.answered(started_at, i)
+        return base, got
+    raise unreachable(what, failures) from failures[-1][1]
+
+
 class RegistryClient:
     def __init__(
         self,
@@ -87,14 +228,38 @@ class RegistryClient:
         token: str = "",
         ssl: ssl_module.SSLContext | None = None,
     ) -> None:
-        self.base = base_url(base)
+        self.bases = addresses(base)
+        self._rotation = Rotation(self.bases)
         self.session = session
         self.timeout = timeout
         # Consul's header for an ACL token; never logged, never in an error message
         self._headers = {"X-Consul-Token": token} if token else {}
         self._ssl_arg: ssl_module.SSLContext | bool = ssl if ssl is not None else True
 
+    @property
+    def base(self) -> str:
+        """The address in use: the one that last answered."""
+        return self._rotation.current
+
     # --- the one request path -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _sender(self, write: bool) -> AsyncIterator[aiohttp.ClientSession]:
+        """The session a request goes out on. aiohttp sends a PUT or DELETE a second time, on its own,
+        when the connection fails before the answer (RFC 9112 lets it, for idempotent methods), but a
+        Consul write is often not idempotent (a session create, a CAS): writes go out on a session over the
+        same connection pool that never repeats one (`_retry_connection`, aiohttp's only switch for it)."""
+        if not write or self.session.closed:
+            yield self.session
+            return
+        once = aiohttp.ClientSession(
+            connector=self.session.connector, connector_owner=False, headers=self.session.headers
+        )
+        once._retry_connection = False
+        try:
+            yield once
+        finally:
+            await once.close()
 
     async def _call(
         self,
@@ -104,30 +269,40 @@ class RegistryClient:
         params: dict[str, str] | None = None,
         data: bytes | None = None,
         wait: float = 0.0,
+        answers: tuple[int, ...] = (404,),
     ) -> tuple[int, int, bytes]:
-        """(status, X-Consul-Index, body); 404 is an answer, any other 4xx/5xx a ShoalError."""
-        try:
-            async with self.session.request(
-                method,
-                f"{self.base}{path}",
-                params=params,
-                data=data,
-                headers=self._headers,
-                ssl=self._ssl_arg,
-                timeout=aiohttp.ClientTimeout(total=self.timeout + (wait + BLOCK_MARGIN if wait else 0)),
-            ) as r:
-                body = await r.read()
-                index = int(r.headers.get("X-Consul-Index", "0") or 0)
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise RegistryUnreachable(f"registry at {self.base} unreachable: {e or type(e).__name__}") from e
-        if r.status == 403:
+        """(status, X-Consul-Index, body); a status in `answers` is an answer, any other 4xx/5xx a
+        ShoalError. Goes over the addresses as the module docstring says."""
+        timeout = aiohttp.ClientTimeout(
+            total=self.timeout + (wait + BLOCK_MARGIN if wait else 0), sock_connect=min(CONNECT, self.timeout)
+        )
+        read = method == "GET"
+
+        async def attempt(base: str) -> tuple[int, int, bytes]:
+            async with (
+                self._sender(not read) as session,
+                session.request(
+                    method,
+                    f"{base}{path}",
+                    params=params,
+                    data=data,
+                    headers=self._headers,
+                    ssl=self._ssl_arg,
+                    timeout=timeout,
+                ) as r,
+            ):
+                return r.status, int(r.headers.get("X-Consul-Index", "0") or 0), await r.read()
+
+        _, (status, index, body) = await first_answer(self._rotation, attempt, read=read)
+        if status == 403:
             raise PermissionDenied(
                 f"registry {method} {path.split('?')[0]}: permission denied "
                 f"({body.decode(errors='replace').strip()}); give a token that may (CONSUL_HTTP_TOKEN)"
             )
-        if r.status >= 400 and r.status != 404:
-            raise ShoalError(f"registry {method} {path}: {r.status} {body.decode(errors='replace').strip()}")
-        return r.status, index, body
+        if status >= 400 and status not in answers:
+            cls = RegistryFailed if status >= 500 else ShoalError
+            raise cls(f"registry {method} {path}: {status} {body.decode(errors='replace').strip()}")
+        return status, index, body
 
     async def _json(self, method: str, path: str, **kw: Any) -> Any:
         status, _, body = await self._call(method, path, **kw)
@@ -208,23 +383,7 @@ class RegistryClient:
             if op.get("Value") is not None:
                 kv["Value"] = base64.b64encode(encode(op["Value"])).decode()
             body.append({"KV": kv})
-        try:
-            async with self.session.put(
-                f"{self.base}/v1/txn",
-                data=json.dumps(body),
-                headers=self._headers,
-                ssl=self._ssl_arg,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as r:
-                status, raw = r.status, await r.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise RegistryUnreachable(f"registry at {self.base} unreachable: {e or type(e).__name__}") from e
-        if status == 403:
-            raise PermissionDenied(
-                f"registry PUT /v1/txn: permission denied ({raw.decode(errors='replace').strip()})"
-            )
-        if status not in (200, 409):
-            raise ShoalError(f"registry PUT /v1/txn: {status} {raw.decode(errors='replace').strip()}")
+        status, _, raw = await self._call("PUT", "/v1/txn", data=json.dumps(body).encode(), answers=(409,))
         reply = json.loads(raw)
         if status == 409:
             return False, list(reply.get("Errors") or [])
@@ -280,7 +439,8 @@ class RegistryClient:
 @dataclass(frozen=True, slots=True)
 class Access:
     """How to reach the registry: its address, the ACL token, and the CA its HTTPS certificate is signed by
-    (Consul's CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY)."""
+    (Consul's CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY). The address may
+    be a comma-separated list (every manager's registry): the client goes to the next when one dies."""
 
     address: str
     token: str = ""
