@@ -36,6 +36,13 @@ def dev() -> None:
 @dev.command()
 @click.option("--nodes", "-n", default=3, show_default=True, type=int, help="How many nodes.")
 @click.option(
+    "--managers",
+    default=1,
+    show_default=True,
+    type=int,
+    help="How many managers: 1 (over SQLite), or 3 or 5, each in its own namespace beside an etcd member.",
+)
+@click.option(
     "--subnet",
     default=DEFAULT_SUBNET,
     show_default=True,
@@ -80,6 +87,7 @@ def dev() -> None:
 @_root
 def up(
     nodes: int,
+    managers: int,
     subnet: str,
     strategy: str,
     agent_interval: float,
@@ -108,6 +116,7 @@ def up(
         agent_interval=agent_interval,
         strategy=strategy,
         secure=not insecure,
+        managers=managers,
     )
     t = cluster.up(spec, out=click.echo)
     if t.total:
@@ -197,7 +206,7 @@ def node_start(node_name: str, name: str, root: str) -> None:
 
 @dev.group()
 def manager() -> None:
-    """The cluster's manager."""
+    """The cluster's manager(s): restart, and with several (--managers 3), kill or start one."""
 
 
 @manager.command("restart")
@@ -205,5 +214,25 @@ def manager() -> None:
 @_name
 @_root
 def manager_restart(strategy: str | None, name: str, root: str) -> None:
-    """Restart the manager (e.g. with --strategy binpack); its cache is rebuilt from engines and registry."""
+    """Restart the manager (e.g. with --strategy binpack); its cache is rebuilt from engines and registry.
+    With several managers, each in turn (their etcd members keep running)."""
     controls.manager_restart(name, Path(root), strategy, out=click.echo)
+
+
+@manager.command("kill")
+@click.argument("indexes", metavar="N...", nargs=-1, required=True, type=click.IntRange(min=1))
+@_name
+@_root
+def manager_kill(indexes: tuple[int, ...], name: str, root: str) -> None:
+    """Kill manager N's host at once: every process in its namespace (its etcd member and its manager)."""
+    controls.manager_kill(name, Path(root), indexes, out=click.echo)
+
+
+@manager.command("start")
+@click.argument("indexes", metavar="N...", nargs=-1, required=True, type=click.IntRange(min=1))
+@_name
+@_root
+def manager_start(indexes: tuple[int, ...], name: str, root: str) -> None:
+    """Start manager N again: its etcd member on its data, then (once etcd is healthy) its manager.
+    Give several to start them together, as a quorum needs when most members are down."""
+    controls.manager_start(name, Path(root), indexes, out=click.echo)

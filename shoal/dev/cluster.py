@@ -19,8 +19,15 @@ from pathlib import Path
 import requests
 
 from shoal.dev import engine, host, images, preflight, registry, state, tls
-from shoal.dev.layout import REGISTRY_DNS_PORT, ClusterLayout, ClusterSpec, NodeLayout, plan_layout
-from shoal.dev.node import cluster_services, join_token_file, node_processes, start
+from shoal.dev.layout import (
+    MANAGER_COUNTS,
+    ClusterLayout,
+    ClusterSpec,
+    ManagerLayout,
+    NodeLayout,
+    plan_layout,
+)
+from shoal.dev.node import cluster_services, join_token_file, manager_processes, node_processes, start
 from shoal.errors import Conflict, HostNotReady, ShoalError
 
 Out = Callable[[str], None]
@@ -58,16 +65,19 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
     st = state.State(spec=spec, phase="creating", pool="btrfs" if host.kernel_has_btrfs() else "dir")
     state.write(layout.state_file, st)
     try:
-        out(f"creating dev cluster {layout.name!r}: {len(layout.nodes)} nodes on {layout.subnet}")
+        several = f", {len(layout.managers)} managers" if layout.managers else ""
+        out(f"creating dev cluster {layout.name!r}: {len(layout.nodes)} nodes{several} on {layout.subnet}")
         host.create_bridge(layout.bridge, layout.gateway, layout.prefixlen)
         host.add_forward_rule(layout.bridge, layout.forward_comment)
-        for node in layout.nodes:
+        for space in (*layout.managers, *layout.nodes):  # a manager's namespace is made as a node's is
             host.create_node_net(
-                node.netns, node.veth, layout.bridge, node.address, node.prefixlen, node.gateway
+                space.netns, space.veth, layout.bridge, space.address, space.prefixlen, space.gateway
             )
         t_net = time.monotonic()
         with ThreadPoolExecutor(max_workers=len(layout.nodes)) as pool:
             list(pool.map(lambda n: _make_node_dirs(n, st.pool), layout.nodes))
+        for m in layout.managers:
+            m.log_dir.mkdir(parents=True, exist_ok=True)
         if layout.secure:
             tls.make_certs(layout)
         registry.prepare(layout)
@@ -95,8 +105,9 @@ def up(spec: ClusterSpec, out: Out = print) -> Timings:
                 pool.map(lambda n: engine.load_images(n.engine_socket, archive, n.name), layout.nodes)
             )
         t_load = time.monotonic()
-        # by tier: the registry, then the agents (they report to it), then the manager (it reads them)
+        # by tier: the registry (or every manager's etcd member), then the manager(s), then the agents
         services = [("", svc) for svc in cluster_services(layout)]
+        services += [(m.name, svc) for m in layout.managers for svc in manager_processes(layout, m)]
         services += [(n.name, svc) for n in layout.nodes for svc in node_processes(layout, n)[1:]]
         tiers = [[s for s in services if s[1].tier == t] for t in sorted({s[1].tier for s in services})]
         for tier in tiers:
@@ -154,19 +165,30 @@ def _require(problems: list[str]) -> None:
 
 def _already_up(layout: ClusterLayout, existing: state.State, spec: ClusterSpec, out: Out) -> Timings:
     if existing.spec != spec:
+        several = f", {existing.spec.managers} managers" if existing.spec.managers > 1 else ""
         raise Conflict(
-            f"dev cluster {layout.name!r} is already up with {existing.spec.nodes} nodes on "
+            f"dev cluster {layout.name!r} is already up with {existing.spec.nodes} nodes{several} on "
             f"{existing.spec.subnet}; run `shoal dev down` first to change it"
         )
     dead = [
         n.name for n in layout.nodes if not host.pid_alive(existing.pids.get(n.name, {}).get("engine", -1))
     ]
-    if existing.phase != "up" or dead:
-        what = f"engine not running on {', '.join(dead)}" if dead else "an earlier `up` did not finish"
-        raise Conflict(
-            f"dev cluster {layout.name!r} has stale state ({what}); "
-            "run `shoal dev down` to clean it up, then `shoal dev up` again"
-        )
+    stopped = [
+        m.name
+        for m in layout.managers
+        if not all(host.pid_alive(existing.pids.get(m.name, {}).get(p, -1)) for p in ("etcd", "manager"))
+    ]
+    if existing.phase != "up" or dead or stopped:
+        way = "run `shoal dev down` to clean it up, then `shoal dev up` again"
+        if dead:
+            what = f"engine not running on {', '.join(dead)}"
+        elif stopped:
+            what = f"{', '.join(stopped)} not running"
+            starts = " and ".join(f"`shoal dev manager start {m.removeprefix('manager')}`" for m in stopped)
+            way = f"start {'it' if len(stopped) == 1 else 'them'} with {starts}, or {way}"
+        else:
+            what = "an earlier `up` did not finish"
+        raise Conflict(f"dev cluster {layout.name!r} has stale state ({what}); {way}")
     out(f"dev cluster {layout.name!r} is already up ({len(layout.nodes)} nodes); nothing to do")
     out(_reach(layout))
     return Timings()
@@ -215,8 +237,18 @@ def _reach(layout: ClusterLayout) -> str:
         f"  {n.name:<8} {n.address:<15} DOCKER_HOST={n.engine_url}  (or unix://{n.engine_socket})"
         for n in layout.nodes
     ]
-    lines.append(f"  registry {layout.registry_url} (Consul API), DNS {layout.gateway}:{REGISTRY_DNS_PORT}")
-    lines.append(f"  manager  {layout.docker_host} (Docker API for the whole cluster)")
+    if layout.managers:
+        lines += [
+            f"  {m.name} {m.address:<15} DOCKER_HOST={m.docker_host}, registry {m.registry_url} "
+            f"(Consul API), DNS {m.dns_addr}, etcd {m.etcd_endpoint}"
+            for m in layout.managers
+        ]
+        lines.append(
+            f"  managers {','.join(layout.manager_hosts)} (any one: the Docker API for the whole cluster)"
+        )
+    else:
+        lines.append(f"  registry {layout.registry_url} (Consul API), DNS {layout.dns_addrs[0]}")
+        lines.append(f"  manager  {layout.docker_host} (Docker API for the whole cluster)")
     lines.append(f"  images   {layout.image_registry} (image registry; SHOAL_IMAGE_REGISTRY in `dev env`)")
     if layout.secure:
         lines.append(f"  tls      mutual TLS everywhere; DOCKER_CERT_PATH={tls.admin(layout).dir}")
@@ -269,24 +301,43 @@ def _layout_for_down(name: str, root: Path) -> ClusterLayout:
     st = state.read(base.state_file)
     if st is not None:
         return plan_layout(st.spec)
-    # no (readable) state: find the nodes by their namespace and directory names
-    indexes = set()
-    for ns in host.list_netns():
-        suffix = ns.removeprefix(base.netns_prefix)
-        if ns.startswith(base.netns_prefix) and suffix.startswith("node") and suffix[4:].isdigit():
+    # no (readable) state: find the nodes and managers by their namespace and directory names
+    indexes: set[int] = set()
+    managers: set[int] = set()
+    spaces = [
+        ns.removeprefix(base.netns_prefix) for ns in host.list_netns() if ns.startswith(base.netns_prefix)
+    ]
+    dirs = [d.name for d in base.root.iterdir()] if base.root.is_dir() else []
+    for suffix in spaces:
+        if suffix.startswith("node") and suffix[4:].isdigit():
             indexes.add(int(suffix[4:]))
-    if base.root.is_dir():
-        for d in base.root.iterdir():
-            if d.name.startswith("node") and d.name[4:].isdigit():
-                indexes.add(int(d.name[4:]))
-    return plan_layout(ClusterSpec(name=name, nodes=max(indexes, default=1), root=root))
+        if suffix.startswith("mgr") and suffix[3:].isdigit():
+            managers.add(int(suffix[3:]))
+    for d in dirs:
+        if d.startswith("node") and d[4:].isdigit():
+            indexes.add(int(d[4:]))
+        if d.startswith("manager") and d[7:].isdigit():
+            managers.add(int(d[7:]))
+    return plan_layout(
+        ClusterSpec(name=name, nodes=max(indexes, default=1), root=root, managers=managers_covering(managers))
+    )
+
+
+def managers_covering(found: set[int]) -> int:
+    """The smallest manager count whose layout names every manager index found (1: none was found), so a
+    crash part way through making managers 1..3 still has all of them removed."""
+    if not found:
+        return 1
+    return next((n for n in MANAGER_COUNTS if n > 1 and n >= max(found)), MANAGER_COUNTS[-1])
 
 
 def _teardown(layout: ClusterLayout, st: state.State | None, out: Out) -> Removed:
     pids = st.pids if st else {}
     with ThreadPoolExecutor(max_workers=max(1, len(layout.nodes))) as pool:
         per_node = list(pool.map(lambda n: _teardown_node(layout, n, pids.get(n.name, {})), layout.nodes))
-    total = sum(per_node, Removed())
+    total = sum(per_node, Removed()) + sum(
+        (_teardown_manager(layout, m, pids.get(m.name, {})) for m in layout.managers), Removed()
+    )
     cluster_pids = {p for p in pids.get("", {}).values() if _ours(p, layout.root)}
     if "image-registry" not in pids.get("", {}):  # a lost state file: found by its own config file's name
         cluster_pids |= registry.running(layout)
@@ -347,6 +398,16 @@ def _teardown_node(layout: ClusterLayout, node: NodeLayout, pids: dict[str, int]
     return Removed(
         processes=len(stopped | strays | containers), netns=netns, links=links, mounts=mounts, loops=loops
     )
+
+
+def _teardown_manager(layout: ClusterLayout, m: ManagerLayout, pids: dict[str, int]) -> Removed:
+    """Every process in the manager's namespace (its etcd member, its manager) and any it recorded that
+    left it, at once: its data is thrown away with the cluster, so there is nothing to stop gracefully."""
+    gone = host.netns_pids(m.netns) | {p for p in pids.values() if _ours(p, m.dir)}
+    host.kill(gone)
+    netns = int(host.delete_netns(m.netns))
+    links = int(host.delete_link(m.veth))
+    return Removed(processes=len(gone), netns=netns, links=links)
 
 
 # --- status and env -----------------------------------------------------------------------------
@@ -430,7 +491,47 @@ def service_status(name: str, root: Path) -> list[tuple[str, int, bool, str]]:
             except requests.RequestException:
                 ok = False
         out.append((svc.name, pid, ok, svc.ready_url.split("/v1/")[0].removesuffix("/v2/")))
+    for m in layout.managers:
+        out += _manager_status(layout, m, st.pids.get(m.name, {}))
     return out
+
+
+def _manager_status(
+    layout: ClusterLayout, m: ManagerLayout, pids: dict[str, int]
+) -> list[tuple[str, int, bool, str]]:
+    """Its etcd member and its manager, each healthy when alive and answering its ready URL; the manager's
+    `where` says whether its registry leads (by its own /v1/status/leader)."""
+    rows = []
+    for svc in manager_processes(layout, m):
+        pid = pids.get(svc.name, -1)
+        ok = _ours(pid, m.dir)
+        if ok:
+            try:
+                ok = engine.get(svc.ready_url, svc.ready_ca, svc.ready_cert, timeout=2).status_code == 200
+            except requests.RequestException:
+                ok = False
+        if svc.name == "etcd":
+            rows.append((f"{m.name} etcd", pid, ok, f"http://{m.etcd_endpoint}"))
+        else:
+            where = f"{m.docker_host}, registry {m.registry_url}, DNS {m.dns_addr}"
+            role = _role(layout, m) if ok else ""
+            rows.append((m.name, pid, ok, f"{where}{f' ({role})' if role else ''}"))
+    return rows
+
+
+def _role(layout: ClusterLayout, m: ManagerLayout) -> str:
+    """Its role as its own registry's /v1/status/leader tells it: leader, follower of another, no leader, or
+    "" when the registry cannot say (the manager's own health is the row's)."""
+    try:
+        r = engine.get(f"{m.registry_url}/v1/status/leader", str(tls.node_ca(layout)), None, timeout=2)
+        leader = r.json() if r.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        return ""
+    if not isinstance(leader, str):
+        return ""
+    if not leader:
+        return "no leader"
+    return "leader" if leader.split(":")[0] == m.address else f"follower of {leader.split(':')[0]}"
 
 
 def _ca_bundle_lines(layout: ClusterLayout) -> list[str]:
@@ -479,4 +580,9 @@ def env_lines(name: str, root: Path) -> list[str]:
     if name != "shoal":
         lines.append(f"export SHOAL_DEV_NAME={name}")
     lines += [f"export SHOAL_NODE_{n.name.upper()}={n.engine_url}" for n in layout.nodes]
+    if layout.managers:  # DOCKER_HOST and CONSUL_HTTP_ADDR above are manager1's; these name every one
+        lines.append(f"export SHOAL_MANAGERS={','.join(layout.manager_hosts)}")
+        lines += [f"export SHOAL_MANAGER_{m.index}={m.docker_host}" for m in layout.managers]
+        lines.append(f"export SHOAL_REGISTRIES={','.join(layout.registry_urls)}")
+        lines.append(f"export SHOAL_DNS={','.join(layout.dns_addrs)}")
     return lines

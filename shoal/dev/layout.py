@@ -25,6 +25,11 @@ MANAGER_PORT = 2375  # the Docker API for the whole cluster: plain (--insecure),
 MANAGER_TLS_PORT = 2376  # the same over mutual TLS, on the host bridge's address
 JOIN_PORT = 2377  # the manager's join listener (agents joining with a token) and the dashboard
 IMAGE_REGISTRY_PORT = 5000  # the image registry (Debian's docker-registry), on the host bridge's address
+ETCD_CLIENT_PORT = 2379  # several managers (--managers 3): each one's etcd member, on its own address
+ETCD_PEER_PORT = 2380
+# Manager i (of several) gets host address FIRST_MANAGER_HOST + i: .2-.6, below the first node's.
+FIRST_MANAGER_HOST = 1
+MANAGER_COUNTS = (1, 3, 5)  # an etcd quorum is a majority: an even count tolerates no more failures
 # Node i gets host address FIRST_NODE_HOST + i in the subnet; .1 is the host bridge.
 FIRST_NODE_HOST = 10
 IFNAMSIZ = 15  # Linux interface names are at most 15 bytes
@@ -47,6 +52,9 @@ class ClusterSpec:
     agent_interval: float = 5.0
     strategy: str = "spread"
     secure: bool = True  # mutual TLS and tokens everywhere; False is `shoal dev up --insecure`
+    # 1: one manager on the host bridge over a separate SQLite registry (the default); 3 or 5: that many
+    # managers, each in its own network namespace beside its own etcd member
+    managers: int = 1
 
     def labels_for(self, node: str) -> tuple[str, ...]:
         return next((lbls for n, lbls in self.labels if n == node), ())
@@ -132,6 +140,58 @@ class NodeLayout:
 
 
 @dataclass(frozen=True, slots=True)
+class ManagerLayout:
+    """One of several managers: its own network namespace (so it can be killed as a host dies, etcd member
+    and all), holding an etcd member and a `shoal manager` that serves the Docker API, the Consul API and
+    DNS on the namespace's one address."""
+
+    name: str  # managerN
+    index: int
+    netns: str
+    veth: str  # host side; the namespace side is eth0
+    address: str
+    prefixlen: int
+    gateway: str
+    dir: Path
+
+    @property
+    def docker_url(self) -> str:
+        return f"https://{self.address}:{MANAGER_TLS_PORT}"
+
+    @property
+    def docker_host(self) -> str:
+        return f"tcp://{self.address}:{MANAGER_TLS_PORT}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"https://{self.address}:{REGISTRY_HTTPS_PORT}"
+
+    @property
+    def join_url(self) -> str:
+        return f"https://{self.address}:{JOIN_PORT}"
+
+    @property
+    def dns_addr(self) -> str:
+        return f"{self.address}:{REGISTRY_DNS_PORT}"
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"{self.address}:{ETCD_CLIENT_PORT}"
+
+    @property
+    def etcd_dir(self) -> Path:
+        return self.dir / "etcd"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.dir / "log"
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "manager.sock"
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterLayout:
     name: str
     root: Path
@@ -143,6 +203,7 @@ class ClusterLayout:
     agent_interval: float = 5.0
     strategy: str = "spread"
     secure: bool = True
+    managers: tuple[ManagerLayout, ...] = ()  # empty: the single manager on the host bridge
 
     @property
     def state_file(self) -> Path:
@@ -155,7 +216,9 @@ class ClusterLayout:
 
     @property
     def manager_url(self) -> str:
-        """The Docker API for the whole cluster, as an HTTP(S) URL."""
+        """The Docker API for the whole cluster, as an HTTP(S) URL (manager1's, when there are several)."""
+        if self.managers:
+            return self.managers[0].docker_url
         if self.secure:
             return f"https://{self.gateway}:{MANAGER_TLS_PORT}"
         return f"http://127.0.0.1:{MANAGER_PORT}"
@@ -167,7 +230,32 @@ class ClusterLayout:
 
     @property
     def join_url(self) -> str:
+        if self.managers:
+            return self.managers[0].join_url
         return f"https://{self.gateway}:{JOIN_PORT}"
+
+    @property
+    def join_urls(self) -> tuple[str, ...]:
+        """Every manager's join listener, in order: what the agents get as `--manager a,b,c`."""
+        return tuple(m.join_url for m in self.managers) or (self.join_url,)
+
+    @property
+    def manager_hosts(self) -> tuple[str, ...]:
+        """Every manager's Docker API, as DOCKER_HOST says it."""
+        return tuple(m.docker_host for m in self.managers) or (self.docker_host,)
+
+    @property
+    def registry_urls(self) -> tuple[str, ...]:
+        return tuple(m.registry_url for m in self.managers) or (self.registry_url,)
+
+    @property
+    def dns_addrs(self) -> tuple[str, ...]:
+        return tuple(m.dns_addr for m in self.managers) or (f"{self.gateway}:{REGISTRY_DNS_PORT}",)
+
+    @property
+    def etcd_store(self) -> str:
+        """What every manager's `--store` says: all the etcd members."""
+        return "etcd://" + ",".join(m.etcd_endpoint for m in self.managers)
 
     @property
     def dashboard_url(self) -> str:
@@ -176,6 +264,8 @@ class ClusterLayout:
 
     @property
     def registry_url(self) -> str:
+        if self.managers:
+            return self.managers[0].registry_url
         if self.secure:
             return f"https://{self.gateway}:{REGISTRY_HTTPS_PORT}"
         return f"http://{self.gateway}:{REGISTRY_HTTP_PORT}"
@@ -204,6 +294,19 @@ class ClusterLayout:
                 return n
         known = ", ".join(n.name for n in self.nodes)
         raise BadRequest(f"no node named {name!r} in dev cluster {self.name!r} (nodes: {known})")
+
+    def manager(self, index: int) -> ManagerLayout:
+        if not self.managers:
+            raise BadRequest(
+                f"dev cluster {self.name!r} has a single manager, not several; use `shoal dev manager "
+                "restart`, or bring the cluster up with --managers 3"
+            )
+        for m in self.managers:
+            if m.index == index:
+                return m
+        raise BadRequest(
+            f"no manager {index} in dev cluster {self.name!r} (managers are 1..{len(self.managers)})"
+        )
 
 
 def subnet_capacity(subnet: str) -> int:
@@ -239,6 +342,36 @@ def node_name(index: int) -> str:
     return f"node{index}"
 
 
+def manager_name(index: int) -> str:
+    return f"manager{index}"
+
+
+def manager_netns(cluster: str, index: int) -> str:
+    """Also its host-side interface name: `{cluster}-mgrN`, at most 13 bytes with an 8-byte cluster name."""
+    return f"{cluster}-mgr{index}"
+
+
+def check_managers(managers: int, secure: bool) -> None:
+    """1, 3 or 5: etcd needs a majority of its members, so a 4th tolerates no more failures than a 3rd
+    and a 2nd makes either one's death stop every write."""
+    if managers not in MANAGER_COUNTS:
+        if managers > 0 and managers % 2 == 0:
+            instead = " or ".join(str(n) for n in (managers - 1, managers + 1) if n in MANAGER_COUNTS)
+            raise BadRequest(
+                f"--managers {managers}: etcd needs a quorum (a majority) of its members, and {managers} "
+                f"tolerate no more failures than {managers - 1}; use --managers {instead}"
+            )
+        raise BadRequest(
+            f"--managers {managers}: a dev cluster has 1, 3 or 5 managers (an odd number, for etcd's "
+            "quorum); try --managers 3"
+        )
+    if managers > 1 and not secure:
+        raise BadRequest(
+            f"--managers {managers} needs TLS (each manager serves on its own namespace's address, and the "
+            "plain Docker API listens on loopback only); drop --insecure"
+        )
+
+
 def plan_layout(spec: ClusterSpec) -> ClusterLayout:
     """Names, addresses and paths for `spec`; raises BadRequest for a request that cannot be laid out."""
     if not _NAME_RE.match(spec.name):
@@ -250,6 +383,7 @@ def plan_layout(spec: ClusterSpec) -> ClusterLayout:
         raise BadRequest(f"--agent-interval {spec.agent_interval:g} must be between 0 and 300 seconds")
     if spec.nodes < 1:
         raise BadRequest(f"--nodes {spec.nodes}: a cluster needs at least 1 node; try --nodes 3")
+    check_managers(spec.managers, spec.secure)
     net = parse_subnet(spec.subnet)
     cap = subnet_capacity(spec.subnet)
     if spec.nodes > cap:
@@ -291,6 +425,22 @@ def plan_layout(spec: ClusterSpec) -> ClusterLayout:
                 secure=spec.secure,
             )
         )
+    managers = []
+    if spec.managers > 1:
+        for i in range(1, spec.managers + 1):
+            ns = manager_netns(spec.name, i)
+            managers.append(
+                ManagerLayout(
+                    name=manager_name(i),
+                    index=i,
+                    netns=ns,
+                    veth=ns,
+                    address=str(net.network_address + FIRST_MANAGER_HOST + i),
+                    prefixlen=net.prefixlen,
+                    gateway=gateway,
+                    dir=root / manager_name(i),
+                )
+            )
     return ClusterLayout(
         name=spec.name,
         root=root,
@@ -302,4 +452,5 @@ def plan_layout(spec: ClusterSpec) -> ClusterLayout:
         agent_interval=spec.agent_interval,
         strategy=spec.strategy,
         secure=spec.secure,
+        managers=tuple(managers),
     )

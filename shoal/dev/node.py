@@ -2,7 +2,8 @@
 
 A node is "its engine and its services": `node_processes` lists them, the engine first, each a
 `ProcessSpec` (plain data). Later parts of shoal (the agent, one per node) add themselves to
-`node_services`; cluster-wide processes (the manager) to `cluster_services`. `up` starts what
+`node_services`; cluster-wide processes (the manager) to `cluster_services`, or, with several managers,
+to `manager_processes` (each manager's etcd member and manager, in the manager's namespace). `up` starts what
 these lists name, `down` stops every pid it recorded, so a new service needs no other change.
 """
 
@@ -20,6 +21,8 @@ from shoal.dev import tls
 from shoal.dev.layout import (
     ENGINE_PORT,
     ENGINE_TLS_PORT,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
     JOIN_PORT,
     MANAGER_PORT,
     MANAGER_TLS_PORT,
@@ -27,8 +30,11 @@ from shoal.dev.layout import (
     REGISTRY_HTTP_PORT,
     REGISTRY_HTTPS_PORT,
     ClusterLayout,
+    ManagerLayout,
     NodeLayout,
 )
+from shoal.registry import etcd_server
+from shoal.registry.etcd_server import EtcdMember
 
 # The node's engine gets its own UTS namespace (so `docker info` names the node) and a private
 # mount namespace in which this node's plugin directory sits on /run/docker/plugins, so the node's
@@ -60,6 +66,7 @@ class ProcessSpec:
     ready_token: str = ""  # a file holding the registry ACL token the ready URL wants
     env_files: tuple[tuple[str, str], ...] = ()  # (VARIABLE, file): secrets passed in the environment, which
     # no process listing shows, read from their files at each start
+    netns: str = ""  # a named network namespace it runs in (a manager's, with several managers)
 
 
 def engine_process(cluster: ClusterLayout, node: NodeLayout) -> ProcessSpec:
@@ -99,7 +106,7 @@ def node_services(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]
     its facts (hostname, address, plugin directory) are the node's."""
     if cluster.secure:  # the agent joins with the cluster's token and keeps what it got in its state dir
         reach = (
-            "--manager", cluster.join_url, "--join-token-file", str(join_token_file(cluster)),
+            "--manager", ",".join(cluster.join_urls), "--join-token-file", str(join_token_file(cluster)),
             "--state-dir", str(node.agent_dir),
         )  # fmt: skip
     else:
@@ -141,6 +148,8 @@ def cluster_services(cluster: ClusterLayout) -> list[ProcessSpec]:
     logs = cluster.root / "log"
     if not cluster.secure:
         return [*_plain_services(cluster, logs), image_registry.process(cluster)]
+    if cluster.managers:  # each manager, with its etcd member, runs in its own namespace: manager_processes
+        return [image_registry.process(cluster)]
     reg, mgr, join, ca = tls.registry(cluster), tls.manager(cluster), tls.join(cluster), tls.node_ca(cluster)
     registry = (
         sys.executable, "-m", "shoal", "registry",
@@ -203,13 +212,65 @@ def _plain_services(cluster: ClusterLayout, logs: Path) -> list[ProcessSpec]:
     ]
 
 
+def etcd_members(cluster: ClusterLayout) -> list[EtcdMember]:
+    return [
+        EtcdMember(m.name, m.address, ETCD_CLIENT_PORT, ETCD_PEER_PORT, m.etcd_dir, netns=m.netns)
+        for m in cluster.managers
+    ]
+
+
+def etcd_token(cluster: ClusterLayout) -> str:
+    """The members' --initial-cluster-token: the cluster's name, so it is the same at every start (and a
+    member of another dev cluster can never join this one)."""
+    return f"shoal-dev-{cluster.name}"
+
+
+def manager_processes(cluster: ClusterLayout, m: ManagerLayout) -> list[ProcessSpec]:
+    """One of several managers, in its own namespace: its etcd member (tier 0: the store every manager
+    needs) and `shoal manager`, which serves the Docker API, the registry (Consul API and DNS) over the
+    etcd store and the join listener, all on the manager's own address (tier 1)."""
+    members = etcd_members(cluster)
+    [member] = [e for e in members if e.name == m.name]
+    etcd = ProcessSpec(
+        "etcd", tuple(etcd_server.argv(member, members, etcd_token(cluster))), m.log_dir / "etcd.log",
+        ready_url=f"{member.client_url}/health", tier=0, netns=m.netns,
+    )  # fmt: skip
+    reg, mgr, join, ca = tls.registry(cluster), tls.manager(cluster), tls.join(cluster), tls.node_ca(cluster)
+    argv = (
+        sys.executable, "-m", "shoal", "manager",
+        "--store", cluster.etcd_store,
+        "--registry-https", f"{m.address}:{REGISTRY_HTTPS_PORT}",
+        "--registry-tlscert", str(reg.cert), "--registry-tlskey", str(reg.key),
+        "--registry-cacert", str(ca),
+        "--dns", m.dns_addr,
+        "--node", m.name, "--advertise", m.address,
+        "--acl", "--acl-default-policy", "deny",
+        "--listen", f"{m.address}:{MANAGER_TLS_PORT}",
+        "--tlsverify", "--tlscacert", str(mgr.ca), "--tlscert", str(mgr.cert), "--tlskey", str(mgr.key),
+        "--join-listen", f"{m.address}:{JOIN_PORT}",
+        "--join-cert", str(join.cert), "--join-key", str(join.key),
+        "--node-ca", str(ca), "--node-ca-key", str(tls.ca_key(ca)),
+        "--advertise-registry", ",".join(cluster.registry_urls),
+        "--unix", str(m.socket),
+        "--strategy", cluster.strategy,
+    )  # fmt: skip
+    admin, token = tls.admin(cluster), str(tls.management_token(cluster))
+    manager = ProcessSpec(
+        "manager", argv, m.log_dir / "manager.log", ready_url=f"{m.docker_url}/_ping", tier=1,
+        ready_ca=str(admin.ca), ready_cert=(str(admin.cert), str(admin.key)),
+        env_files=(("CONSUL_HTTP_TOKEN", token), ("CONSUL_ACL_INITIAL_MANAGEMENT", token)), netns=m.netns,
+    )  # fmt: skip
+    return [etcd, manager]
+
+
 def node_processes(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec]:
     return [engine_process(cluster, node), *node_services(cluster, node)]
 
 
 def start(spec: ProcessSpec, env: dict[str, str] | None = None, join_pid: int = 0) -> int:
     """Starts `spec` in its own session (so a terminal's Ctrl-C does not reach it); returns its pid.
-    With `join_pid`, it runs inside that process's network, UTS and mount namespaces."""
+    With `join_pid`, it runs inside that process's network, UTS and mount namespaces; with `spec.netns`,
+    inside that named network namespace."""
     spec.log.parent.mkdir(parents=True, exist_ok=True)
     if spec.env_files:
         env = {**(env if env is not None else os.environ)}
@@ -217,6 +278,8 @@ def start(spec: ProcessSpec, env: dict[str, str] | None = None, join_pid: int = 
     argv = list(spec.argv)
     if join_pid:
         argv = ["nsenter", f"--target={join_pid}", "--net", "--uts", "--mount", "--", *argv]
+    elif spec.netns:
+        argv = ["nsenter", f"--net=/run/netns/{spec.netns}", "--", *argv]
     with open(spec.log, "ab") as log:
         proc = subprocess.Popen(
             argv,

@@ -33,6 +33,8 @@ REQUIRED_TOOLS: dict[str, str] = {
     "busybox": "busybox-static",
     "redis-server": "redis-server",
 }
+# needed only by a cluster of several managers (`--managers 3`): each one's etcd member
+MANAGERS_TOOLS: dict[str, str] = {"etcd": "etcd-server"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +72,12 @@ def check_host(facts: HostFacts) -> list[str]:
 def check_room(layout: ClusterLayout, facts: HostFacts) -> list[str]:
     """Does `layout` fit on this host beside what is already there?"""
     problems: list[str] = []
-    if facts.missing_tools:
-        pkgs = sorted({REQUIRED_TOOLS.get(t, t) for t in facts.missing_tools})
+    packages = {**REQUIRED_TOOLS, **(MANAGERS_TOOLS if layout.managers else {})}
+    missing = [t for t in facts.missing_tools if t in packages]
+    if missing:
+        pkgs = sorted({packages[t] for t in missing})
         problems.append(
-            f"{', '.join(facts.missing_tools)} not found on PATH; "
+            f"{', '.join(missing)} not found on PATH; "
             f"install with: apt-get install {' '.join(pkgs)} (or run `make deps`)"
         )
     n = len(layout.nodes)
@@ -88,13 +92,14 @@ def check_room(layout: ClusterLayout, facts: HostFacts) -> list[str]:
             f"network interface {layout.bridge!r} already exists and is not a running shoal "
             f"cluster; remove it (ip link del {layout.bridge}) or use another --name"
         )
-    taken_ns = sorted(node.netns for node in layout.nodes if node.netns in facts.netns)
+    spaces = [*layout.nodes, *layout.managers]
+    taken_ns = sorted(n.netns for n in spaces if n.netns in facts.netns)
     if taken_ns:
         problems.append(
             f"network namespace {', '.join(taken_ns)} already exists; remove it "
             f"(ip netns del {taken_ns[0]}) or use another --name"
         )
-    taken_links = sorted(node.veth for node in layout.nodes if node.veth in facts.links)
+    taken_links = sorted(n.veth for n in spaces if n.veth in facts.links)
     if taken_links:
         problems.append(
             f"network interface {', '.join(taken_links)} already exists; remove it "
@@ -113,7 +118,7 @@ def check_room(layout: ClusterLayout, facts: HostFacts) -> list[str]:
 
 
 def gather_host_facts() -> HostFacts:
-    missing = tuple(t for t in REQUIRED_TOOLS if shutil.which(t) is None)
+    missing = tuple(t for t in {**REQUIRED_TOOLS, **MANAGERS_TOOLS} if shutil.which(t) is None)
     is_linux = sys.platform.startswith("linux")
     return HostFacts(
         platform=sys.platform,

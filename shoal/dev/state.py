@@ -20,12 +20,15 @@ class State:
     phase: str  # "creating" | "up"
     created: float = field(default_factory=time.time)
     pool: str = "btrfs"  # "btrfs" | "dir"
-    # node name -> process name -> pid ("engine", then services); "" holds cluster-wide services
+    # node name -> process name -> pid ("engine", then services); "" holds cluster-wide services;
+    # "managerN" (with several managers) that manager's "etcd" and "manager"
     pids: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         d = asdict(self)
         d["spec"]["root"] = str(self.spec.root)
+        if self.spec.managers == 1:  # a single-manager cluster's file stays as it was before `managers`
+            del d["spec"]["managers"]
         return json.dumps(d, indent=2, sort_keys=True)
 
     @staticmethod
@@ -42,6 +45,7 @@ class State:
             agent_interval=float(s.get("agent_interval", 5.0)),
             strategy=s.get("strategy", "spread"),
             secure=bool(s.get("secure", True)),
+            managers=int(s.get("managers", 1)),  # a file written before several managers existed: one
         )
         return State(
             spec=spec,

@@ -77,7 +77,8 @@ def make_certs(layout: ClusterLayout) -> None:
     d = cert_dir(layout)
     if d.exists():  # left by an `up` that failed part way: nothing running trusts it yet
         shutil.rmtree(d.root)
-    certs.make(d, layout.name, [layout.gateway])
+    # the manager's, registry's and join listener's certificates name every address they are served on
+    certs.make(d, layout.name, [layout.gateway, *(m.address for m in layout.managers)])
     for n in layout.nodes:
         certs.make_engine(d, n.name, [n.address])
     fd = os.open(management_token(layout), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

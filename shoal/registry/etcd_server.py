@@ -47,12 +47,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(member: EtcdMember, cluster: list[EtcdMember], token: str) -> subprocess.Popen[bytes]:
-    etcd = shutil.which("etcd")
-    if etcd is None:
-        raise HostNotReady("etcd not found; install it with: apt-get install etcd-server")
-    member.data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
+def argv(member: EtcdMember, cluster: list[EtcdMember], token: str, etcd: str = "etcd") -> list[str]:
+    """The member's command line (without any namespace entry). The same one starts it again on its data:
+    etcd ignores the `--initial-cluster*` flags once its data directory holds a member. Heartbeat 50 ms and
+    election 500 ms so a dead leader member is replaced within about a second."""
+    return [
         etcd, "--name", member.name, "--data-dir", str(member.data_dir),
         "--listen-client-urls", member.client_url, "--advertise-client-urls", member.client_url,
         "--listen-peer-urls", member.peer_url, "--initial-advertise-peer-urls", member.peer_url,
@@ -60,12 +59,20 @@ def start(member: EtcdMember, cluster: list[EtcdMember], token: str) -> subproce
         "--initial-cluster-token", token, "--initial-cluster-state", "new",
         "--heartbeat-interval", "50", "--election-timeout", "500",
     ]  # fmt: skip
+
+
+def start(member: EtcdMember, cluster: list[EtcdMember], token: str) -> subprocess.Popen[bytes]:
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        raise HostNotReady("etcd not found; install it with: apt-get install etcd-server")
+    member.data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = argv(member, cluster, token, etcd)
     if member.netns:
-        argv = ["nsenter", f"--net=/run/netns/{member.netns}", *argv]
+        cmd = ["nsenter", f"--net=/run/netns/{member.netns}", *cmd]
     log = open(member.data_dir.parent / f"{member.name}.log", "ab")  # noqa: SIM115 - the child keeps it
     env = {**os.environ, "ETCD_UNSUPPORTED_ARCH": os.environ.get("ETCD_UNSUPPORTED_ARCH", "")}
     return subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
     )
 
 
