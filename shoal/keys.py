@@ -43,6 +43,7 @@ REPLICAS = "shoal/replicas/"
 REPLICA_STATUS = "shoal/replica-status/"
 RESCHEDULE = "shoal/reschedule/"
 DRAIN = "shoal/drain/"
+HOLDS = "shoal/reservations/"  # node -> placements held by managers sharing the registry (cluster/holds.py)
 AGENT_SERVICE = "shoal-agent"  # the catalog service and check every agent keeps alive
 
 NODE_DOCS = ("facts", "info")
@@ -123,6 +124,10 @@ def replica_status(dataset_id: str, node: str = "") -> str:
 
 def reschedule(swarm_id: str) -> str:
     return f"{RESCHEDULE}{swarm_id}"
+
+
+def hold(node: str) -> str:
+    return HOLDS + node
 
 
 def drain(node: str) -> str:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import socket
 from pathlib import Path
 
 import click
 
 from shoal import logs
-from shoal.api.docker.server import Options, TLSFiles, serve
+from shoal.api.docker.server import EmbeddedRegistry, Options, TLSFiles, serve
 from shoal.cli.registry import _hostport
 from shoal.errors import BadRequest
+from shoal.registry.acl_http import AclConfig
 from shoal.registry.client import Access
 from shoal.scheduler.strategy import STRATEGIES
 
@@ -32,6 +34,46 @@ def raise_open_files() -> None:
     if soft != resource.RLIM_INFINITY and soft < want:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _embedded(
+    store_url: str,
+    https: str,
+    cert: Path | None,
+    key: Path | None,
+    dns: str,
+    node: str,
+    advertise: str,
+    acl: AclConfig,
+    leader_ttl: float,
+) -> EmbeddedRegistry:
+    """The registry `--store` asks the manager to serve, checked whole before anything starts."""
+    if not store_url.startswith("etcd://"):
+        raise BadRequest(
+            f"--store {store_url!r}: a manager serves the registry only over a store several managers "
+            "share (etcd://HOST:PORT,...); for one manager over SQLite run `shoal registry` beside it"
+        )
+    if not advertise:
+        raise BadRequest(
+            "--store needs --advertise IP: the address other managers and agents reach this one at"
+        )
+    if not (cert and key):
+        raise BadRequest("--store needs --registry-tlscert and --registry-tlskey (the registry serves HTTPS)")
+    https_host, https_port = _hostport(https or f"{advertise}:8501", 8501)
+    dns_host, dns_port = _hostport(dns or f"{advertise}:8600", 8600)
+    return EmbeddedRegistry(
+        store=store_url,
+        https_host=https_host,
+        https_port=https_port,
+        cert=cert,
+        key=key,
+        dns_host=dns_host,
+        dns_port=dns_port,
+        node=node or socket.gethostname(),
+        advertise=advertise,
+        acl=acl,
+        leader_ttl=leader_ttl,
+    )
 
 
 @click.command()
@@ -63,6 +105,45 @@ def raise_open_files() -> None:
 @click.option("--node-ca", type=_file, help="The node CA's certificate.")
 @click.option("--node-ca-key", type=_file, help="The node CA's key: signs node certificates at join.")
 @click.option("--advertise-registry", default="", help="The registry address joined agents are told.")
+@click.option(
+    "--store",
+    "store_url",
+    default="",
+    envvar="SHOAL_STORE",
+    help="Serve the registry too, over this shared store (etcd://HOST:PORT[,HOST:PORT...]): several "
+    "managers over one etcd, one elected leader. Without it the registry is --registry's.",
+)
+@click.option(
+    "--registry-https", default="", help="With --store: the registry's HTTPS address [ADVERTISE:8501]."
+)
+@click.option("--registry-tlscert", type=_file, help="With --store: the registry's HTTPS certificate.")
+@click.option("--registry-tlskey", type=_file, help="Its key.")
+@click.option(
+    "--dns", "dns_addr", default="", help="With --store: the registry's DNS address [ADVERTISE:8600]."
+)
+@click.option(
+    "--node", default="", help="With --store: this manager's node name in the catalog [its hostname]."
+)
+@click.option("--advertise", default="", help="With --store: this manager's address, as others reach it.")
+@click.option(
+    "--acl", "acl_enabled", is_flag=True, help="With --store: check Consul ACL tokens (as shoal registry)."
+)
+@click.option("--acl-default-policy", type=click.Choice(["allow", "deny"]), default="deny", show_default=True)
+@click.option(
+    "--acl-initial-management",
+    default="",
+    envvar="CONSUL_ACL_INITIAL_MANAGEMENT",
+    show_envvar=True,
+    help="With --store --acl: the management token to create at start (every manager needs the same).",
+)
+@click.option(
+    "--leader-ttl",
+    type=click.FloatRange(1.0, 60.0),
+    default=1.0,
+    show_default=True,
+    help="With --store: seconds of etcd lease behind the bid to lead (a dead leader is replaced in about "
+    "this long).",
+)
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="spread", show_default=True)
 @click.option(
     "--fact-ttl",
@@ -91,6 +172,17 @@ def manager(
     node_ca: Path | None,
     node_ca_key: Path | None,
     advertise_registry: str,
+    store_url: str,
+    registry_https: str,
+    registry_tlscert: Path | None,
+    registry_tlskey: Path | None,
+    dns_addr: str,
+    node: str,
+    advertise: str,
+    acl_enabled: bool,
+    acl_default_policy: str,
+    acl_initial_management: str,
+    leader_ttl: float,
     strategy: str,
     fact_ttl: float,
     profiles_file: Path | None,
@@ -108,6 +200,23 @@ def manager(
     host, port = _hostport(listen or ("0.0.0.0:2376" if tls else "127.0.0.1:2375"), 2376 if tls else 2375)
     join_host, join_port = _hostport(join_listen, 2377) if join_listen else ("", 0)
     join_tls = TLSFiles(node_ca, join_cert, join_key) if node_ca and join_cert and join_key else None
+    embedded = None
+    if store_url:
+        embedded = _embedded(
+            store_url,
+            registry_https,
+            registry_tlscert,
+            registry_tlskey,
+            dns_addr,
+            node,
+            advertise or (host if host not in ("", "0.0.0.0") else ""),
+            AclConfig(acl_enabled, acl_default_policy, acl_initial_management),
+            leader_ttl,
+        )
+        if registry in ("", "127.0.0.1:8500"):  # its own registry, unless told another
+            registry = f"https://{embedded.advertise}:{embedded.https_port}"
+    elif registry_https or dns_addr or acl_enabled:
+        raise BadRequest("--registry-https, --dns and --acl serve an embedded registry: they need --store")
     options = Options(
         registry=Access(registry, registry_token, registry_cacert),
         host=host,
@@ -123,6 +232,7 @@ def manager(
         join_tls=join_tls,
         node_ca_key=node_ca_key,
         advertise_registry=advertise_registry,
+        registry_server=embedded,
     )
     where = f"tcp://{host}:{port}" + (" (TLS)" if tls else "")
     asyncio.run(serve(options, ready=lambda: click.echo(f"manager ready: {where}")))

@@ -81,6 +81,14 @@ def _hostport(value: str, default_port: int) -> tuple[str, int]:
     help="A management token's secret to create at start (Consul's acl.tokens.initial_management); "
     "prefer the environment variable, which no process listing shows.",
 )
+@click.option(
+    "--leader-ttl",
+    type=click.FloatRange(1.0, 60.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds of etcd lease behind this registry's bid to lead (several over one etcd): a dead "
+    "leader is replaced within about this long. Whole seconds (etcd's unit).",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="logfmt", show_default=True)
 def registry(
@@ -100,6 +108,7 @@ def registry(
     acl_enabled: bool,
     acl_default_policy: str,
     acl_initial_management: str,
+    leader_ttl: float,
 ) -> None:
     """Serve the Consul HTTP API and DNS over the chosen store."""
     logs.setup(log_level, log_format)
@@ -149,5 +158,6 @@ def registry(
             ),
             https=https,
             acl=acl,
+            leader_ttl=leader_ttl,
         )
     )

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from shoal import keys
+from shoal.cluster import holds
 from shoal.cluster.engine import CONNECT, LIST, Engine
 from shoal.cluster.nodes import node_state
 from shoal.data.model import Dataset
@@ -115,8 +116,14 @@ class Located:
 
 
 class Cluster:
-    def __init__(self, registry: str | Access, engine_tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, registry: str | Access, engine_tls: ssl.SSLContext | None = None, holder: str = ""
+    ) -> None:
         self.access = registry if isinstance(registry, Access) else Access(registry)
+        # beside other managers (a shared store): this manager's name in the placements it holds on a
+        # node's document in the registry (holds.py), and every node's holds as last read; alone: ""
+        self.holder = holder
+        self.held: dict[str, tuple[dict[str, holds.Hold], int]] = {}
         self.registry = self.access.address.rstrip("/")
         self.engine_tls = engine_tls  # the manager's client certificate for the engines' --tlsverify
         self.index = ClusterIndex()
@@ -126,6 +133,9 @@ class Cluster:
         self._info: dict[str, dict[str, Any]] = {}
         self._health: dict[str, str] = {}
         self.reservations: dict[str, tuple[float, int]] = {}  # container id -> (cpus, memory)
+        # container id -> the host ports it asked for (HostConfig.PortBindings): a created container not
+        # yet started publishes none in the engine's list, but its start will take them
+        self.bindings: dict[str, tuple[tuple[int, str], ...]] = {}
         self.datasets: list[Dataset] = []  # every dataset record, watched
         self._pending: dict[str, list[Reservation]] = {}  # node -> creates on their way to its engine
         self._doc_index: dict[str, int] = {}  # registry key -> ModifyIndex of the document last parsed
@@ -148,8 +158,12 @@ class Cluster:
         await self._load_nodes()
         await self._load_health()
         await self._load_datasets()
+        if self.holder:
+            await self._load_holds()
         await self.resync()
         loop = asyncio.get_running_loop()
+        if self.holder:
+            self._tasks.append(loop.create_task(self._watch(self._load_holds)))
         self._tasks += [
             loop.create_task(self._watch(self._load_nodes)),
             loop.create_task(self._watch(self._load_health)),
@@ -251,6 +265,62 @@ class Cluster:
             self.reindex(node)
         return new_index
 
+    async def _load_holds(self, index: int = 0) -> int:
+        """The other managers' held placements, per node; a node whose holds changed is reindexed."""
+        pairs, new_index = await self.client.list_prefix(keys.HOLDS, index=index, wait=60.0)
+        got = {keys.last_part(p.key): (holds.parse(p.json()), p.modify_index) for p in pairs}
+        old, self.held = self.held, got
+        for node in old.keys() | got.keys():
+            if old.get(node, ({}, 0))[1] != got.get(node, ({}, 0))[1] and node in self._facts:
+                self.reindex(node)
+        return new_index
+
+    def _listed_swarm_ids(self, node: str) -> set[str]:
+        """The swarm ids the node's engine lists with everything the scheduler needs of them (a created
+        container once its bindings are read): a hold on one of them has done its work."""
+        e = self.engines.get(node)
+        return {
+            sid
+            for c in (e.containers if e else ())
+            if (sid := (c.get("Labels") or {}).get(holds.SWARM_ID))
+            and (c.get("State") != "created" or c["Id"] in self.bindings)
+        }
+
+    async def hold(self, node: str, hold: holds.Hold) -> bool:
+        """Takes `hold` on the node's document (a compare-and-set on the document as last read): False
+        when another manager changed it first, after reading it again (so the next placement counts
+        what that manager took)."""
+        key = keys.hold(node)
+        held, index = self.held.get(node, ({}, 0))
+        doc = holds.admit(held, hold, self.now(), self._listed_swarm_ids(node))
+        ok, results = await self.client.txn(
+            [{"Verb": "cas", "Key": key, "Value": holds.dump(doc), "Index": index}]
+        )
+        if ok:
+            self.held[node] = (doc, results[0].modify_index if results else index)
+            return True
+        pair = await self.client.get(key)
+        self.held[node] = (holds.parse(pair.json()), pair.modify_index) if pair else ({}, 0)
+        self.reindex(node)
+        return False
+
+    async def unhold(self, node: str, swarm_id: str) -> None:
+        """The engine refused: the hold goes (best effort; otherwise it expires by itself)."""
+        key = keys.hold(node)
+        for _ in range(5):
+            held, index = self.held.get(node, ({}, 0))
+            if swarm_id not in held:
+                return
+            doc = holds.without(held, swarm_id)
+            ok, results = await self.client.txn(
+                [{"Verb": "cas", "Key": key, "Value": holds.dump(doc), "Index": index}]
+            )
+            if ok:
+                self.held[node] = (doc, results[0].modify_index if results else index)
+                return
+            pair = await self.client.get(key)
+            self.held[node] = (holds.parse(pair.json()), pair.modify_index) if pair else ({}, 0)
+
     def pool_of(self, node: str) -> dict[str, Any]:
         """What the node's agent says of its pool (kind, device, free_bytes), or {}."""
         return dict(self._info.get(node, {}).get("pool") or {})
@@ -336,6 +406,7 @@ class Cluster:
             host = doc.get("HostConfig") or {}
             cpus = (host.get("NanoCpus") or 0) / 1e9 or (host.get("CpuShares") or 0) / 1024
             self.reservations[cid] = (float(cpus), int(host.get("Memory") or 0))
+            self.bindings[cid] = _bound_ports(host.get("PortBindings"))
 
         await asyncio.gather(*(one(cid) for cid in todo), return_exceptions=True)
 
@@ -486,6 +557,8 @@ class Cluster:
                     for p in c.get("Ports") or []
                     if p.get("PublicPort")
                 )
+                if c.get("State") == "created":  # about to start: its bindings are as good as taken
+                    ports = self.bindings.get(c["Id"], ports)
                 running = c.get("State") == "running"
                 containers.append(
                     ContainerRef(
@@ -498,6 +571,11 @@ class Cluster:
             for res in self._pending.get(node, []):
                 containers.append(res.ref)
                 cpus, mem = cpus + res.spec.cpus, mem + res.spec.memory
+            if self.holder and node in self.held:
+                listed = self._listed_swarm_ids(node)
+                for h in holds.counted(self.held[node][0], self.now(), self.holder, listed):
+                    containers.append(ContainerRef(f"held-{h.swarm_id}", h.name, h.image, h.labels, h.ports))
+                    cpus, mem = cpus + h.cpus, mem + h.memory
             for i in e.images:
                 images.add(i["Id"])
                 images.update(t for t in i.get("RepoTags") or [] if t != "<none>:<none>")
@@ -540,6 +618,7 @@ class Cluster:
             self._pending.get(res.node, []).remove(res)
         e = self.engine(res.node)
         self.reservations[container_id] = (res.spec.cpus, res.spec.memory)
+        self.bindings[container_id] = res.ref.ports
         doc = {
             "Id": container_id,
             "Names": [f"/{res.ref.name or container_id[:12]}"],
@@ -575,6 +654,7 @@ class Cluster:
         self._set_containers(e, [x for x in e.containers if x["Id"] != container_id])
         e.states.pop(container_id, None)
         self.reservations.pop(container_id, None)
+        self.bindings.pop(container_id, None)
         self.reindex(node)
         self.mark(node, {"containers"})
 
@@ -735,3 +815,15 @@ def _reuse(old: NodeState | None, new: NodeState) -> NodeState:
         return new
     same = {f: a for f in _SHARED if (a := getattr(old, f)) is not (b := getattr(new, f)) and a == b}
     return replace(new, **same) if same else new
+
+
+def _bound_ports(bindings: Any) -> tuple[tuple[int, str], ...]:
+    """HostConfig.PortBindings ({"80/tcp": [{"HostPort": "8080"}]}) as (host port, proto) pairs."""
+    out: list[tuple[int, str]] = []
+    for key, hosts in bindings.items() if isinstance(bindings, dict) else ():
+        proto = str(key).partition("/")[2] or "tcp"
+        for h in hosts if isinstance(hosts, list) else ():
+            port = str(h.get("HostPort") or "") if isinstance(h, dict) else ""
+            if port.isdigit() and 0 < int(port) < 65536:
+                out.append((int(port), proto))
+    return tuple(out)

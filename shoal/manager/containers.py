@@ -10,6 +10,7 @@ refused create gives back what it reserved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.engine import path
+from shoal.cluster.holds import SWARM_ID, Hold
 from shoal.cluster.state import Located, container_name, tagged
 from shoal.cluster.status import status_text
 from shoal.data.model import containers_using
@@ -113,10 +115,14 @@ class Containers:
         target: str | None = None,
         replacing: tuple[str, str] | None = None,
         reasons: tuple[str, ...] = (),
+        attempt: int = 0,
     ) -> dict[str, Any]:
         """`target`: the node it must land on (a move's containers); `replacing`: (node, id) of the lost
-        container it takes over from (a reschedule: same name); `reasons` go into its decision record."""
+        container it takes over from (a reschedule: same name); `reasons` go into its decision record.
+        Beside other managers, the placement is held on the node's document in the registry before the
+        engine is asked; a manager that lost the race to another places again (`attempt`)."""
         c = self.cluster
+        asked = body
         check_name(name)
         check_body(body)
         body = intent_binds_to_mounts(body)
@@ -133,6 +139,7 @@ class Containers:
             notes += dropped
         spec = replace(spec, constraints=(*spec.constraints, *self.m.reschedule.exclusions()))
         moving: tuple[list[Any], str] | None = None
+        again = False
         async with self._lock:
             self._check_name(name, replacing[1] if replacing else "")
             spec, ids = await self._dependencies(spec)
@@ -198,6 +205,18 @@ class Containers:
                     f"pending-{uuid.uuid4()}", name, spec.image, out.get("Labels") or {}, spec.ports
                 )
                 reservation = c.reserve(p.node, spec, ref)
+                held = c.holder and await c.hold(p.node, _hold_of(c.holder, p.node, spec, ref, c.now()))
+                if c.holder and not held:
+                    c.release(reservation)
+                    if attempt >= HOLD_ATTEMPTS:
+                        raise Conflict(
+                            f"other managers kept placing on {p.node} first ({attempt + 1} tries); try again"
+                        )
+                    again = True
+        if again:
+            return await self.create(
+                name, asked, target=target, replacing=replacing, reasons=reasons, attempt=attempt + 1
+            )
         if moving is not None:
             datasets, node = moving
             for d in datasets:
@@ -216,9 +235,11 @@ class Containers:
         except Unavailable:
             c.release(reservation)
             c.suspect(p.node)  # the next decisions pass it over until it answers a list again
+            await self._unhold(p.node, ref)
             raise
         except BaseException:
             c.release(reservation)
+            await self._unhold(p.node, ref)
             raise
         cid = created["Id"]
         c.commit(reservation, cid)
@@ -231,6 +252,11 @@ class Containers:
         kv(log, "placed", decision=record["id"], container=cid[:12], name=name or None, node=p.node,
            candidates=p.candidates, filters=",".join(f"{f}:{n}" for f, n in p.steps))  # fmt: skip
         return created
+
+    async def _unhold(self, node: str, ref: ContainerRef) -> None:
+        if self.cluster.holder and (sid := ref.labels.get(SWARM_ID)):
+            with contextlib.suppress(Exception):  # otherwise it expires by itself (holds.HOLD_FOR)
+                await self.cluster.unhold(node, sid)
 
     def _movable(self, wanted: list[DatasetRequest], free: ContainerSpec) -> tuple[list[Any], str] | None:
         """A create whose existing datasets pin it to a node that does not fit: the node it would get
@@ -550,3 +576,13 @@ def _search(pattern: str, name: str) -> bool:
         return re.search(pattern, name) is not None
     except re.error:
         return pattern in name
+
+
+HOLD_ATTEMPTS = 5  # placements again after losing a race for a node to another manager
+
+
+def _hold_of(manager: str, node: str, spec: ContainerSpec, ref: ContainerRef, now: float) -> Hold:
+    return Hold(
+        ref.labels.get(SWARM_ID, ref.id), manager, now, spec.cpus, spec.memory, ref.ports, ref.name,
+        ref.image, dict(ref.labels),
+    )  # fmt: skip

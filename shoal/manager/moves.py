@@ -194,6 +194,14 @@ class Moves:
         return self._sessions[tls]
 
     async def _start(self) -> None:
+        """Recovering interrupted moves and assigning replicas are cluster-wide: beside other managers
+        the leader does them, from each takeover on."""
+        if self.m.leadership.shared:
+            self.m.leadership.add_task(self._lead)
+            return
+        await self._lead()
+
+    async def _lead(self) -> None:
         await asyncio.sleep(1.0)  # the cache's first look at the engines
         with contextlib.suppress(Exception):
             await self.resume_all()

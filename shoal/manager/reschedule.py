@@ -126,7 +126,7 @@ class Rescheduler:
         self.returning: set[str] = set()  # nodes back whose stale copies are still to be removed
         self.retry_at: dict[str, float] = {}  # down nodes whose containers are tried again then
         self._storing: set[asyncio.Task[None]] = set()
-        self._task = start_soon(self._loop)
+        self._task = start_soon(self._start)
 
     @property
     def cluster(self):
@@ -167,6 +167,20 @@ class Rescheduler:
         task.add_done_callback(self._storing.discard)
 
     # --- the loop -------------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Alone, the loop runs here from the start. Beside other managers it runs on the leader only
+        (two managers would each start a lost node's containers elsewhere), and every manager keeps
+        its own view of the drained nodes, which its create path reads."""
+        lead = self.m.leadership
+        if not lead.shared:
+            await self._loop()
+            return
+        lead.add_task(self._loop)
+        while True:
+            with contextlib.suppress(Exception):  # the registry away: the last view stands
+                await self._refresh_drains()
+            await asyncio.sleep(EVERY)
 
     async def _loop(self) -> None:
         await asyncio.sleep(2.0)  # the cache's first look at the engines

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from shoal.manager.join import Joins
 from shoal.data.model import DEFAULT_PROFILE, DEFAULT_PROFILES, Profile
 from shoal.metrics import ManagerMetrics
+from shoal.registry.leader import Leadership
 from shoal.scheduler.model import ContainerSpec, Placement
 from shoal.scheduler.place import place
 from shoal.scheduler.strategy import by_name
@@ -54,7 +55,9 @@ class Settings:
 
 
 class Manager:
-    def __init__(self, cluster: Cluster, settings: Settings | None = None) -> None:
+    def __init__(
+        self, cluster: Cluster, settings: Settings | None = None, leadership: Leadership | None = None
+    ) -> None:
         from shoal.manager.containers import Containers
         from shoal.manager.decisions import Decisions
         from shoal.manager.images import Images
@@ -67,6 +70,9 @@ class Manager:
 
         self.cluster = cluster
         self.settings = settings or Settings()
+        # several managers over one etcd: the elected one runs the cluster-wide loops (rescheduling,
+        # moves' recovery, replica assignment); each serves every request. Alone: always the leader.
+        self.leadership = leadership or Leadership.solo({"name": self.settings.name})
         self.strategy = by_name(self.settings.strategy)
         self.decisions = Decisions(self)
         self.containers = Containers(self)

@@ -107,6 +107,17 @@ class System:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
 
+    async def role(self) -> tuple[str, str]:
+        """classic Swarm's Role (primary or replica) and, on a replica, the primary's Docker API."""
+        lead = self.m.leadership
+        if lead.is_leader:
+            return "primary", ""
+        try:
+            leader = await lead.leader()
+        except ShoalError:
+            leader = None
+        return "replica", str((leader or {}).get("docker", ""))
+
     def view(self) -> ClusterView:
         c = self.m.cluster
         now = c.now()

@@ -18,13 +18,15 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 import aiohttp
 
 from shoal.logs import kv
 from shoal.registry import model as m
-from shoal.registry.model import Check
+from shoal.registry.leader import Leadership
+from shoal.registry.model import TTL_TOUCH, Check
 
 log = logging.getLogger("shoal.registry.checks")
 MAX_OUTPUT = 4096
@@ -49,10 +51,26 @@ class CheckSink(Protocol):
 
     async def deregister_service(self, service_id: str) -> None: ...
 
+    async def touch_ttl(self, c: Check) -> None: ...
+
+    async def ttl_touches(self) -> dict[tuple[str, str], int]: ...
+
+    async def index(self) -> int: ...
+
+    async def wait(
+        self, prefixes: Sequence[str], index: int, timeout: float, keys: Sequence[str] = ()
+    ) -> int: ...
+
 
 class CheckRunner:
-    def __init__(self, registry: CheckSink, node: str) -> None:
+    """Probes run in every registry, for its own node's checks. TTL timers and the reaper are
+    cluster-wide: a lone registry runs them from start; registries sharing a store run them on the
+    elected leader only (`leadership`), which on each takeover arms every TTL check with its full TTL
+    from then (so none flaps across a failover) and follows the renewals other registries record."""
+
+    def __init__(self, registry: CheckSink, node: str, leadership: Leadership | None = None) -> None:
         self.registry = registry
+        self.leadership = leadership or Leadership.solo({"name": node})
         self.node = node  # the agent's own node: only its HTTP, TCP and script checks run here
         # keyed by (node, check id): remote nodes' TTL checks are timed here too
         self._ttl_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -64,11 +82,66 @@ class CheckRunner:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        if self.leadership.shared:
+            for c in await self.registry.all_checks():
+                if not c.definition.ttl and c.definition.type and c.node == self.node:
+                    self.schedule(c)
+            self.leadership.add_task(self._lead)
+            return
         for c in await self.registry.all_checks():
             if c.definition.ttl or (c.definition.type and c.node == self.node):
                 self.schedule(c)
             self.status_changed(c)
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _lead(self) -> None:
+        """The leader's TTL timers and reaper, over a shared store. Every TTL check is armed with its
+        full TTL at takeover; after that a check written by any registry (a status or a registration),
+        or a renewal recorded by a follower (`touch_ttl`), re-arms it, a check gone is dropped, and a
+        critical one enters the reaper's count. Stepping down cancels it all."""
+        index = await self.registry.index()
+        seen: dict[tuple[str, str], int] = {}
+        touched = await self.registry.ttl_touches()
+        for c in await self.registry.all_checks():
+            seen[(c.node, c.id)] = c.modify_index
+            if c.definition.ttl:
+                self._arm_ttl(c)
+            self.status_changed(c)
+        reaper = asyncio.get_running_loop().create_task(self._reap())
+        try:
+            while True:
+                try:
+                    index = max(index, await self.registry.wait([m.CHECKS, TTL_TOUCH], index, 30.0))
+                    now_touched = await self.registry.ttl_touches()
+                    checks = {(c.node, c.id): c for c in await self.registry.all_checks()}
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    kv(log, "check watch failed; retrying", logging.WARNING, error=str(e), retry_in=1)
+                    await asyncio.sleep(1)
+                    continue
+                for key, c in checks.items():
+                    written = seen.get(key) != c.modify_index
+                    renewed = now_touched.get(key, 0) != touched.get(key, 0)
+                    if not (written or renewed):
+                        continue
+                    seen[key] = c.modify_index
+                    if c.definition.ttl and (renewed or not c.output.startswith("TTL expired")):
+                        self._arm_ttl(c)
+                    if written:
+                        self.status_changed(c)
+                for key in set(seen) - set(checks):
+                    seen.pop(key)
+                    if h := self._ttl_timers.pop(key, None):
+                        h.cancel()
+                    self._critical_since.pop(key, None)
+                touched = now_touched
+        finally:
+            reaper.cancel()
+            for h in self._ttl_timers.values():
+                h.cancel()
+            self._ttl_timers.clear()
+            self._critical_since.clear()
 
     async def close(self) -> None:
         for h in self._ttl_timers.values():
@@ -88,7 +161,8 @@ class CheckRunner:
         self.unschedule(c.id, c.node)
         d = c.definition
         if d.ttl:
-            self._arm_ttl(c)
+            if self.leadership.is_leader:  # a follower's registration reaches the leader's watch
+                self._arm_ttl(c)
         elif d.interval:
             self._probes[(c.node, c.id)] = asyncio.get_running_loop().create_task(self._probe_loop(c))
 
@@ -101,7 +175,16 @@ class CheckRunner:
         self._critical_since.pop(key, None)
 
     def ttl_touched(self, c: Check) -> None:
-        self._arm_ttl(c)
+        if self.leadership.is_leader:
+            self._arm_ttl(c)
+        else:  # the leader times it: tell it through the store
+            self._spawn(self._touch(c))
+
+    async def _touch(self, c: Check) -> None:
+        try:
+            await self.registry.touch_ttl(c)
+        except Exception as e:  # the next renewal tries again; the TTL has room for a few
+            kv(log, "recording a TTL renewal failed", logging.WARNING, check=c.id, error=str(e))
 
     def _arm_ttl(self, c: Check) -> None:
         if h := self._ttl_timers.pop((c.node, c.id), None):
@@ -119,6 +202,8 @@ class CheckRunner:
         t.add_done_callback(self._pending.discard)
 
     def status_changed(self, c: Check) -> None:
+        if not self.leadership.is_leader:
+            return  # the leader's reaper counts it (it sees the write)
         if c.status == m.CRITICAL and c.definition.deregister_after and c.service_id:
             self._critical_since.setdefault((c.node, c.id), (time.monotonic(), c))
         else:

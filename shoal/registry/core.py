@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import json
 import logging
 import random
 import re
@@ -40,15 +41,18 @@ from shoal.logs import kv
 from shoal.registry import indexes, txn
 from shoal.registry import model as m
 from shoal.registry.blocking import Flights, Read, query
-from shoal.registry.decode import HTTP_TOKEN, U64, Obj
+from shoal.registry.decode import HTTP_TOKEN, U64, Obj, normalize
 from shoal.registry.faults import crash_point
+from shoal.registry.leader import ELECTION, Leadership, candidate
 from shoal.registry.model import (
     CHECKS,
     HELD,
     KV,
+    LOCK_DELAYS,
     NODES,
     SERVICES,
     SESSIONS,
+    TTL_TOUCH,
     Check,
     CheckDef,
     KVEntry,
@@ -72,6 +76,7 @@ RELEASE_BATCH = 40  # locks released per transaction when a session ends: with t
 # (Behavior delete) tombstones, within the 128 compares and 128 writes etcd takes in one transaction
 REINDEX_BATCH = 60
 REAP_EVERY = 60.0  # seconds between looks for KV tombstones past indexes.TOMBSTONE_TTL
+MANAGER_SERVICE, MANAGER_CHECK = "manager", "manager-lease"
 T = TypeVar("T")
 
 
@@ -132,6 +137,15 @@ def _kv(key: str, e: Entry | None) -> KVEntry | None:
 
 
 @functools.lru_cache(maxsize=4096)
+def _until(raw: bytes) -> float:
+    """A lock delay's end (seconds since the epoch) as another registry wrote it; unreadable is none."""
+    try:
+        v = json.loads(raw)
+    except ValueError:
+        return 0.0
+    return float(v) if isinstance(v, int | float) else 0.0
+
+
 def _node_id(node: str) -> str:
     """The ID a node registered without one gets: stable, from its name."""
     return str(uuid.uuid5(uuid.NAMESPACE_DNS, node))
@@ -212,6 +226,13 @@ class Registry:
         self.checks: CheckEvents = _NoChecks()
         self._tasks: list[asyncio.Task[Any]] = []
         self.node_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, config.node))
+        # who runs the cluster-wide loops (session expiry, lock release, tombstone reaping, TTL timers):
+        # this process alone over SQLite; the elected one of several over a shared etcd (server.py sets it)
+        self.leadership = Leadership.solo({"name": config.node, "address": config.address})
+
+    @property
+    def shared(self) -> bool:
+        return self.leadership.shared
 
     async def start(self) -> None:
         node = Node(self.config.node, self.config.address, self.config.datacenter, id=self.node_id)
@@ -225,12 +246,104 @@ class Registry:
             return None, Plan(tuple(Compare.on(k, snap.entries[k]) for k in records), writes)
 
         await self._atomically(list(records), [], decide)
+        if self.shared:
+            await self._register_manager()
+            self.leadership.add_task(self._lead)
+            return
         self._known = {s.id: s for s in await self.sessions()}
         await self._release_orphans()
         await self._reindex()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._watch_sessions()))
         self._tasks.append(loop.create_task(self._reap_tombstones()))
+
+    async def _register_manager(self) -> None:
+        """A manager sharing the store is the service `manager` on its own node, so the registry's DNS
+        (`manager.service.shoal`, A and SRV) and /v1/health/service/manager name the live managers. Its
+        check `manager-lease` is the leader's to set: passing while the manager's election key (bound
+        to its lease) stands, critical once it is gone (`_watch_managers`)."""
+        me = self.leadership.me
+        host, _, port = str(me.get("docker", "")).rpartition(":")
+        if not host or not port.isdigit():
+            return  # a registry alone (shoal registry): no Docker API to find
+        await self.catalog_register(
+            normalize(
+                {
+                    "Node": self.config.node,
+                    "Address": self.config.address,
+                    "Service": {
+                        "ID": MANAGER_SERVICE,
+                        "Service": MANAGER_SERVICE,
+                        "Address": host,
+                        "Port": int(port),
+                        "Meta": {"consul": str(me.get("consul", "")), "dns": str(me.get("dns", ""))},
+                    },
+                    "Check": {
+                        "CheckID": MANAGER_CHECK,
+                        "Name": "Manager holds its lease",
+                        "ServiceID": MANAGER_SERVICE,
+                        "Status": m.PASSING,
+                        "Output": "its election key stands in etcd",
+                    },
+                }
+            )
+        )
+
+    async def _watch_managers(self) -> None:
+        """Leader only: each manager's `manager-lease` check follows its election key (the lease of a
+        manager that died expires within its TTL, and etcd deletes the key)."""
+        index = 0
+        while True:
+            try:
+                snap = await self.store.read([], [ELECTION])
+                alive = {c.value.get("name") for c in (candidate(e) for e in snap.trees[ELECTION])}
+                for c in await self.all_checks():
+                    if c.id != MANAGER_CHECK:
+                        continue
+                    if c.node in alive:
+                        await self.set_check_status(c, m.PASSING, "its election key stands in etcd")
+                    else:
+                        await self.set_check_status(
+                            c, m.CRITICAL, "its lease in etcd expired: the manager is down or cut off"
+                        )
+                index = max(index, await self.store.wait([ELECTION], max(index, snap.index), 30.0))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                kv(log, "manager health watch failed; retrying", logging.WARNING, error=str(e), retry_in=1)
+                await asyncio.sleep(1)
+
+    async def touch_ttl(self, c: Check) -> None:
+        """A TTL renewal through a follower, for the leader's timer (a renewal that changes nothing
+        writes nothing to the check itself). Lost with its manager at worst: the next renewal comes."""
+        body = json.dumps({"status": c.status, "output": c.output}).encode()
+        await self.store.put(f"{TTL_TOUCH}{c.node}/{c.id}", body)
+
+    async def ttl_touches(self) -> dict[tuple[str, str], int]:
+        """Every follower renewal on record: (node, check id) -> its modify index."""
+        out: dict[tuple[str, str], int] = {}
+        for e in await self.store.range(TTL_TOUCH):
+            node, _, cid = e.key[len(TTL_TOUCH) :].partition("/")
+            out[(node, cid)] = e.modify_index
+        return out
+
+    async def _lead(self) -> None:
+        """The leader's share over a shared store, from each takeover until it steps down: what a lone
+        registry does at start (release locks of sessions that ended while nobody led, rebuild the
+        by-service entries), then the session watch, the tombstone reaper and the managers' health.
+        Its lock releases carry the term's fence, so a write a deposed leader was still making fails."""
+        while True:
+            try:
+                self._known = {s.id: s for s in await self.sessions()}
+                await self._release_orphans()
+                await self._reindex()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                kv(log, "takeover upkeep failed; retrying", logging.WARNING, error=str(e), retry_in=1)
+                await asyncio.sleep(1)
+        await asyncio.gather(self._watch_sessions(), self._reap_tombstones(), self._watch_managers())
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -352,8 +465,8 @@ class Registry:
                 key, value, flags, old.lock_index if old else 0, old.session if old else ""
             ).encode()
 
-        # one store round trip: the read and the write in one transaction (SQLite), or a read and a
-        # compare-and-set, again while other writers slip in between (etcd)
+        # one store round trip: the read and the write in one transaction (SQLite), or one etcd Txn
+        # grouped with the other updates in flight (compared on a watch-fed guess, read again on a miss)
         return await self.store.update(KV + key, put) is not None
 
     async def kv_acquire(self, key: str, value: bytes, session_id: str, flags: int = 0) -> bool:
@@ -361,7 +474,8 @@ class Registry:
         so a session destroyed meanwhile can never end up holding the lock."""
         self._check_key(key)
         self._check_value(value, flags)
-        skey, kkey = SESSIONS + session_id, KV + key
+        skey, kkey, dkey = SESSIONS + session_id, KV + key, LOCK_DELAYS + key
+        keys = [skey, kkey, dkey] if self.shared else [skey, kkey]
 
         def decide(snap: Snapshot) -> tuple[bool, Plan]:
             se = snap.entries[skey]
@@ -369,6 +483,8 @@ class Registry:
                 raise ServerError(f'invalid session "{session_id}"')
             if self._lock_delay.get(key, 0.0) > time.monotonic():
                 return False, Plan()
+            if (de := snap.entries.get(dkey)) is not None and _until(de.value) > time.time():
+                return False, Plan()  # a delay another registry started (a shared store)
             old = _kv(key, snap.entries[kkey])
             if old and old.session and old.session != session_id:
                 return False, Plan()
@@ -382,7 +498,7 @@ class Registry:
                 (Put(kkey, new.encode()), Put(m.held_key(session_id, key), m.held_value(s))),
             )
 
-        ok, _ = await self._atomically([skey, kkey], [], decide)
+        ok, _ = await self._atomically(keys, [], decide)
         return ok
 
     async def kv_release(self, key: str, value: bytes, session_id: str, flags: int = 0) -> bool:
@@ -537,7 +653,14 @@ class Registry:
         if dc and dc != self.config.datacenter:
             raise ServerError("No path to datacenter")
 
-    async def _invalidate(self, sid: str, behavior: str, lock_delay: float, delete_record: bool) -> None:
+    async def _invalidate(
+        self,
+        sid: str,
+        behavior: str,
+        lock_delay: float,
+        delete_record: bool,
+        fence: tuple[Compare, ...] = (),
+    ) -> None:
         """What Consul does when a session ends: release (or, with Behavior delete, delete) every key it
         holds and start their lock delay; with `delete_record`, remove the session itself in the same
         transaction. The held/ index names the keys; compares on it and on each key make a concurrent
@@ -573,6 +696,14 @@ class Registry:
                 compares += [Compare.on(h.key, h) for h in held]
                 writes += [Delete(h.key) for h in held]
             writes += indexes.plan(writes, second.entries.get, lambda p: (), {})  # tombstones
+            if self.shared:
+                compares += fence
+                now_wall = time.time()
+                writes += [
+                    Put(LOCK_DELAYS + key, json.dumps(now_wall + delay).encode())
+                    for key, delay in released
+                    if delay
+                ]
             if writes and await self.store.txn(compares, writes) is None:
                 conflicts += 1
                 await asyncio.sleep(random.uniform(0, 0.01))
@@ -596,7 +727,9 @@ class Registry:
                 live = {s.id: s for s in await self.sessions()}
                 for sid in set(self._known) - set(live):
                     s = self._known[sid]
-                    await self._invalidate(sid, s.behavior, s.lock_delay, delete_record=False)
+                    await self._invalidate(
+                        sid, s.behavior, s.lock_delay, delete_record=False, fence=self.leadership.fence()
+                    )
                     self._known.pop(sid, None)
                 self._known.update(live)
             except asyncio.CancelledError:
@@ -610,7 +743,7 @@ class Registry:
         live = {s.id for s in await self.sessions()}
         dead = {h.key[len(HELD) :].split("/", 1)[0] for h in await self.store.range(HELD)} - live
         for sid in sorted(dead):
-            await self._invalidate(sid, "release", 0.0, delete_record=False)
+            await self._invalidate(sid, "release", 0.0, delete_record=False, fence=self.leadership.fence())
         for e in await self.kv_range(""):  # held by a dead session but not in the index: release
             if e.session and e.session not in live:
                 await self.store.cas(KV + e.key, replace(e, session="").encode(), e.modify_index)

@@ -227,20 +227,33 @@ async def ui(request: web.Request) -> web.Response:
     )
 
 
+async def _leader_addr(reg: Registry) -> str:
+    """Consul's leader address (IP:server port): this registry's own when alone; over a shared store the
+    elected one's, '' while nobody leads (Consul's answer during an election)."""
+    c = reg.config
+    if not reg.shared:
+        return f"{c.address}:{c.server_port}"
+    leader = await reg.leadership.leader()
+    return f"{leader.get('address', '')}:{c.server_port}" if leader else ""
+
+
 async def status_leader(request: web.Request) -> web.Response:
-    c = request.app[REGISTRY].config
-    return _json(f"{c.address}:{c.server_port}")
+    return _json(await _leader_addr(request.app[REGISTRY]))
 
 
 async def status_peers(request: web.Request) -> web.Response:
-    c = request.app[REGISTRY].config
-    return _json([f"{c.address}:{c.server_port}"])
+    reg = request.app[REGISTRY]
+    c = reg.config
+    if not reg.shared:
+        return _json([f"{c.address}:{c.server_port}"])
+    members = await reg.leadership.members()
+    return _json([f"{v.get('address', '')}:{c.server_port}" for v in members])
 
 
 async def agent_self(request: web.Request) -> web.Response:
     reg = request.app[REGISTRY]
     c = reg.config
-    leader = f"{c.address}:{c.server_port}"
+    leader = await _leader_addr(reg)
     member = {
         "Name": c.node,
         "Addr": c.address,
@@ -565,6 +578,15 @@ async def catalog_deregister(request: web.Request) -> web.Response:
     return _json(True)
 
 
+async def _stale_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """A read the store answered without quorum (etcd's serializable read from a member still up) says
+    so as Consul does for a stale read: no known leader, and for how long it has been out of touch."""
+    store = request.app[REGISTRY].store
+    if "X-Consul-Knownleader" in response.headers and getattr(store, "stale", False):
+        response.headers["X-Consul-Knownleader"] = "false"
+        response.headers["X-Consul-Lastcontact"] = str(int(getattr(store, "lost_for", 0.0) * 1000))
+
+
 def make_app(registry: Registry, figures: prom.RegistryMetrics | None = None) -> web.Application:
     """The Consul API app. `_errors` is its first middleware: one appended to `app.middlewares` before
     the runner starts (acl_http.install does) runs inside it, after the ?dc= check, so a refusal raised
@@ -572,6 +594,7 @@ def make_app(registry: Registry, figures: prom.RegistryMetrics | None = None) ->
     app = web.Application(middlewares=[_errors], client_max_size=decode.MAX_JSON)
     app[REGISTRY] = registry
     app[METRICS] = figures or prom.RegistryMetrics()
+    app.on_response_prepare.append(_stale_headers)
     r = app.router
     r.add_get("/metrics", metrics)
     r.add_get("/", root)

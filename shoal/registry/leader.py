@@ -170,6 +170,11 @@ class Leadership:
         return self._leading and time.monotonic() < self._valid_until
 
     @property
+    def shared(self) -> bool:
+        """Whether several processes share the store (and so this one may not lead). False for solo."""
+        return not self._solo
+
+    @property
     def key(self) -> str:
         """This process's current election key ('' when solo or between leases)."""
         return self._key

@@ -34,6 +34,10 @@ from typing import Any
 from shoal.registry.decode import duration
 
 KV, SESSIONS, NODES, SERVICES, CHECKS = "kv/", "sessions/", "nodes/", "services/", "checks/"
+# store keys outside Consul's space, written only when several registries share the store: a TTL check's
+# renewal made through a follower (the leader times every TTL), and a released lock's delay (every
+# registry refuses an acquire during it, not just the one that released it). Values are JSON.
+TTL_TOUCH, LOCK_DELAYS = "ttl-touch/", "lockdelay/"
 HELD = "held/"
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)

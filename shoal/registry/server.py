@@ -1,13 +1,15 @@
 """Running the registry: store, Consul HTTP API and DNS in one asyncio process.
 
-`shoal registry` runs it alone; `shoal manager` (next) embeds the same `RegistryServer`.
+`shoal registry` runs it alone; `shoal manager --store etcd://...` embeds the same `RegistryServer`.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -18,6 +20,7 @@ from shoal.registry.checks import CheckRunner
 from shoal.registry.core import Config, Registry
 from shoal.registry.dns import DNSServer
 from shoal.registry.http import make_app
+from shoal.registry.leader import DEFAULT_TTL, Leadership
 from shoal.registry.store import Store, open_store
 from shoal.signals import stop_on_signals
 
@@ -32,6 +35,7 @@ class RegistryServer:
     runner: web.AppRunner
     dns: DNSServer
     acl: AclState | None = None
+    leadership: Leadership | None = None
 
     @classmethod
     async def start(
@@ -42,15 +46,28 @@ class RegistryServer:
         dns_host: str,
         https: tuple[str, int, ssl.SSLContext] | None = None,
         acl: AclConfig | None = None,
+        me: Mapping[str, Any] | None = None,
+        leader_ttl: float = DEFAULT_TTL,
     ) -> RegistryServer:
         """With `acl` enabled, every HTTP request is checked against Consul-style ACL tokens (DNS is
-        not: containers keep discovering services by name)."""
+        not: containers keep discovering services by name).
+
+        Over etcd, several registries (each embedded in a manager) share the store: this one enters the
+        leader election (`leader_ttl` seconds of lease) as `me` (its name and addresses), and only the
+        leader runs the cluster-wide loops. Over SQLite it is alone and always leads."""
         store = await open_store(store_url)
+        port = https[1] if https is not None else config.http_port
+        ident = {"name": config.node, "address": config.address, "consul": f"{config.address}:{port}"}
+        ident.update(me or {})
+        shared = store_url.startswith("etcd://")
+        leadership = Leadership(store, ident, ttl=leader_ttl) if shared else Leadership.solo(ident)
         registry = Registry(store, config)
+        registry.leadership = leadership
         await registry.start()
-        checks = CheckRunner(registry, config.node)
+        checks = CheckRunner(registry, config.node, leadership)
         registry.checks = checks  # the registry tells the runner about each committed check change
         await checks.start()
+        await leadership.start()
         figures = RegistryMetrics()  # this server's own CollectorRegistry (see shoal.metrics)
         figures.watch_store(store)
         figures.watch_checks(checks.held)
@@ -79,11 +96,13 @@ class RegistryServer:
             store_url,
             f"on (default {acl.default_policy})" if acl_state and acl else "off",
         )
-        return cls(store, registry, checks, runner, dns, acl_state)
+        return cls(store, registry, checks, runner, dns, acl_state, leadership)
 
     async def close(self) -> None:
         await self.dns.close()
         await self.runner.cleanup()
+        if self.leadership is not None:
+            await self.leadership.close()  # the successor leads now, not one lease later
         if self.acl is not None:
             await self.acl.close()
         await self.checks.close()
@@ -99,8 +118,11 @@ async def serve_forever(
     ready=None,
     https: tuple[str, int, ssl.SSLContext] | None = None,
     acl: AclConfig | None = None,
+    leader_ttl: float = DEFAULT_TTL,
 ) -> None:
-    server = await RegistryServer.start(config, store_url, http_host, dns_host, https, acl)
+    server = await RegistryServer.start(
+        config, store_url, http_host, dns_host, https, acl, leader_ttl=leader_ttl
+    )
     if ready:
         ready()
     stop = stop_on_signals()

@@ -71,6 +71,9 @@ def start_registry(
         "--node",
         "mgr",
         "--enable-script-checks",
+        # registries sharing an etcd elect a leader; these tests are of the Consul API, not of failover,
+        # so a loaded machine's stalls must not pass the lead around between their assertions
+        *(["--leader-ttl", "5"] if store.startswith("etcd://") else []),
         *extra,
     ]
     proc = subprocess.Popen(

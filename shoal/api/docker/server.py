@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,11 @@ from shoal.errors import BadRequest
 from shoal.logs import kv
 from shoal.manager.join import Joins
 from shoal.manager.service import Manager, Settings
+from shoal.registry.acl_http import AclConfig
 from shoal.registry.client import Access
+from shoal.registry.core import Config
+from shoal.registry.leader import DEFAULT_TTL
+from shoal.registry.server import RegistryServer
 from shoal.signals import stop_on_signals
 
 log = logging.getLogger("shoal.manager")
@@ -50,6 +55,25 @@ class Options:
     join_tls: TLSFiles | None = None  # the join listener's certificate (node CA)
     node_ca_key: Path | None = None  # signs node certificates at join
     advertise_registry: str = ""  # the registry address joined agents are told
+    registry_server: EmbeddedRegistry | None = None  # serve the registry too, over a shared store
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedRegistry:
+    """The registry a manager serves itself (`shoal manager --store etcd://...`): several managers over
+    one etcd each serve the Consul API and DNS, and elect one leader for the cluster-wide loops."""
+
+    store: str
+    https_host: str
+    https_port: int
+    cert: Path
+    key: Path
+    dns_host: str
+    dns_port: int
+    node: str
+    advertise: str
+    acl: AclConfig
+    leader_ttl: float = DEFAULT_TTL
 
 
 def is_loopback(host: str) -> bool:
@@ -78,13 +102,48 @@ def check(o: Options) -> None:
         )
 
 
+async def _start_registry(o: Options, r: EmbeddedRegistry) -> RegistryServer:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(r.cert), str(r.key))
+    config = Config(node=r.node, address=r.advertise, http_port=0, dns_port=r.dns_port)
+    me = {
+        "docker": f"{r.advertise}:{o.port}",
+        "consul": f"{r.advertise}:{r.https_port}",
+        "dns": f"{r.advertise}:{r.dns_port}",
+    }
+    return await RegistryServer.start(
+        config,
+        r.store,
+        "",
+        r.dns_host,
+        (r.https_host, r.https_port, ctx),
+        r.acl,
+        me=me,
+        leader_ttl=r.leader_ttl,
+    )
+
+
 async def serve(o: Options, ready=None) -> None:
     check(o)
     profiles, default_profile = load_profiles(o.profiles_file)
     engine_tls = pki.client_context(o.tls.ca, o.tls.cert, o.tls.key) if o.tls else None
-    cluster = Cluster(o.registry, engine_tls)
+    registry = await _start_registry(o, o.registry_server) if o.registry_server else None
+    try:
+        await _serve(o, ready, profiles, default_profile, engine_tls, registry)
+    finally:
+        if registry is not None:
+            await registry.close()
+
+
+async def _serve(o: Options, ready, profiles, default_profile, engine_tls, registry) -> None:
+    lead = registry.leadership if registry is not None else None
+    # beside other managers, placements are held on the nodes' documents in the registry (cluster/holds.py)
+    holder = str(lead.me.get("name", "")) if lead is not None and lead.shared else ""
+    cluster = Cluster(o.registry, engine_tls, holder=holder)
     await cluster.start()
-    manager = Manager(cluster, Settings(o.strategy, o.fact_ttl, "shoal", profiles, default_profile))
+    settings = Settings(o.strategy, o.fact_ttl, "shoal", profiles, default_profile)
+    manager = Manager(cluster, settings, lead)
     runners: list[web.AppRunner] = []
     runner = web.AppRunner(make_app(manager), access_log=None, handler_cancellation=True)
     await runner.setup()

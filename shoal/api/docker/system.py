@@ -56,13 +56,17 @@ def _human_bytes(n: float) -> str:
 
 
 async def info(request: web.Request) -> web.Response:
-    return reply_json(render_info(manager_of(request).system.view()))
+    m = manager_of(request)
+    return reply_json(render_info(m.system.view(), await m.system.role()))
 
 
-def render_info(v: ClusterView) -> dict:
-    """/info as classic Swarm showed a cluster: SystemStatus pairs per node, which every docker CLI prints."""
-    status: list[list[str]] = [
-        ["Role", "primary"],
+def render_info(v: ClusterView, role: tuple[str, str] = ("primary", "")) -> dict:
+    """/info as classic Swarm showed a cluster: SystemStatus pairs per node, which every docker CLI prints.
+    `role` is (primary|replica, the primary's Docker API address), as Swarm's replicas named theirs."""
+    status: list[list[str]] = [["Role", role[0]]]
+    if role[0] != "primary":
+        status.append(["Primary", role[1] or "(none elected)"])
+    status += [
         ["Strategy", v.strategy],
         ["Filters", FILTERS],
         ["Nodes", str(len(v.nodes))],
