@@ -74,6 +74,7 @@ class Move:
     rate: float = 0.0  # bytes/s of the last pull
     pulls: int = 0
     reasons: tuple[str, ...] = ()
+    manager: str = ""  # the manager driving it (several share a registry: a live one's move is its own)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -96,6 +97,8 @@ def parse_move(key_id: str, doc: object) -> Move | Refused:
     seqs = [doc.get(k) or [] for k in ("containers", "reasons")]
     if not all(isinstance(s, list) and all(_text_ok(x, 256) for x in s) for s in seqs):
         return Refused(keys.move(key_id), "containers and reasons must be lists of short text")
+    if not _text_ok(doc.get("manager", ""), 256):
+        return Refused(keys.move(key_id), "manager must be short text")
     fields = {k: doc[k] for k in Move.__dataclass_fields__ if k in doc}
     fields["containers"], fields["reasons"] = tuple(seqs[0]), tuple(seqs[1])
     for k in ("started", "updated", "rate"):

@@ -275,6 +275,7 @@ class Moves:
             now,
             tuple(x["name"] for x in carried.values()),
             reasons=why,
+            manager=str(self.m.leadership.me.get("name", "")),
         )
         assigned = (await c.records.all_replicas()).get(record.id)
         ops = begin_ops(move, ridx, *(assigned if assigned else (None, 0)))
@@ -567,10 +568,13 @@ class Moves:
         kv(log, "move undone", logging.WARNING, dataset=move.id, name=move.name, reason=reason)
 
     async def resume_all(self) -> None:
-        """A manager's first look: every move record left by another (or a killed) manager is undone or
-        finished (none of them is this process's own)."""
+        """A leader's first look: every move record left by a killed manager is undone or finished. A
+        move another live manager drives (beside it, over one etcd) is that manager's to finish."""
+        lead = self.m.leadership
+        me = str(lead.me.get("name", ""))
+        alive = {str(v.get("name", "")) for v in await lead.members()} - {me} if lead.shared else set()
         for move, _ in (await self.cluster.records.all_moves()).values():
-            if move.id in self._running:
+            if move.id in self._running or (move.manager and move.manager in alive):
                 continue
             try:
                 if resume(move) == "forward":

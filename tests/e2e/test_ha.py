@@ -147,6 +147,8 @@ def test_the_leader_killed_costs_no_read_and_no_acknowledged_create(ha: HA) -> N
             (acked if r.returncode == 0 else refused).append(name if r.returncode == 0 else r.stderr)
             i += 1
 
+    ha.docker(leader, "run", "-d", "--name", "hawhy", "busybox", "sleep", "600")  # placed by the leader
+    time.sleep(1)  # its decision record lands in the registry in the background
     threads = [threading.Thread(target=read), threading.Thread(target=write)]
     for t in threads:
         t.start()
@@ -168,6 +170,9 @@ def test_the_leader_killed_costs_no_read_and_no_acknowledged_create(ha: HA) -> N
     names = [n.split("/", 1)[1] for n in listed]
     assert sorted(set(names)) == sorted(names)  # none created twice
     assert set(acked) <= set(names)  # none acknowledged and lost
+    # `shoal why` through a survivor still answers for a container the dead manager placed
+    why = shoal("why", "hawhy", env={**ha.env, "DOCKER_HOST": ha.managers[reader - 1]}).stdout
+    assert "hawhy → node" in why, why
     # the agents' sessions and checks rode it out: every node still passing
     health = ha.docker(reader, "info").stdout
     assert health.count("└ Status: Healthy") == 2, health
@@ -180,7 +185,7 @@ def test_the_leader_killed_costs_no_read_and_no_acknowledged_create(ha: HA) -> N
     while ha.dig(new, "manager.service.shoal", "A") != sorted(ha.address(n) for n in (1, 2, 3)):
         assert time.monotonic() < end, "the restarted manager is not back in manager.service.shoal"
         time.sleep(0.5)
-    ha.docker(new, "rm", "-f", *names, check=False, timeout=120)
+    ha.docker(new, "rm", "-f", "hawhy", *names, check=False, timeout=120)
 
 
 def test_two_of_three_down_refuse_writes_naming_quorum_and_reads_answer_then_all_resumes(ha: HA) -> None:
