@@ -279,7 +279,7 @@ def _entry(draw: st.DrawFn) -> tuple[str, str]:
 
 
 @given(st.lists(_entry(), min_size=1, max_size=5))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_a_good_list_gives_each_base_once_in_its_order(entries):
     got = addresses(",".join(text for text, _ in entries))
     assert got == tuple(dict.fromkeys(url for _, url in entries))
@@ -302,7 +302,7 @@ _bad = st.one_of(
 
 
 @given(st.lists(_entry(), max_size=3), _bad, st.lists(_entry(), max_size=3))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_a_bad_entry_is_a_clear_error_naming_it(before, bad, after):
     text = ",".join([*(t for t, _ in before), bad, *(t for t, _ in after)])
     with pytest.raises(BadRequest) as e:
@@ -312,7 +312,7 @@ def test_a_bad_entry_is_a_clear_error_naming_it(before, bad, after):
 
 
 @given(st.text(max_size=40))
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_any_text_is_a_list_of_urls_or_a_bad_request(text):
     try:
         got = addresses(text)

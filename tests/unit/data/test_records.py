@@ -82,7 +82,7 @@ json_values = st.recursive(
 fields = st.sampled_from(["id", "name", "profile", "node", "kind", "parent", "size", "created", "volume"])
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
     key=st.one_of(st.just(GOOD), st.text(max_size=80)),
     forged=st.dictionaries(fields, json_values | st.just(GOOD) | st.just("../../etc"), max_size=9),

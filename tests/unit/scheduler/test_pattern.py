@@ -45,7 +45,7 @@ def regexes(draw: st.DrawFn, depth: int = 0) -> str:
 values = st.lists(st.text(alphabet="ab- \tA\n\r0é", max_size=6), max_size=5)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(source=regexes(), vals=values)
 def test_one_call_over_joined_strings_means_each_string_matched_alone(source, vals):
     try:
