@@ -213,7 +213,11 @@ def manager(
             AclConfig(acl_enabled, acl_default_policy, acl_initial_management),
             leader_ttl,
         )
-        if registry in ("", "127.0.0.1:8500"):  # its own registry, unless told another
+        # its own registry (in this process: it lives and dies with it), unless --registry names
+        # another on the command line; CONSUL_HTTP_ADDR in the environment (a user's shell, `dev env`)
+        # names the registry the user talks to, not the one a manager serving its own should watch
+        source = click.get_current_context().get_parameter_source("registry")
+        if source is not click.core.ParameterSource.COMMANDLINE:
             registry = f"https://{embedded.advertise}:{embedded.https_port}"
     elif registry_https or dns_addr or acl_enabled:
         raise BadRequest("--registry-https, --dns and --acl serve an embedded registry: they need --store")

@@ -267,14 +267,25 @@ def node_processes(cluster: ClusterLayout, node: NodeLayout) -> list[ProcessSpec
     return [engine_process(cluster, node), *node_services(cluster, node)]
 
 
+CLIENT_ENV = frozenset(
+    {
+        "CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT",
+        "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_HTTP_SSL", "DOCKER_HOST", "DOCKER_TLS_VERIFY",
+        "DOCKER_CERT_PATH", "SHOAL_STORE", "SHOAL_JOIN_TOKEN", "CONSUL_ACL_INITIAL_MANAGEMENT",
+    }
+)  # fmt: skip
+
+
 def start(spec: ProcessSpec, env: dict[str, str] | None = None, join_pid: int = 0) -> int:
     """Starts `spec` in its own session (so a terminal's Ctrl-C does not reach it); returns its pid.
     With `join_pid`, it runs inside that process's network, UTS and mount namespaces; with `spec.netns`,
     inside that named network namespace."""
     spec.log.parent.mkdir(parents=True, exist_ok=True)
-    if spec.env_files:
-        env = {**(env if env is not None else os.environ)}
-        env.update((var, Path(path).read_text().strip()) for var, path in spec.env_files)
+    # a cluster's processes are told everything on their command line and in env_files: the client
+    # settings of whoever runs `shoal dev` (after `eval "$(shoal dev env)"`, those of this or another
+    # cluster) must not reach them (a manager serving its own registry would watch the one named there)
+    env = {k: v for k, v in (env if env is not None else os.environ).items() if k not in CLIENT_ENV}
+    env.update((var, Path(path).read_text().strip()) for var, path in spec.env_files)
     argv = list(spec.argv)
     if join_pid:
         argv = ["nsenter", f"--target={join_pid}", "--net", "--uts", "--mount", "--", *argv]

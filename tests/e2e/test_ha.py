@@ -9,6 +9,7 @@ Its own cluster (10.99.21.0/24), so it runs beside the session clusters. Deadlin
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import threading
@@ -173,9 +174,25 @@ def test_the_leader_killed_costs_no_read_and_no_acknowledged_create(ha: HA) -> N
     # `shoal why` through a survivor still answers for a container the dead manager placed
     why = shoal("why", "hawhy", env={**ha.env, "DOCKER_HOST": ha.managers[reader - 1]}).stdout
     assert "hawhy → node" in why, why
-    # the agents' sessions and checks rode it out: every node still passing
-    health = ha.docker(reader, "info").stdout
-    assert health.count("└ Status: Healthy") == 2, health
+
+    # the agents' sessions and checks rode it out: every node still passing, and its facts still fresh
+    # through the survivors (the agents moved to a live registry; the managers follow their own)
+    def fresh() -> bool:
+        info = ha.docker(reader, "info").stdout
+        stamps = [
+            line.split("UpdatedAt: ", 1)[1].strip() for line in info.splitlines() if "UpdatedAt: " in line
+        ]
+        ages = [
+            time.time() - datetime.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+            for t in stamps
+        ]
+        return info.count("└ Status: Healthy") == 2 and len(ages) == 2 and max(ages) < 5
+
+    time.sleep(3)
+    end = time.monotonic() + 15
+    while not fresh():
+        assert time.monotonic() < end, ha.docker(reader, "info").stdout
+        time.sleep(0.5)
     end = time.monotonic() + WITHIN
     while ha.dig(new, "manager.service.shoal", "A") != sorted(ha.address(n) for n in rest):
         assert time.monotonic() < end, ha.dig(new, "manager.service.shoal", "A")
