@@ -48,6 +48,8 @@ bench: venv
 	$(PY) benchmarks/datasets.py
 	$(PY) benchmarks/safety.py
 	$(PY) benchmarks/security.py
+	$(PY) benchmarks/etcd_ratio.py
+	$(PY) benchmarks/ha.py
 
 down:
 	@$(SHOAL) dev down
