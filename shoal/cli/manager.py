@@ -16,7 +16,7 @@ import click
 
 from shoal import logs
 from shoal.api.docker.server import EmbeddedRegistry, Options, TLSFiles, serve
-from shoal.cli.registry import _hostport
+from shoal.cli.registry import _hostport, acl_config, leader_ttl_option
 from shoal.errors import BadRequest
 from shoal.registry.acl_http import AclConfig
 from shoal.registry.client import Access
@@ -136,14 +136,7 @@ def _embedded(
     show_envvar=True,
     help="With --store --acl: the management token to create at start (every manager needs the same).",
 )
-@click.option(
-    "--leader-ttl",
-    type=click.FloatRange(1.0, 60.0),
-    default=1.0,
-    show_default=True,
-    help="With --store: seconds of etcd lease behind the bid to lead (a dead leader is replaced in about "
-    "this long).",
-)
+@leader_ttl_option
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="spread", show_default=True)
 @click.option(
     "--fact-ttl",
@@ -210,7 +203,7 @@ def manager(
             dns_addr,
             node,
             advertise or (host if host not in ("", "0.0.0.0") else ""),
-            AclConfig(acl_enabled, acl_default_policy, acl_initial_management),
+            acl_config(acl_enabled, acl_default_policy, acl_initial_management),
             leader_ttl,
         )
         # its own registry (in this process: it lives and dies with it), unless --registry names

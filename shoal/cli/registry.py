@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 
 import click
 
@@ -12,7 +11,7 @@ from shoal import logs
 from shoal.errors import BadRequest
 from shoal.registry.acl_http import AclConfig
 from shoal.registry.core import Config
-from shoal.registry.server import serve_forever
+from shoal.registry.server import https_context, serve_forever
 
 
 def _hostport(value: str, default_port: int) -> tuple[str, int]:
@@ -23,6 +22,29 @@ def _hostport(value: str, default_port: int) -> tuple[str, int]:
         return host or "127.0.0.1", int(port)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not HOST:PORT") from None
+
+
+def acl_config(enabled: bool, default_policy: str, initial_management: str) -> AclConfig:
+    """The ACL flags checked whole (for `shoal registry` and for the registry a manager serves)."""
+    if initial_management and not enabled:
+        raise BadRequest("--acl-initial-management needs --acl (ACLs are off without it)")
+    if initial_management and (
+        len(initial_management) > 256 or not initial_management.isprintable() or " " in initial_management
+    ):
+        raise BadRequest(
+            "--acl-initial-management must be one printable word of at most 256 characters (a UUID)"
+        )
+    return AclConfig(enabled, default_policy, initial_management)
+
+
+leader_ttl_option = click.option(
+    "--leader-ttl",
+    type=click.FloatRange(1.0, 60.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds of etcd lease behind the bid to lead when several registries share one etcd: a dead "
+    "leader is replaced within about this long. Whole seconds (etcd's unit).",
+)
 
 
 @click.command()
@@ -81,14 +103,7 @@ def _hostport(value: str, default_port: int) -> tuple[str, int]:
     help="A management token's secret to create at start (Consul's acl.tokens.initial_management); "
     "prefer the environment variable, which no process listing shows.",
 )
-@click.option(
-    "--leader-ttl",
-    type=click.FloatRange(1.0, 60.0),
-    default=1.0,
-    show_default=True,
-    help="Seconds of etcd lease behind this registry's bid to lead (several over one etcd): a dead "
-    "leader is replaced within about this long. Whole seconds (etcd's unit).",
-)
+@leader_ttl_option
 @click.option("--log-level", default="info", show_default=True)
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="logfmt", show_default=True)
 def registry(
@@ -118,24 +133,11 @@ def registry(
         if not (tlscert and tlskey):
             raise BadRequest("--https needs --tlscert and --tlskey (the registry's certificate and key)")
         host, port = _hostport(https_addr, 8501)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(tlscert, tlskey)
-        https = (host, port, ctx)
+        https = (host, port, https_context(tlscert, tlskey))
     elif not http_host:
         raise BadRequest("the registry needs a listener: --http HOST:PORT or --https HOST:PORT")
     dns_host, dns_port = _hostport(dns_addr, 8600)
-    if acl_initial_management and not acl_enabled:
-        raise BadRequest("--acl-initial-management needs --acl (ACLs are off without it)")
-    if acl_initial_management and (
-        len(acl_initial_management) > 256
-        or not acl_initial_management.isprintable()
-        or " " in acl_initial_management
-    ):
-        raise BadRequest(
-            "--acl-initial-management must be one printable word of at most 256 characters (a UUID)"
-        )
-    acl = AclConfig(acl_enabled, acl_default_policy, acl_initial_management)
+    acl = acl_config(acl_enabled, acl_default_policy, acl_initial_management)
     config = Config(
         node=node,
         address=advertise,

@@ -110,6 +110,15 @@ class RegistryServer:
         await self.store.close()
 
 
+def https_context(cert: str, key: str) -> ssl.SSLContext:
+    """The registry's HTTPS server context (TLS 1.2 at least), for `shoal registry --https` and for the
+    registry a manager serves itself."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 async def serve_forever(
     config: Config,
     store_url: str,

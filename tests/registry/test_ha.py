@@ -267,3 +267,21 @@ def test_a_lock_delay_set_by_one_manager_holds_on_every_other(managers):
     other = ms.consul(b, "PUT", "/v1/session/create", {"TTL": "10s"})["ID"]
     # Consul: for the lock delay after a session is invalidated, no other session may acquire its locks
     assert ms.consul(b, "PUT", f"/v1/kv/lock?acquire={other}", "y") is False
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--acl-initial-management", "abc"], "--acl-initial-management needs --acl"),
+        (["--acl", "--acl-initial-management", "a b"], "one printable word of at most 256 characters"),
+        (["--acl", "--acl-initial-management", "x" * 300], "one printable word of at most 256 characters"),
+        (["--registry-https", "127.0.0.2:8501"], "need --store"),
+    ],
+)
+def test_a_managers_registry_flags_are_checked_as_shoal_registry_checks_them(flags, says):
+    """The same words as `shoal registry` gives, before anything starts (no etcd is reached here)."""
+    argv = [sys.executable, "-m", "shoal", "manager", "--insecure-tcp", "--listen", "127.0.0.1:0"]
+    if "--registry-https" not in flags:
+        argv += ["--store", "etcd://127.0.0.1:1", "--advertise", "127.0.0.2"]
+    out = subprocess.run([*argv, *flags], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and says in out.stderr, out.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from shoal.registry.acl_http import AclConfig
 from shoal.registry.client import Access
 from shoal.registry.core import Config
 from shoal.registry.leader import DEFAULT_TTL
-from shoal.registry.server import RegistryServer
+from shoal.registry.server import RegistryServer, https_context
 from shoal.signals import stop_on_signals
 
 log = logging.getLogger("shoal.manager")
@@ -103,9 +102,7 @@ def check(o: Options) -> None:
 
 
 async def _start_registry(o: Options, r: EmbeddedRegistry) -> RegistryServer:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(r.cert), str(r.key))
+    ctx = https_context(str(r.cert), str(r.key))
     config = Config(node=r.node, address=r.advertise, http_port=0, dns_port=r.dns_port)
     me = {
         "docker": f"{r.advertise}:{o.port}",
