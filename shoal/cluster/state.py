@@ -290,9 +290,24 @@ class Cluster:
         """Takes `hold` on the node's document (a compare-and-set on the document as last read): False
         when another manager changed it first, after reading it again (so the next placement counts
         what that manager took)."""
+        held, _ = self.held.get(node, ({}, 0))
+        if await self._write_holds(node, holds.admit(held, hold, self.now(), self._listed_swarm_ids(node))):
+            return True
+        self.reindex(node)
+        return False
+
+    async def unhold(self, node: str, swarm_id: str) -> None:
+        """The engine refused: the hold goes (best effort; otherwise it expires by itself)."""
+        for _ in range(5):
+            held, _ = self.held.get(node, ({}, 0))
+            if swarm_id not in held or await self._write_holds(node, holds.without(held, swarm_id)):
+                return
+
+    async def _write_holds(self, node: str, doc: dict[str, holds.Hold]) -> bool:
+        """The node's holds replaced by `doc` if the document is still the one last read (one Consul txn
+        cas); otherwise it is read again, and False."""
         key = keys.hold(node)
-        held, index = self.held.get(node, ({}, 0))
-        doc = holds.admit(held, hold, self.now(), self._listed_swarm_ids(node))
+        _, index = self.held.get(node, ({}, 0))
         ok, results = await self.client.txn(
             [{"Verb": "cas", "Key": key, "Value": holds.dump(doc), "Index": index}]
         )
@@ -301,25 +316,7 @@ class Cluster:
             return True
         pair = await self.client.get(key)
         self.held[node] = (holds.parse(pair.json()), pair.modify_index) if pair else ({}, 0)
-        self.reindex(node)
         return False
-
-    async def unhold(self, node: str, swarm_id: str) -> None:
-        """The engine refused: the hold goes (best effort; otherwise it expires by itself)."""
-        key = keys.hold(node)
-        for _ in range(5):
-            held, index = self.held.get(node, ({}, 0))
-            if swarm_id not in held:
-                return
-            doc = holds.without(held, swarm_id)
-            ok, results = await self.client.txn(
-                [{"Verb": "cas", "Key": key, "Value": holds.dump(doc), "Index": index}]
-            )
-            if ok:
-                self.held[node] = (doc, results[0].modify_index if results else index)
-                return
-            pair = await self.client.get(key)
-            self.held[node] = (holds.parse(pair.json()), pair.modify_index) if pair else ({}, 0)
 
     def pool_of(self, node: str) -> dict[str, Any]:
         """What the node's agent says of its pool (kind, device, free_bytes), or {}."""

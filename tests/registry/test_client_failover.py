@@ -9,6 +9,7 @@ naming it, whatever the list looks like (hypothesis)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,9 +30,9 @@ def _prefix() -> str:
     return f"failover/{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module")
-def pair(etcd_endpoint: str) -> Iterator[tuple[RegistryProc, RegistryProc]]:
-    """Two registries over one etcd, as two managers' registries are; not killed by the tests using it."""
+@contextlib.contextmanager
+def _two_registries(etcd_endpoint: str) -> Iterator[tuple[RegistryProc, RegistryProc]]:
+    """Two registries over one etcd, as two managers' registries are; both stopped at the end."""
     a = start_registry(f"etcd://{etcd_endpoint}")
     try:
         b = start_registry(f"etcd://{etcd_endpoint}")
@@ -41,20 +42,20 @@ def pair(etcd_endpoint: str) -> Iterator[tuple[RegistryProc, RegistryProc]]:
             stop_registry(b)
     finally:
         stop_registry(a)
+
+
+@pytest.fixture(scope="module")
+def pair(etcd_endpoint: str) -> Iterator[tuple[RegistryProc, RegistryProc]]:
+    """Not killed by the tests using it."""
+    with _two_registries(etcd_endpoint) as both:
+        yield both
 
 
 @pytest.fixture
 def doomed_pair(etcd_endpoint: str) -> Iterator[tuple[RegistryProc, RegistryProc]]:
     """Two more, the first of which the test kills."""
-    a = start_registry(f"etcd://{etcd_endpoint}")
-    try:
-        b = start_registry(f"etcd://{etcd_endpoint}")
-        try:
-            yield a, b
-        finally:
-            stop_registry(b)
-    finally:
-        stop_registry(a)
+    with _two_registries(etcd_endpoint) as both:
+        yield both
 
 
 # --- a dead address, a live one --------------------------------------------------------------------------
