@@ -258,7 +258,11 @@ def _load_then_kill(reg: RegistryProc, seconds: float = 2.5, workers: int = 6) -
     threads = [threading.Thread(target=w.run, args=(stop,)) for w in ws]
     for t in threads:
         t.start()
+    # at least `seconds` of load, and on a loaded machine until it has been busy (up to a minute more)
     time.sleep(seconds)
+    busy_by = time.monotonic() + 60
+    while sum(w.acked for w in ws) <= 100 and time.monotonic() < busy_by:
+        time.sleep(0.1)
     reg.proc.send_signal(signal.SIGKILL)  # mid-load, no shutdown
     reg.proc.wait()
     stop.set()
