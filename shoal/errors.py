@@ -46,6 +46,11 @@ class Ambiguous(BadRequest):
     """A reference (an id prefix) that matches more than one object."""
 
 
+class PatternError(BadRequest):
+    """A `/regex/` or glob value RE2 cannot compile, or one over the length limit; the text says which
+    (shoal.scheduler.pattern). The expression parser words it again with the whole expression."""
+
+
 class NotFound(ShoalError):
     """The named object does not exist."""
 

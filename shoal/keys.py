@@ -20,9 +20,16 @@
                                    in one transaction (shoal.data.moves)
     shoal/replicas/<id>            the nodes the manager chose to keep read-only replicas of a dataset
     shoal/replica-status/<id>/<node>  what that replica last received (snapshot, when taken, bytes)
+    shoal/replica-status/<id>/<node>/receiving  a pull of it under way on that node (bytes, rate)
     shoal/reschedule/<swarm id>    a container with a reschedule policy: its name, create body and node,
                                    so it can be created again elsewhere when its node is lost
     shoal/drain/<node>             the node is draining: no new placements, its containers move away
+    shoal/reservations/<node>      placements held by managers sharing the registry (shoal.cluster.holds)
+    shoal/acl/tokens/<accessor>    the registry's own ACL state (shoal.registry.acl_http): each token,
+    shoal/acl/secrets/<sha256>     the accessor a secret's digest finds, each policy by id and its name's
+    shoal/acl/policies/<id>        claim, and the bootstrap marker; written only through /v1/acl/*, and
+    shoal/acl/policy-names/<name>  with ACLs on no /v1/kv or /v1/txn request sees or changes them
+    shoal/acl/bootstrap
 
 and in the catalog, the service and check `shoal-agent` per node (a TTL check each publish renews).
 """
@@ -44,9 +51,20 @@ REPLICA_STATUS = "shoal/replica-status/"
 RESCHEDULE = "shoal/reschedule/"
 DRAIN = "shoal/drain/"
 HOLDS = "shoal/reservations/"  # node -> placements held by managers sharing the registry (cluster/holds.py)
+ACL = "shoal/acl/"
+ACL_TOKENS = ACL + "tokens/"
+ACL_SECRETS = ACL + "secrets/"
+ACL_POLICIES = ACL + "policies/"
+ACL_POLICY_NAMES = ACL + "policy-names/"
+ACL_BOOTSTRAP = ACL + "bootstrap"
 AGENT_SERVICE = "shoal-agent"  # the catalog service and check every agent keeps alive
 
 NODE_DOCS = ("facts", "info")
+
+
+def node_prefix(node: str) -> str:
+    """Every key of one node's own (what its node token may write)."""
+    return f"{NODES}{node}/"
 
 
 def node_facts(node: str) -> str:
@@ -120,6 +138,11 @@ def replicas(dataset_id: str) -> str:
 def replica_status(dataset_id: str, node: str = "") -> str:
     """One replica's status, or (node "") the prefix of every replica status of the dataset."""
     return f"{REPLICA_STATUS}{dataset_id}/{node}"
+
+
+def receiving(dataset_id: str, node: str) -> str:
+    """The pull of `dataset_id` under way on `node` (a move's target or a replica), as its receiver says."""
+    return f"{REPLICA_STATUS}{dataset_id}/{node}/receiving"
 
 
 def reschedule(swarm_id: str) -> str:

@@ -7,8 +7,6 @@ waits for the outcome; `move` asks the manager, which moves the dataset with its
 from __future__ import annotations
 
 import asyncio
-import base64
-import concurrent.futures
 import json
 import os
 import time
@@ -16,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
-import requests
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
@@ -26,8 +23,8 @@ from shoal.cli.common import registry_option
 from shoal.cli.node import manager_call
 from shoal.data.model import Dataset, Deletion, check_remove, decide_clone, decide_snapshot, find
 from shoal.data.records import Records, new_ids
-from shoal.errors import Conflict
-from shoal.registry.client import Access, base_url, with_registry
+from shoal.errors import Conflict, ShoalError
+from shoal.registry.client import RegistryClient, with_registry
 
 
 def _with_records(fn: Callable[[Records], Awaitable[Any]], registry: str) -> Any:
@@ -229,21 +226,20 @@ def replica_text(rows: list[dict[str, Any]]) -> str:
     return ", ".join(parts) or "-"
 
 
-def _kv(registry: str, key: str) -> Any:
-    """A registry key's JSON for the progress bar (best effort), over the registry's TLS as CONSUL_CACERT
-    and CONSUL_HTTP_TOKEN say, the way the other commands reach it."""
-    access = Access.from_env(registry)
-    headers = {"X-Consul-Token": access.token} if access.token else {}
+PROGRESS_READ = 2.0  # seconds one progress read may take: the bar skips a beat, the move goes on
+
+
+async def _progress_json(reg: RegistryClient, key: str) -> dict[str, Any]:
+    """A registry key's JSON for the progress bar, best effort: {} when it is absent, not a JSON object, or
+    the registry does not answer in time (the move itself is the manager's; only the bar waits on this).
+    Through the one client, so a comma list of registries, CONSUL_HTTP_TOKEN and CONSUL_CACERT hold here as
+    in every other command."""
     try:
-        r = requests.get(
-            f"{base_url(registry)}/v1/kv/{key}", timeout=2, headers=headers, verify=access.cacert or True
-        )
-        if r.status_code != 200:
-            return None
-        raw = r.json()[0].get("Value")
-        return json.loads(base64.b64decode(raw)) if raw else None
-    except (requests.RequestException, ValueError, KeyError, IndexError):
-        return None
+        async with asyncio.timeout(PROGRESS_READ):
+            got = await reg.get_json(key)
+    except (ShoalError, TimeoutError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
 
 
 @volume.command()
@@ -260,17 +256,21 @@ def move(ref: str, node: str, host: str, registry: str) -> None:
     """Move dataset REF (and the containers that use it) to NODE: a full copy while they run, then they
     stop, the last increment is sent, the copy on NODE becomes the writable one (fenced) and they start
     there. Shows the transfer's progress; prints what was moved and the downtime."""
-    d = find(_with_records(lambda r: r.all(), registry)[0], ref)
-    path = f"/shoal/v1/volumes/{d.id}/move"
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(manager_call, "POST", host, path, 3700, json={"node": node})
+
+    async def go(reg: RegistryClient) -> dict:
+        d = find((await Records(reg).all())[0], ref)
+        path = f"/shoal/v1/volumes/{d.id}/move"
+        # the manager does the move (up to an hour); the registry says how far it got while it runs
+        call = asyncio.ensure_future(
+            asyncio.to_thread(manager_call, "POST", host, path, 3700, json={"node": node})
+        )
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
         with Progress(*columns, transient=True) as bar:
             task = bar.add_task(f"{d.name} {d.node} → {node}", total=None)
             done_before = 0
-            while not fut.done():
-                mv = _kv(registry, keys.move(d.id)) or {}
-                live = _kv(registry, keys.replica_status(d.id, f"{node}/receiving")) or {}
+            while not call.done():
+                mv = await _progress_json(reg, keys.move(d.id))
+                live = await _progress_json(reg, keys.receiving(d.id, node))
                 done_before = max(done_before, int(mv.get("bytes", 0)))
                 phase = mv.get("phase", "starting")
                 bar.update(
@@ -278,8 +278,10 @@ def move(ref: str, node: str, host: str, registry: str) -> None:
                     completed=done_before + int(live.get("bytes", 0) or 0),
                     description=f"{d.name} {d.node} → {node} [{phase}]",
                 )
-                time.sleep(0.2)
-        got = fut.result()
+                await asyncio.wait({call}, timeout=0.2)
+        return call.result()
+
+    got = asyncio.run(with_registry(registry, go))
     line = (
         f"moved {got['name']} from {got['from']} to {got['to']}: {got.get('bytes', 0) / (1 << 20):.1f} MiB "
         f"in {got.get('pulls', 0)} pulls, {got.get('total', 0):.2f}s"

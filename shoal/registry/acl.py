@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal import keys
 from shoal.errors import BadRequest
 
 READ, LIST, WRITE, DENY = "read", "list", "write", "deny"
@@ -304,11 +305,11 @@ def node_policy(node: str) -> str:
     (and so the services, checks and sessions on it), and the reads discovery and convergence need."""
     n = json.dumps(node)
     return (
-        f'key_prefix "shoal/" {{ policy = "read" }}\n'
-        f'key_prefix {json.dumps(f"shoal/nodes/{node}/")} {{ policy = "write" }}\n'
-        f'key_prefix {json.dumps(f"shoal/mounts/{node}/")} {{ policy = "write" }}\n'
-        f"node {n} {{ policy = \"write\" }}\n"
-        f"session {n} {{ policy = \"write\" }}\n"
+        f'key_prefix {json.dumps(keys.ROOT)} {{ policy = "read" }}\n'
+        f'key_prefix {json.dumps(keys.node_prefix(node))} {{ policy = "write" }}\n'
+        f'key_prefix {json.dumps(keys.node_mounts(node))} {{ policy = "write" }}\n'
+        f'node {n} {{ policy = "write" }}\n'
+        f'session {n} {{ policy = "write" }}\n'
         'node_prefix "" { policy = "read" }\n'
         'service_prefix "" { policy = "read" }\n'
     )

@@ -31,7 +31,9 @@ from typing import Any
 
 from aiohttp import web
 
+from shoal import keys
 from shoal.errors import BadRequest, NotFound, PermissionDenied, ShoalError
+from shoal.logs import kv
 from shoal.registry import acl, decode, txn
 from shoal.registry import http as h
 from shoal.registry.acl import ANONYMOUS_ID, DISCOVERY_POLICY_ID, MANAGEMENT_POLICY_ID, Authz, Policy, Token
@@ -40,10 +42,6 @@ from shoal.registry.model import KV
 
 log = logging.getLogger("shoal.registry.acl")
 
-RESERVED = "shoal/acl/"
-_TOKENS, _SECRETS = RESERVED + "tokens/", RESERVED + "secrets/"
-_POLICIES, _NAMES = RESERVED + "policies/", RESERVED + "policy-names/"
-_BOOTSTRAP = RESERVED + "bootstrap"
 MAX_SECRET = 256
 _POLICY_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}", re.ASCII)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
@@ -120,16 +118,16 @@ class AclState:
         index = await self.registry.index()
         tokens: dict[str, Token] = {}
         policies: dict[str, Policy] = dict(BUILTIN)
-        for e in await self.registry.kv_range(RESERVED):
+        for e in await self.registry.kv_range(keys.ACL):
             try:
-                if e.key.startswith(_TOKENS):
+                if e.key.startswith(keys.ACL_TOKENS):
                     t = Token.from_record(json.loads(e.value), e.create_index, e.modify_index)
                     tokens[t.accessor_id] = t
-                elif e.key.startswith(_POLICIES):
+                elif e.key.startswith(keys.ACL_POLICIES):
                     p = Policy.from_record(json.loads(e.value), e.create_index, e.modify_index)
                     policies[p.id] = p
             except (ValueError, KeyError, TypeError):
-                log.error("acl: unreadable record %s skipped", e.key)
+                kv(log, "acl record unreadable; skipped", logging.ERROR, key=e.key)
         self.tokens, self.policies = tokens, policies
         self.by_secret = {_digest(t.secret_id): t for t in tokens.values()}
         self.names = {p.name: p.id for p in policies.values()}
@@ -140,14 +138,14 @@ class AclState:
         """Reload when anything under shoal/acl/ changes (a token made or deleted on another manager)."""
         while True:
             try:
-                index = await self.registry.wait([KV + RESERVED], self.index, 300.0)
+                index = await self.registry.wait([KV + keys.ACL], self.index, 300.0)
                 if index > self.index:
                     await self.load()
                     self.index = max(self.index, index)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the store is away: try again, keep serving the cached state
-                log.warning("acl: watching tokens failed: %s", e)
+                kv(log, "acl watch failed; retrying", logging.WARNING, error=str(e), retry_in=1)
                 await asyncio.sleep(1.0)
 
     # --- resolution ----------------------------------------------------------------------------------
@@ -176,10 +174,10 @@ class AclState:
         d = _digest(secret)
         t = self.by_secret.get(d)
         if t is None:
-            e = await self.registry.kv_get(_SECRETS + d)
+            e = await self.registry.kv_get(keys.ACL_SECRETS + d)
             if e is None:
                 return None
-            r = await self.registry.kv_get(_TOKENS + e.value.decode(errors="replace"))
+            r = await self.registry.kv_get(keys.ACL_TOKENS + e.value.decode(errors="replace"))
             if r is None:
                 return None
             t = Token.from_record(json.loads(r.value), r.create_index, r.modify_index)
@@ -259,16 +257,16 @@ class AclState:
     async def _create(self, token: Token, extra: tuple[txn.KVOp, ...] = ()) -> Token:
         ops = [
             *extra,
-            txn.KVOp("check-not-exists", _TOKENS + token.accessor_id),
-            txn.KVOp("check-not-exists", _SECRETS + _digest(token.secret_id)),
-            _set(_TOKENS + token.accessor_id, token.record()),
-            _set(_SECRETS + _digest(token.secret_id), token.accessor_id),
+            txn.KVOp("check-not-exists", keys.ACL_TOKENS + token.accessor_id),
+            txn.KVOp("check-not-exists", keys.ACL_SECRETS + _digest(token.secret_id)),
+            _set(keys.ACL_TOKENS + token.accessor_id, token.record()),
+            _set(keys.ACL_SECRETS + _digest(token.secret_id), token.accessor_id),
         ]
         errs = await self._txn(ops)
         if errs:
             i = errs[0][0] - len(extra)
             if i < 0:
-                e = await self.registry.kv_get(_BOOTSTRAP)
+                e = await self.registry.kv_get(keys.ACL_BOOTSTRAP)
                 raise PermissionDenied(
                     "Permission denied: ACL bootstrap no longer allowed "
                     f"(reset index: {e.modify_index if e else 0})"
@@ -286,8 +284,8 @@ class AclState:
             create_time=_now(),
         )
         claim = (
-            txn.KVOp("check-not-exists", _BOOTSTRAP),
-            _set(_BOOTSTRAP, {"AccessorID": token.accessor_id}),
+            txn.KVOp("check-not-exists", keys.ACL_BOOTSTRAP),
+            _set(keys.ACL_BOOTSTRAP, {"AccessorID": token.accessor_id}),
         )
         return await self._create(token, claim)
 
@@ -301,12 +299,14 @@ class AclState:
             (acl.PolicyLink(MANAGEMENT_POLICY_ID, "global-management"),),
             create_time=_now(),
         )
-        await self.registry.kv_put(_BOOTSTRAP, json.dumps({"AccessorID": token.accessor_id}).encode(), cas=0)
+        await self.registry.kv_put(
+            keys.ACL_BOOTSTRAP, json.dumps({"AccessorID": token.accessor_id}).encode(), cas=0
+        )
         try:
             await self._create(token)
         except BadRequest:  # another manager made it at the same moment
             await self.load()
-        log.info("acl: initial management token created (accessor %s)", token.accessor_id)
+        kv(log, "acl initial management token created", accessor=token.accessor_id)
 
     async def token_create(self, body: decode.Obj) -> Token:
         accessor, secret = body.str("accessorid"), body.str("secretid")
@@ -341,14 +341,14 @@ class AclState:
         new = replace(old, **self._token_fields(body))
         if stored is None:
             ops = [
-                txn.KVOp("check-not-exists", _TOKENS + accessor),
-                _set(_TOKENS + accessor, new.record()),
-                _set(_SECRETS + _digest(new.secret_id), accessor),
+                txn.KVOp("check-not-exists", keys.ACL_TOKENS + accessor),
+                _set(keys.ACL_TOKENS + accessor, new.record()),
+                _set(keys.ACL_SECRETS + _digest(new.secret_id), accessor),
             ]
         else:
             ops = [
-                txn.KVOp("check-index", _TOKENS + accessor, index=stored.modify_index),
-                _set(_TOKENS + accessor, new.record()),
+                txn.KVOp("check-index", keys.ACL_TOKENS + accessor, index=stored.modify_index),
+                _set(keys.ACL_TOKENS + accessor, new.record()),
             ]
         if await self._txn(ops):
             raise BadRequest(
@@ -365,7 +365,10 @@ class AclState:
         if t is None:
             raise NotFound("Cannot find token to delete")
         await self._txn(
-            [txn.KVOp("delete", _TOKENS + accessor), txn.KVOp("delete", _SECRETS + _digest(t.secret_id))]
+            [
+                txn.KVOp("delete", keys.ACL_TOKENS + accessor),
+                txn.KVOp("delete", keys.ACL_SECRETS + _digest(t.secret_id)),
+            ]
         )
 
     def _policy_fields(self, body: decode.Obj) -> tuple[str, str, str]:
@@ -394,10 +397,10 @@ class AclState:
         p = Policy(str(uuid.uuid4()), name, rules, desc)
         errs = await self._txn(
             [
-                txn.KVOp("check-not-exists", _NAMES + name),
-                txn.KVOp("check-not-exists", _POLICIES + p.id),
-                _set(_NAMES + name, p.id),
-                _set(_POLICIES + p.id, p.record()),
+                txn.KVOp("check-not-exists", keys.ACL_POLICY_NAMES + name),
+                txn.KVOp("check-not-exists", keys.ACL_POLICIES + p.id),
+                _set(keys.ACL_POLICY_NAMES + name, p.id),
+                _set(keys.ACL_POLICIES + p.id, p.record()),
             ]
         )
         if errs:
@@ -418,14 +421,14 @@ class AclState:
             raise BadRequest(f"Invalid Policy: A policy with name {json.dumps(name)} already exists")
         new = replace(old, name=name, rules=rules, description=desc)
         ops = [
-            txn.KVOp("check-index", _POLICIES + pid, index=old.modify_index),
-            _set(_POLICIES + pid, new.record()),
+            txn.KVOp("check-index", keys.ACL_POLICIES + pid, index=old.modify_index),
+            _set(keys.ACL_POLICIES + pid, new.record()),
         ]
         if name != old.name:
             ops += [
-                txn.KVOp("check-not-exists", _NAMES + name),
-                _set(_NAMES + name, pid),
-                txn.KVOp("delete", _NAMES + old.name),
+                txn.KVOp("check-not-exists", keys.ACL_POLICY_NAMES + name),
+                _set(keys.ACL_POLICY_NAMES + name, pid),
+                txn.KVOp("delete", keys.ACL_POLICY_NAMES + old.name),
             ]
         if await self._txn(ops):
             raise BadRequest(f"Policy {json.dumps(pid[:64])} was changed meanwhile; read it and try again")
@@ -437,7 +440,9 @@ class AclState:
         p = self.policies.get(pid)
         if p is None:
             raise NotFound("Cannot find policy to delete")
-        await self._txn([txn.KVOp("delete", _POLICIES + pid), txn.KVOp("delete", _NAMES + p.name)])
+        await self._txn(
+            [txn.KVOp("delete", keys.ACL_POLICIES + pid), txn.KVOp("delete", keys.ACL_POLICY_NAMES + p.name)]
+        )
 
 
 # --- request context ---------------------------------------------------------------------------------
@@ -472,12 +477,12 @@ def _may(authz: Authz, resource: str, name: str, access: str = acl.READ) -> bool
 
 
 def _reserved(key: str) -> bool:
-    return key.startswith(RESERVED)
+    return key.startswith(keys.ACL)
 
 
 def _refuse_reserved() -> PermissionDenied:
     return PermissionDenied(
-        f"Permission denied: keys under {RESERVED} hold ACL state; change them with /v1/acl/*"
+        f"Permission denied: keys under {keys.ACL} hold ACL state; change them with /v1/acl/*"
     )
 
 
@@ -540,7 +545,7 @@ async def _agent_members(request: web.Request, a: Authz) -> Post | None:
 async def _kv_get(request: web.Request, a: Authz) -> Post | None:
     key = request.match_info["key"]
     if "keys" in request.query or "recurse" in request.query:
-        if not a.reads_all("key") or RESERVED.startswith(key) or _reserved(key):
+        if not a.reads_all("key") or keys.ACL.startswith(key) or _reserved(key):
             return await _kv_list_filter(request, a, key)
         return None
     if _reserved(key):
@@ -555,7 +560,7 @@ async def _kv_list_filter(request: web.Request, a: Authz, prefix: str) -> Post:
     sep = request.query.get("separator", request.query.get("seperator", ""))
     covers: dict[str, bool] = {}
     reg = request.app[h.REGISTRY]
-    if "keys" in request.query and sep and RESERVED.startswith(prefix):
+    if "keys" in request.query and sep and keys.ACL.startswith(prefix):
         for e in await reg.kv_range(prefix):
             if _reserved(e.key):
                 continue
@@ -565,7 +570,7 @@ async def _kv_list_filter(request: web.Request, a: Authz, prefix: str) -> Post:
     def keep_key(k: Any) -> bool:
         if not isinstance(k, str) or _reserved(k):
             return False
-        if sep and k.endswith(sep) and RESERVED.startswith(k) and not covers.get(k):
+        if sep and k.endswith(sep) and keys.ACL.startswith(k) and not covers.get(k):
             return False
         return _may(a, "key", k)
 
@@ -585,7 +590,7 @@ async def _kv_put(request: web.Request, a: Authz) -> None:
 async def _kv_delete(request: web.Request, a: Authz) -> None:
     key = request.match_info["key"]
     recurse = "recurse" in request.query
-    if _reserved(key) or (recurse and RESERVED.startswith(key)):
+    if _reserved(key) or (recurse and keys.ACL.startswith(key)):
         raise _refuse_reserved()
     _require(a, "key", key, acl.WRITE, tree=recurse)
 
@@ -599,7 +604,7 @@ async def _txn(request: web.Request, a: Authz) -> Post | None:
         return None  # the handler answers the same error
     errors: list[dict[str, Any]] = []
     for i, op in enumerate(ops):
-        if _reserved(op.key) or (op.verb == "delete-tree" and RESERVED.startswith(op.key)):
+        if _reserved(op.key) or (op.verb == "delete-tree" and keys.ACL.startswith(op.key)):
             errors.append({"OpIndex": i, "What": "Permission denied"})  # shoal/acl/ is /v1/acl/*'s alone
             continue
         if op.verb in ("get", "get-tree", "get-or-empty"):

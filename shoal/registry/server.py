@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from shoal.logs import kv
 from shoal.metrics import RegistryMetrics
 from shoal.registry import acl_http
 from shoal.registry.acl_http import AclConfig, AclState
@@ -22,7 +23,7 @@ from shoal.registry.dns import DNSServer
 from shoal.registry.http import make_app
 from shoal.registry.leader import DEFAULT_TTL, Leadership
 from shoal.registry.store import Store, open_store
-from shoal.signals import stop_on_signals
+from shoal.signals import serve_until_signal
 
 log = logging.getLogger("shoal.registry")
 
@@ -87,14 +88,15 @@ class RegistryServer:
         dns = DNSServer(registry)
         if config.dns_port:
             await dns.start(dns_host, config.dns_port)
-        log.info(
-            "registry: http on %s:%d, dns on %s:%d, store %s, acl %s",
-            http_host,
-            config.http_port,
-            dns_host,
-            config.dns_port,
-            store_url,
-            f"on (default {acl.default_policy})" if acl_state and acl else "off",
+        kv(
+            log,
+            "registry ready",
+            http=f"{http_host}:{config.http_port}" if http_host else None,
+            https=f"{https[0]}:{https[1]}" if https is not None else None,
+            dns=f"{dns_host}:{config.dns_port}" if config.dns_port else None,
+            store=store_url,
+            acl="on" if acl_state else "off",
+            acl_default=acl.default_policy if acl_state and acl else None,
         )
         return cls(store, registry, checks, runner, dns, acl_state, leadership)
 
@@ -132,10 +134,4 @@ async def serve_forever(
     server = await RegistryServer.start(
         config, store_url, http_host, dns_host, https, acl, leader_ttl=leader_ttl
     )
-    if ready:
-        ready()
-    stop = stop_on_signals()
-    try:
-        await stop.wait()
-    finally:
-        await server.close()
+    await serve_until_signal(server.close, ready)

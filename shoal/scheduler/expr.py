@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from shoal.errors import BadRequest
+from shoal.errors import BadRequest, PatternError
 from shoal.scheduler import pattern
-from shoal.scheduler.pattern import Pattern, PatternError
+from shoal.scheduler.pattern import Pattern
 
 EQ, NE, LT, LE, GT, GE = "==", "!=", "<", "<=", ">", ">="
 NUMERIC = (LT, LE, GT, GE)

@@ -27,14 +27,12 @@ from typing import Any
 import re2
 from re2 import _re2
 
+from shoal.errors import PatternError
+
 MAX_PATTERN = 512  # bytes of a /regex/ body
 _UNANCHORED = _re2.RE2.Anchor.UNANCHORED
 # constructs whose meaning depends on where one string ends inside the joined text
 _WHOLE_TEXT = re.compile(r"\\[AzC]|\(\?[imsU]*-[imsU]*m")
-
-
-class PatternError(ValueError):
-    """RE2 cannot compile the pattern, or it is too long; the text says which."""
 
 
 def _options(*, joined: bool) -> re2.Options:

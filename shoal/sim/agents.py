@@ -37,7 +37,6 @@ import ipaddress
 import json
 import logging
 import random
-import signal
 import sys
 import threading
 import time
@@ -53,9 +52,11 @@ from shoal import logs
 from shoal.agent.facts import Facts
 from shoal.agent.facts import docker as docker_facts
 from shoal.agent.facts.external import SourceError
+from shoal.agent.facts.host import human_memory
 from shoal.agent.loop import MAX_BACKOFF, Agent, AgentConfig, Snapshot, merge
 from shoal.errors import Conflict, RegistryUnreachable, ShoalError
 from shoal.logs import kv
+from shoal.signals import stop_on_signals
 from shoal.sim.nodes import documents
 
 log = logging.getLogger("shoal.sim.agents")
@@ -100,14 +101,6 @@ def sim_nodes(engines: Mapping[str, str], seed: int = 0, now: float | None = Non
     return out
 
 
-def _human(mib: float) -> str:
-    """Facter's memory strings, as shoal.agent.facts.host writes them: "7.81 GiB"."""
-    for unit, size in (("TiB", 1024**2), ("GiB", 1024), ("MiB", 1)):
-        if mib >= size:
-            return f"{mib / size:.2f} {unit}"
-    return f"{mib * 1024:.2f} KiB"
-
-
 def host_facts(host: Facts, engine_info: Mapping[str, Any], uptime: float, load: float, free: float) -> Facts:
     """A node's core host facts this round (pure): the host as it started, with what its engine's /info
     says of the same host (NCPU, MemTotal, KernelVersion, OperatingSystem) so the two never disagree,
@@ -139,8 +132,8 @@ def host_facts(host: Facts, engine_info: Mapping[str, Any], uptime: float, load:
             "processorcount": cpus,
             "memorysize_mb": total,
             "memoryfree_mb": total * free,
-            "memorysize": _human(total),
-            "memoryfree": _human(total * free),
+            "memorysize": human_memory(total),
+            "memoryfree": human_memory(total * free),
             "uptime_seconds": int(uptime),
             "load_averages.1m": round(load, 2),
             "load_averages.5m": round(load, 2),
@@ -426,10 +419,8 @@ def engine_maps(files: Sequence[str]) -> dict[str, str]:
 
 async def _main(args: argparse.Namespace) -> None:
     nodes = sim_nodes(engine_maps(args.engines), args.seed)
-    stop = asyncio.Event()
+    stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with Agents(nodes, args.registry, args.interval, args.engine_every) as agents:
         await agents.ready()
         print(json.dumps({"agents": len(agents.agents), "published": agents.published,

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.cluster.status import human_duration
 from shoal.errors import EngineError
 
 API_VERSION, MIN_API_VERSION = "1.41", "1.12"
@@ -111,34 +112,6 @@ def rfc3339(ns: int) -> str:
     s, frac = divmod(ns, 1_000_000_000)
     base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
     return f"{base}.{frac:09d}".rstrip("0").rstrip(".") + "Z"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, which `docker ps` STATUS uses."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def lifetime(argv: tuple[str, ...], interactive: bool) -> tuple[float | None, int]:

@@ -55,8 +55,8 @@ def os_release() -> dict[str, str]:
     return out
 
 
-def _human(mib: float) -> str:
-    """Facter's memory strings: "23.54 GiB"."""
+def human_memory(mib: float) -> str:
+    """Facter's memory strings: "23.54 GiB" (the simulated agents write theirs with it too)."""
     for unit, size in (("TiB", 1024**2), ("GiB", 1024), ("MiB", 1)):
         if mib >= size:
             return f"{mib / size:.2f} {unit}"
@@ -175,8 +175,8 @@ def gather() -> Facts:
         "physicalprocessorcount": len(physical_ids) or 1,
         "memorysize_mb": mem.get("MemTotal", 0.0),
         "memoryfree_mb": mem.get("MemAvailable", mem.get("MemFree", 0.0)),
-        "memorysize": _human(mem.get("MemTotal", 0.0)),
-        "memoryfree": _human(mem.get("MemAvailable", 0.0)),
+        "memorysize": human_memory(mem.get("MemTotal", 0.0)),
+        "memoryfree": human_memory(mem.get("MemAvailable", 0.0)),
         "swapsize_mb": mem.get("SwapTotal", 0.0),
         "swapfree_mb": mem.get("SwapFree", 0.0),
         "uptime_seconds": int(float(_read("/proc/uptime").split()[0] or 0)),

@@ -26,7 +26,7 @@ from shoal.registry.client import Access
 from shoal.registry.core import Config
 from shoal.registry.leader import DEFAULT_TTL
 from shoal.registry.server import RegistryServer, https_context
-from shoal.signals import stop_on_signals
+from shoal.signals import serve_until_signal
 
 log = logging.getLogger("shoal.manager")
 
@@ -173,12 +173,10 @@ async def _serve(o: Options, ready, profiles, default_profile, engine_tls, regis
         strategy=o.strategy,
         join=join,
     )
-    if ready:
-        ready()
-    stop = stop_on_signals()
-    try:
-        await stop.wait()
-    finally:
+
+    async def close() -> None:
         for r in runners:
             await r.cleanup()
         await cluster.close()
+
+    await serve_until_signal(close, ready)
