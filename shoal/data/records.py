@@ -265,7 +265,7 @@ class Records:
             await self._release_name(d)
         await self.registry.delete(keys.mounts(node, d.id))
         await self.registry.delete(keys.replica_status(d.id, node))
-        await self.registry.delete(keys.replica_status(d.id, f"{node}/receiving"))
+        await self.registry.delete(keys.receiving(d.id, node))
         if after:
             request = Deletion(d.id, after[0], d.name, "a deleted dataset's replica", time.time())
             await self.registry.put(keys.deletion(d.id), request.to_dict())
@@ -278,7 +278,7 @@ class Records:
     ) -> None:
         """What `node` last received of `dataset_id` (or, `receiving`, how far its pull under way is)."""
         await self.registry.put(
-            keys.replica_status(dataset_id, f"{node}/receiving" if receiving else node), status
+            keys.receiving(dataset_id, node) if receiving else keys.replica_status(dataset_id, node), status
         )
 
     async def report(self, node: str, doc: dict[str, Any]) -> None:
