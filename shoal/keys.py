@@ -25,6 +25,9 @@
                                    so it can be created again elsewhere when its node is lost
     shoal/drain/<node>             the node is draining: no new placements, its containers move away
     shoal/reservations/<node>      placements held by managers sharing the registry (shoal.cluster.holds)
+    shoal/decision-log/<kind>/<ms>-<id>  a move, promotion, replica assignment, reschedule or drain as a
+                                   decision with its reasons (shoal.manager.decisions; <ms> zero-padded,
+                                   so a kind's keys sort oldest first; the newest 50 of each kind kept)
     shoal/acl/tokens/<accessor>    the registry's own ACL state (shoal.registry.acl_http): each token,
     shoal/acl/secrets/<sha256>     the accessor a secret's digest finds, each policy by id and its name's
     shoal/acl/policies/<id>        claim, and the bootstrap marker; written only through /v1/acl/*, and
@@ -50,6 +53,7 @@ REPLICAS = "shoal/replicas/"
 REPLICA_STATUS = "shoal/replica-status/"
 RESCHEDULE = "shoal/reschedule/"
 DRAIN = "shoal/drain/"
+DECISION_LOG = "shoal/decision-log/"
 HOLDS = "shoal/reservations/"  # node -> placements held by managers sharing the registry (cluster/holds.py)
 ACL = "shoal/acl/"
 ACL_TOKENS = ACL + "tokens/"
@@ -159,3 +163,10 @@ def drain(node: str) -> str:
 
 def last_part(key: str) -> str:
     return key.rsplit("/", 1)[-1]
+
+
+def decision_log(kind: str, at: float = -1.0, record_id: str = "") -> str:
+    """One logged decision, or (no time) the prefix of every logged decision of `kind`."""
+    if at < 0:
+        return f"{DECISION_LOG}{kind}/"
+    return f"{DECISION_LOG}{kind}/{int(at * 1000):015d}-{record_id}"

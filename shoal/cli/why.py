@@ -1,7 +1,9 @@
-"""`shoal why CONTAINER`: the placement decision behind a container, as the manager recorded it."""
+"""`shoal why CONTAINER|DATASET`: the placement decision behind a container, or a dataset's latest move,
+promotion (else replica assignment) with its reasons, as the manager recorded them."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -9,9 +11,76 @@ from rich.console import Console
 
 from shoal.cli.docker_api import call, default_host
 
+KIND_WORDS = {
+    "move": "move",
+    "promote": "promotion",
+    "replica": "replica assignment",
+    "reschedule": "reschedule",
+    "drain": "drain",
+}
+
 
 def decision_lines(d: dict[str, Any]) -> list[str]:
-    """A recorded decision as lines a person reads top to bottom (pure: the dashboard shows the same)."""
+    """A recorded decision as lines a person reads top to bottom (pure: the dashboard shows the same). A
+    placement that comes with its dataset's latest decision (a container and a dataset of one name) is
+    followed by that one."""
+    if d.get("kind") in KIND_WORDS:
+        return event_lines(d)
+    lines = placement_lines(d)
+    if isinstance(d.get("dataset_decision"), dict):
+        lines += ["", *event_lines(d["dataset_decision"])]
+    return lines
+
+
+def event_lines(d: dict[str, Any]) -> list[str]:
+    """A move, promotion, replica assignment, reschedule or drain: which decision it is and when, what it
+    did (from which node to which), and its reasons (pure)."""
+    kind, name = str(d.get("kind", "")), str(d.get("name") or "?")
+    word = KIND_WORDS.get(kind, kind)
+    source, target = _ends(d)
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(d.get("time") or 0.0)))
+    if d.get("dataset"):
+        head = f"dataset {name} ({str(d['dataset'])[:8]}): its latest {word}, {when}"
+    else:
+        head = f"{name}: {word}, {when}"
+    lines = [head, "  " + _what(kind, name, source, target)]
+    reasons = [str(r) for r in d.get("reasons") or []]
+    if reasons:
+        lines.append("  because:")
+        lines += [f"    {r}" for r in reasons]
+    return lines
+
+
+def _ends(d: dict[str, Any]) -> tuple[str, str | None]:
+    """The source and target nodes (records logged before they carried them: from the placement shape)."""
+    p = d.get("placement") or {}
+    source = d.get("source") or next((r.get("node") for r in p.get("rejected") or []), "") or ""
+    target = d["target"] if "target" in d else p.get("node")
+    return ("" if source == "-" else str(source)), target
+
+
+def _what(kind: str, name: str, source: str, target: str | None) -> str:
+    if kind == "move":
+        return f"moved {source} → {target}" if target else f"undone: it stays on {source}"
+    if kind == "promote":
+        return f"promoted: {source} → {target} (the replica on {target} holds the writable copy now)"
+    if kind == "replica":
+        return (
+            f"a read-only replica on {target} (the writable copy is on {source})"
+            if target
+            else f"no node fits a replica (the writable copy is on {source})"
+        )
+    if kind == "reschedule":
+        if name == source:
+            return f"{source} is back: its stale copies removed"
+        return f"created again: {source} → {target}" if target else f"not rescheduled from {source}"
+    if kind == "drain":
+        return f"node {name} undrained" if target else f"node {name} drained"
+    return f"{source} → {target}"
+
+
+def placement_lines(d: dict[str, Any]) -> list[str]:
+    """A placement: the node chosen, what was asked, each filter's survivors, the rejected, the ranks."""
     req, p = d.get("request", {}), d.get("placement", {})
     who = d.get("name") or req.get("name") or (d.get("container") or "")[:12] or "(not created)"
     lines = [
@@ -60,9 +129,11 @@ def score_rows(scores: list[dict[str, Any]]) -> list[str]:
 
 
 @click.command()
-@click.argument("container")
+@click.argument("ref", metavar="CONTAINER|DATASET")
 @click.option("--host", "-H", default=default_host, help="The shoal manager (default: $DOCKER_HOST).")
-def why(container: str, host: str) -> None:
-    """Why CONTAINER is on its node: each filter's survivors, the reasons for the rest, the ranks."""
-    decision = call("GET", f"/shoal/v1/decisions/{container}", host)
+def why(ref: str, host: str) -> None:
+    """Why CONTAINER is on its node: each filter's survivors, the reasons for the rest, the ranks. For a
+    DATASET (name or id): its latest move or promotion (else replica assignment), from which node to which,
+    and why. A name that is both shows the container's placement, then the dataset's latest decision."""
+    decision = call("GET", f"/shoal/v1/decisions/{ref}", host)
     Console(highlight=False, soft_wrap=True).print("\n".join(decision_lines(decision)), markup=False)

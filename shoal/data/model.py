@@ -39,6 +39,9 @@ class Profile:
     read_iops: int = 0
     write_iops: int = 0
     replicas: int = 0  # read-only copies kept on other nodes (shoal.data.moves), shipped every few seconds
+    # where the scheduler may put those replicas: constraint expressions as `-e constraint:` takes them
+    # (`storage==ssd`, `region!=eu-1`), checked when the profiles are loaded (shoal.data.profiles)
+    constraints: tuple[str, ...] = ()
 
 
 DEFAULT_PROFILES: Mapping[str, Profile] = {

@@ -5,6 +5,10 @@ profiles:
   gold:   {replicas: 1}                        # no limits; one read-only copy on another node
   silver: {read_bps: 100M, write_bps: 100M, read_iops: 4000, write_iops: 4000}
   bronze: {read_bps: 10M, write_bps: 10M, read_iops: 500, write_iops: 500}
+
+A profile's `constraints:` (a list, e.g. `[storage==ssd, "region!=eu-1"]`) says where the scheduler may
+put its replicas: each item is what `-e constraint:` takes (shoal.scheduler.expr; a leading `constraint:`
+is allowed), checked here so a typo stops the manager or agent at start with the profile's name.
 """
 
 from __future__ import annotations
@@ -17,8 +21,31 @@ import yaml
 
 from shoal.data.model import DEFAULT_PROFILE, DEFAULT_PROFILES, Profile, parse_size
 from shoal.errors import BadRequest
+from shoal.scheduler.expr import parse
 
-_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops", "replicas")
+_FIELDS = ("read_bps", "write_bps", "read_iops", "write_iops", "replicas", "constraints")
+
+
+def profile_constraints(name: str, raw: Any) -> tuple[str, ...]:
+    """A profile's `constraints:` checked (pure): a list of constraint expressions, each parsed as
+    `-e constraint:` parses it; kept as their text (without the `constraint:` prefix)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise BadRequest(
+            f"profile {name}: constraints must be a list of expressions, e.g. [storage==ssd, node!=node1]"
+        )
+    out = []
+    for text in raw:
+        if text.startswith("affinity:"):
+            raise BadRequest(f"profile {name}: {text!r} is an affinity; a profile takes constraints only")
+        expr = text.removeprefix("constraint:")
+        try:
+            parse("constraint", expr)
+        except BadRequest as e:
+            raise BadRequest(f"profile {name}: {e.message}") from None
+        out.append(expr)
+    return tuple(out)
 
 
 def profiles_from_doc(doc: Mapping[str, Any]) -> tuple[dict[str, Profile], str]:
@@ -34,9 +61,13 @@ def profiles_from_doc(doc: Mapping[str, Any]) -> tuple[dict[str, Profile], str]:
             raise BadRequest(
                 f"profile {name}: unknown key {', '.join(unknown)} (known: {', '.join(_FIELDS)})"
             )
-        values = {
-            k: parse_size(str(v)) if k.endswith("bps") else int(v) for k, v in limits.items() if v is not None
+        values: dict[str, Any] = {
+            k: parse_size(str(v)) if k.endswith("bps") else int(v)
+            for k, v in limits.items()
+            if v is not None and k != "constraints"
         }
+        if "constraints" in limits:
+            values["constraints"] = profile_constraints(str(name), limits["constraints"])
         if not 0 <= values.get("replicas", 0) <= 4:
             raise BadRequest(f"profile {name}: replicas is {values['replicas']}; give 0 to 4")
         out[str(name)] = Profile(str(name), **values)

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import tempfile
 import time
-import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,7 @@ import aiohttp
 from shoal import keys, pki
 from shoal.agent.transfer import Transport
 from shoal.data.faults import crash_point
-from shoal.data.model import Dataset, containers_using, find
+from shoal.data.model import Dataset, Profile, containers_using, find
 from shoal.data.moves import (
     COPY,
     FENCED,
@@ -54,8 +54,9 @@ from shoal.data.moves import (
 )
 from shoal.errors import BadRequest, Conflict, EngineError, NotFound, ShoalError, Unavailable
 from shoal.logs import kv
+from shoal.manager.decisions import event_record
 from shoal.scheduler.expr import parse
-from shoal.scheduler.model import ContainerSpec
+from shoal.scheduler.model import ContainerSpec, Placement
 
 if TYPE_CHECKING:
     from shoal.manager.service import Manager
@@ -77,36 +78,6 @@ def start_soon(coro_fn) -> asyncio.Task[None] | None:
     except RuntimeError:
         return None
     return loop.create_task(coro_fn())
-
-
-def event_record(
-    kind: str,
-    subject: str,
-    target: str | None,
-    reasons: list[str],
-    now: float,
-    datasets: list[str] = (),
-    source: str = "",
-) -> dict[str, Any]:
-    """A move, promotion, reschedule or drain as a decision record: shaped as placements are (so `shoal
-    why` and the dashboard show it), its reasons as lines under the source node."""
-    return {
-        "id": uuid.uuid4().hex[:12],
-        "kind": kind,
-        "name": subject,
-        "container": None,
-        "time": now,
-        "reasons": list(reasons),
-        "request": {"name": subject, "image": kind, "expressions": [], "datasets": list(datasets)},
-        "placement": {
-            "node": target,
-            "candidates": 0,
-            "steps": [],
-            "strategy": kind,
-            "rejected": [{"node": source or "-", "filter": kind, "reason": r} for r in reasons],
-            "rejected_total": len(reasons),
-        },
-    }
 
 
 def body_from_inspect(doc: dict[str, Any], device: str | None) -> dict[str, Any]:
@@ -169,6 +140,7 @@ class Moves:
         self._transports: dict[bool, Transport] = {}
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._running: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self._unplaced: dict[str, list[str]] = {}  # dataset id -> why no replica node fits, as recorded
         self._task = start_soon(self._start)
 
     @property
@@ -354,6 +326,7 @@ class Moves:
         t0 = time.monotonic()
         stopped_at = 0.0
         try:
+            crash_point("move-started")
             move, got = await self._pull(move, final=False)
             pulls = 1
             while float(got.get("seconds", 0.0)) > SLOW_PULL and pulls < MAX_COPY_PULLS:
@@ -470,8 +443,8 @@ class Moves:
         await c.client.delete(self._bodies_key(move.id))
         reasons = [*move.reasons, f"fenced at epoch {move.epoch + 1}: {move.target} holds the writable copy"]
         reasons += [f"container {n} created again on {move.target}" for n in made]
-        self.m.decisions.refused(
-            event_record("move", move.name, move.target, reasons, c.now(), [move.name], move.source)
+        await self.m.decisions.event(
+            event_record("move", move.name, move.target, reasons, c.now(), [move.name], move.source, move.id)
         )
         return {
             "dataset": move.id,
@@ -562,8 +535,8 @@ class Moves:
             f"undone before the fence: {reason}",
             f"{move.source} keeps the writable copy",
         ]
-        self.m.decisions.refused(
-            event_record("move", move.name, None, reasons, c.now(), [move.name], move.source)
+        await self.m.decisions.event(
+            event_record("move", move.name, None, reasons, c.now(), [move.name], move.source, move.id)
         )
         kv(log, "move undone", logging.WARNING, dataset=move.id, name=move.name, reason=reason)
 
@@ -583,6 +556,10 @@ class Moves:
                     await self.undo(move, "the manager restarted during the move")
             except ShoalError as e:
                 kv(log, "move not resumed", logging.WARNING, dataset=move.id, error=e.message)
+
+    async def under_way(self) -> list[dict[str, Any]]:
+        """Every move under way, as its record says (`GET /shoal/v1/moves`, `shoal volume ls`)."""
+        return [mv.to_dict() for mv, _ in (await self.cluster.records.all_moves()).values()]
 
     async def status(self, dataset_id: str) -> dict[str, Any] | None:
         move, _ = await self.cluster.records.move(dataset_id)
@@ -619,7 +596,9 @@ class Moves:
             f"{lag or 0.0:.1f}s before)",
             f"{record.node}'s copy is demoted to a replica when it comes back",
         ]
-        self.m.decisions.refused(event_record("promote", d.name, node, why, c.now(), [d.name], record.node))
+        await self.m.decisions.event(
+            event_record("promote", d.name, node, why, c.now(), [d.name], record.node, d.id)
+        )
         kv(
             log,
             "replica promoted",
@@ -634,28 +613,27 @@ class Moves:
         return new
 
     async def assign_replicas(self) -> None:
-        """Every dataset whose profile asks replicas gets them on other nodes, chosen by the scheduler."""
+        """Every dataset whose profile asks replicas gets them on other nodes, chosen by the scheduler
+        through its filters (the owner and chosen nodes excluded, the profile's constraints applied). A
+        dataset none fits is recorded once, with the scheduler's reasons, until that changes."""
         c = self.cluster
         now = c.now()
         assigned = await c.records.all_replicas()
         profiles = self.m.settings.profiles
+        ids = {d.id for d in c.datasets}
+        self._unplaced = {i: why for i, why in self._unplaced.items() if i in ids}
         for d in list(c.datasets):
             wanted = replicas_wanted(d, profiles, now)
             have = assigned.get(d.id)
             if not wanted and have is None:
                 continue
             plan = replica_plan(d, wanted, have[0] if have else None, c.engines.keys())
-            chosen = list(plan.keep)
-            for _ in range(plan.add):
-                avoid = [d.node, *chosen]
-                spec = ContainerSpec(
-                    volume_driver="shoal",
-                    constraints=tuple(parse("constraint", f"node!={n}") for n in avoid),
-                )
-                p = self.m.place(spec)
-                if p.node is None:
-                    break
-                chosen.append(p.node)
+            profile = profiles.get(d.profile)
+            chosen, unplaced = choose_replicas(d.node, plan.keep, plan.add, profile, self.m.place)
+            if unplaced is not None:
+                await self._no_replica_node(d, wanted, profile, unplaced, now)
+            else:
+                self._unplaced.pop(d.id, None)
             if have is not None and tuple(chosen) == have[0].nodes:
                 continue
             new = Replicas(d.id, tuple(chosen), now)
@@ -663,18 +641,58 @@ class Moves:
                 continue
             added = [n for n in chosen if n not in plan.keep]
             if added:
-                why = [
-                    f"profile {d.profile} asks {wanted} replica(s)",
-                    f"the scheduler chose {', '.join(added)}",
-                ]
-                self.m.decisions.refused(
-                    event_record("replica", d.name, added[0], why, now, [d.name], d.node)
+                why = [f"profile {d.profile} asks {wanted} replica(s)"]
+                if profile is not None and profile.constraints:
+                    why.append(f"on nodes where {', '.join(profile.constraints)}")
+                why.append(f"the scheduler chose {', '.join(added)}")
+                await self.m.decisions.event(
+                    event_record("replica", d.name, added[0], why, now, [d.name], d.node, d.id)
                 )
                 kv(log, "replica assigned", dataset=d.id, name=d.name, nodes=",".join(chosen))
+
+    async def _no_replica_node(
+        self, d: Dataset, wanted: int, profile: Profile | None, p: Placement, now: float
+    ) -> None:
+        rejected = [str(r) for r in p.rejected]
+        seen = sorted(f"{r.node} {r.filter} {r.expression}" for r in p.rejected)
+        if self._unplaced.get(d.id) == seen:
+            return  # recorded already: the same nodes left out by the same rules (live values may differ)
+        self._unplaced[d.id] = seen
+        asks = f" on nodes where {', '.join(profile.constraints)}" if profile and profile.constraints else ""
+        why = [f"profile {d.profile} asks {wanted} replica(s){asks}", "no other node fits", *rejected]
+        await self.m.decisions.event(event_record("replica", d.name, None, why, now, [d.name], d.node, d.id))
+        kv(log, "no replica node", logging.WARNING, dataset=d.id, name=d.name, reasons="; ".join(rejected))
 
     async def replicas_view(self) -> dict[str, list[dict[str, Any]]]:
         """dataset id -> each replica's node and lag, for `shoal volume ls|inspect` and the dashboard."""
         return await self.cluster.records.replica_rows(self.cluster.now())
+
+
+def replica_spec(profile: Profile | None, avoid: Iterable[str]) -> ContainerSpec:
+    """What the scheduler is asked for one replica of a dataset (pure): a node that serves shoal volumes,
+    none of `avoid` (the owner, the replicas chosen already), and the profile's constraints."""
+    away = tuple(parse("constraint", f"node!={n}") for n in avoid)
+    own = tuple(parse("constraint", text) for text in (profile.constraints if profile else ()))
+    return ContainerSpec(volume_driver="shoal", constraints=(*away, *own))
+
+
+def choose_replicas(
+    owner: str,
+    keep: Iterable[str],
+    add: int,
+    profile: Profile | None,
+    place: Callable[[ContainerSpec], Placement],
+) -> tuple[list[str], Placement | None]:
+    """The replica nodes of a dataset (pure given `place`, the scheduler over one view of the cluster):
+    those kept, then `add` more, one placement each. Returns them and, if the scheduler found no node for
+    one, its placement (the reasons, for the record)."""
+    chosen = list(keep)
+    for _ in range(add):
+        p = place(replica_spec(profile, [owner, *chosen]))
+        if p.node is None:
+            return chosen, p
+        chosen.append(p.node)
+    return chosen, None
 
 
 def check_target(target: str, nodes) -> None:

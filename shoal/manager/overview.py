@@ -1,7 +1,8 @@
 """What the dashboard (the seed's DockerUI) shows, as one plain document: nodes with health, availability
 (draining, down) and live facts, containers per node, datasets and snapshots with their replicas (node,
-lag) and any move under way (phase, bytes, rate), services and checks, and the recent placement, move and
-reschedule decisions with their reasons (pure: built from the cache's data and a clock)."""
+lag) and any move under way (phase, bytes, rate), services and checks, and the recent placement, move,
+promotion, replica, reschedule and drain decisions with their reasons, those logged by earlier managers too
+(shoal.manager.decisions) (pure: built from the cache's data and a clock)."""
 
 from __future__ import annotations
 
@@ -90,9 +91,20 @@ def overview(
             {k: c.get(k, "") for k in ("Node", "CheckID", "Name", "Status", "ServiceName", "Output")}
             for c in checks
         ],
-        "decisions": decisions[:30],
+        "decisions": [_shown(d) for d in decisions[:30]],
         "time": now,
     }
+
+
+def _shown(d: dict[str, Any]) -> dict[str, Any]:
+    """A move, promotion, reschedule or drain that sent nothing anywhere (a move undone, a container not
+    rescheduled) says where things stayed, where the page would say a placement found no node."""
+    p = d.get("placement") or {}
+    if not d.get("kind") or p.get("node"):
+        return d
+    source = d.get("source") or "its node"
+    shown = {"drain": "draining", "replica": "no replica node fits"}.get(d["kind"], f"stays on {source}")
+    return {**d, "placement": {**p, "node": shown}}
 
 
 def _move(m: Move, now: float) -> dict[str, Any]:

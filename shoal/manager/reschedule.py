@@ -35,8 +35,9 @@ from shoal.data.model import containers_using
 from shoal.data.requests import dataset_volumes
 from shoal.errors import BadRequest, Conflict, NotFound, ShoalError
 from shoal.logs import kv
+from shoal.manager.decisions import event_record
 from shoal.manager.failure import Failure
-from shoal.manager.moves import POLICY_LABEL, SWARM_ID, event_record, start_soon
+from shoal.manager.moves import POLICY_LABEL, SWARM_ID, start_soon
 from shoal.scheduler.expr import Expr, parse
 from shoal.scheduler.model import ContainerSpec
 
@@ -234,7 +235,7 @@ class Rescheduler:
                 why = [reason, f"{name} not rescheduled: {err.message}"]
                 if not quiet:
                     ev = event_record("reschedule", name, None, why, c.now(), source=node)
-                    self.m.decisions.refused(ev)
+                    await self.m.decisions.event(ev)
                 kv(log, "not rescheduled", logging.WARNING, container=name, node=node, error=err.message)
         return done
 
@@ -265,6 +266,8 @@ class Rescheduler:
         if ct.get("State") in ("running", "restarting", "paused"):
             await c.engine(new_node).call("POST", f"/containers/{created['Id']}/start")
             c.mark(new_node, {"containers"}, (created["Id"],))
+        why = [*reasons, f"{name} created again on {new_node} (`shoal why {name}`: its placement)"]
+        await self.m.decisions.event(event_record("reschedule", name, new_node, why, c.now(), source=node))
         kv(log, "rescheduled", container=name, lost=node, node=new_node, id=created["Id"][:12])
         return name
 
@@ -290,7 +293,7 @@ class Rescheduler:
                 removed.append((ct.get("Names") or ["/?"])[0].lstrip("/"))
         if removed:
             why = [f"{node} is back", *(f"its stale copy of {n} removed: it runs elsewhere" for n in removed)]
-            self.m.decisions.refused(event_record("reschedule", node, node, why, c.now(), source=node))
+            await self.m.decisions.event(event_record("reschedule", node, node, why, c.now(), source=node))
             kv(log, "stale copies removed", node=node, containers=",".join(removed))
         return removed
 
@@ -317,7 +320,7 @@ class Rescheduler:
         why = [f"{node} drained by shoal node drain"]
         why += [f"{x['name']} moved to {x['to']}" for x in moved]
         why += [f"{x['name']} stays: {x['reason']}" for x in stayed]
-        self.m.decisions.refused(event_record("drain", node, None, why, c.now(), source=node))
+        await self.m.decisions.event(event_record("drain", node, None, why, c.now(), source=node))
         return {"node": node, "draining": True, "moved": moved, "stayed": stayed}
 
     async def _drain_one(self, node: str, ct: dict[str, Any], name: str) -> dict[str, Any]:
@@ -370,7 +373,7 @@ class Rescheduler:
         await self.cluster.client.delete(keys.drain(node))
         self.draining.discard(node)
         why = [f"{node} undrained: placements allowed again"]
-        self.m.decisions.refused(event_record("drain", node, node, why, self.cluster.now()))
+        await self.m.decisions.event(event_record("drain", node, node, why, self.cluster.now()))
         return {"node": node, "draining": False}
 
 

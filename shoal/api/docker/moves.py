@@ -22,8 +22,7 @@ async def volume_move(request: web.Request) -> web.Response:
 async def moves_list(request: web.Request) -> web.Response:
     """GET /shoal/v1/moves: the moves under way and every dataset's replicas (node, lag)."""
     m = manager_of(request)
-    moves = [mv.to_dict() for mv, _ in (await m.cluster.records.all_moves()).values()]
-    return reply_json({"moves": moves, "replicas": await m.moves.replicas_view()})
+    return reply_json({"moves": await m.moves.under_way(), "replicas": await m.moves.replicas_view()})
 
 
 async def node_drain(request: web.Request) -> web.Response:
