@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from shoal import __version__, keys
+from shoal import __version__, keys, pki
 from shoal.agent import join, publish
 from shoal.agent.datasets import DataService
 from shoal.agent.facts import Facts, cgroup, external, facter, host
@@ -32,7 +32,7 @@ from shoal.data.model import DRIVERS
 from shoal.data.pool import open_pool
 from shoal.data.profiles import load_profiles
 from shoal.data.records import Records
-from shoal.errors import Conflict, RegistryUnreachable, Unavailable
+from shoal.errors import Conflict, RegistryUnreachable, ShoalError, Unavailable
 from shoal.logs import kv
 from shoal.registry.client import Access, RegistryClient
 
@@ -40,6 +40,7 @@ FACTS_D_POLL = 0.2  # seconds between looks at facts.d for a changed file
 log = logging.getLogger("shoal.agent")
 MAX_BACKOFF = 10.0
 FACTER_EVERY = 30.0  # facter costs ~0.4 s of CPU: run it at most this often
+RENEW_RETRY = 60.0  # seconds before a certificate renewal that failed is asked again
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class Agent:
         self._registry: RegistryClient | None = None  # one client, so it stays on the registry that answered
         self._registry_access = self.access
         self.credentials: join.Credentials | None = None
+        self._renew_at = 0.0  # no renewal is asked before then (one failed)
         self._cpu_prev: tuple[float, float] | None = None
         self.started_at = time.time()
 
@@ -322,7 +324,7 @@ class Agent:
             seen = self._facts_d_signature()
             snap = await self.gather()
             try:
-                await self._renew_if_due()
+                await self._renew_if_due(time.time())
                 await self.publish(snap)
                 if backoff:
                     kv(log, "registry is back; facts published", node=self.config.node,
@@ -339,16 +341,27 @@ class Agent:
                    error=e.message, retry_in=round(delay, 1))  # fmt: skip
             await self._sleep(stop, delay, seen if not backoff else None)
 
-    async def _renew_if_due(self) -> None:
-        """A node certificate past two thirds of its life is renewed (with itself) before it expires."""
+    async def _renew_if_due(self, now: float) -> None:
+        """A node certificate past two thirds of its life is renewed (with itself) before it expires. A
+        renewal that fails (no manager answers, or one refuses) keeps the certificate the agent has (a third
+        of its life was left when it fell due) and is asked again RENEW_RETRY seconds on: the managers' join
+        listeners being down must not stop the node's facts reaching the registry, nor end the agent."""
         creds = self.credentials
-        if creds is not None and creds.due(time.time()):
+        if creds is None or now < self._renew_at or not creds.due(now):
+            return
+        try:
             self.credentials = await join.renew(creds, self.config.node)
-            if self.data is not None:  # new streams show the new certificate
-                self.data.transfer.transport.reload(self.credentials.cert, self.credentials.key)
-            granted = self.credentials.access()
-            self.access = replace(granted, address=self.config.registry) if self.config.registry else granted
-            self._registry = None  # the next client loads the new certificate
+        except ShoalError as e:
+            self._renew_at = now + RENEW_RETRY
+            expires = round(pki.expires(creds.cert.read_bytes()))
+            kv(log, "certificate renewal failed; using the current one", logging.WARNING,
+               node=self.config.node, error=e.message, expires=expires, retry_in=RENEW_RETRY)  # fmt: skip
+            return
+        if self.data is not None:  # new streams show the new certificate
+            self.data.transfer.transport.reload(self.credentials.cert, self.credentials.key)
+        granted = self.credentials.access()
+        self.access = replace(granted, address=self.config.registry) if self.config.registry else granted
+        self._registry = None  # the next client loads the new certificate
 
     async def _sleep(self, stop: asyncio.Event, delay: float, seen: tuple | None) -> None:
         """Until the next round, or sooner when a facts.d file changes: a custom fact is the user's own

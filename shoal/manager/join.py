@@ -5,7 +5,10 @@ A token (shoal.tokens) pins the node CA, so a joining agent checks it reached th
 anything (no trust on first use); its id names the registry record that keeps only the secret's hash and
 when the token expires. A node name is joined once: the fingerprint of the certificate it got is kept,
 and a second agent claiming that name without that node's certificate is refused. Agents renew their
-certificate with the certificate itself (mutual TLS on the join listener), before it expires.
+certificate with the certificate itself (mutual TLS on the join listener), before it expires; the one it
+was renewed from stays the node's too, until it expires (TLS refuses it then) or the next renewal: the
+agent's open connections made with it are still its node's, and a renewal whose answer was lost is asked
+again with it, instead of locking the node out ("join again").
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ def check_node_name(node: str) -> None:
             f"node name {node!r} must start with a letter or digit and hold at most 63 letters, digits, "
             "'_', '.' and '-'"
         )
+
+
+def _holds(held: dict[str, Any], presented: bytes) -> bool:
+    """`presented` is a certificate the node's identity record keeps: the current one, or the one it was
+    renewed from (compared in constant time, both)."""
+    shown = pki.fingerprint(presented)
+    kept = (str(held.get(field) or "") for field in ("fingerprint", "previous"))
+    return any(k and hmac.compare_digest(k, shown) for k in kept)
 
 
 class Joins:
@@ -143,24 +154,28 @@ class Joins:
         node = pki.common_name(presented)
         check_node_name(node)
         held = await self._reg.get_json(keys.identity(node))
-        if isinstance(held, dict) and not hmac.compare_digest(
-            str(held.get("fingerprint", "")), pki.fingerprint(presented)
-        ):
+        if isinstance(held, dict) and not _holds(held, presented):
             raise PermissionDenied(f"that certificate is not the one node {node!r} holds; join again")
         return node
 
     async def renew(self, presented: bytes, csr_pem: bytes) -> dict[str, Any]:
-        """A fresh certificate for the node whose current certificate was shown at the handshake."""
+        """A fresh certificate for the node whose certificate was shown at the handshake (its current one,
+        or the one it was renewed from: the answer to that renewal may never have reached it)."""
         node = pki.common_name(presented)
         held = await self._reg.get_json(keys.identity(node))
-        if not isinstance(held, dict) or held.get("fingerprint") != pki.fingerprint(presented):
+        if not isinstance(held, dict) or not _holds(held, presented):
             raise PermissionDenied(f"that certificate is not the one node {node!r} holds; join again")
         request = pki.read_csr(csr_pem)
         if request.common_name != node:
             raise BadRequest(f"the certificate request names {request.common_name!r}, not node {node!r}")
         cert = pki.sign_request(self.node_ca, request)
-        record = {**held, "fingerprint": pki.fingerprint(cert), "expires": pki.expires(cert)}
-        record["renewed"] = self.m.cluster.now()
+        record = {
+            **held,
+            "fingerprint": pki.fingerprint(cert),
+            "previous": pki.fingerprint(presented),
+            "expires": pki.expires(cert),
+            "renewed": self.m.cluster.now(),
+        }
         await self._reg.put(keys.identity(node), record)
         kv(log, "node certificate renewed", node=node, expires=round(pki.expires(cert)))
         return self._grant(cert)

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shoal.manager.node_records import OPS as NODE_RECORD_OPS
+from shoal.registry.acl import DERIVED_NODE
 
 pytestmark = pytest.mark.usefixtures("secure_only")
 
@@ -95,8 +97,9 @@ def test_the_admin_certificate_gets_in_where_a_node_certificate_does_not(dev_clu
 
 
 def test_secrets_never_reach_a_log(dev_cluster, tmp_path):
-    """Join tokens (good and wrong ones), private keys and X-Registry-Auth credentials pass through the
-    cluster; none of them shows up in any log it wrote."""
+    """Join tokens (good and wrong ones), the registry's management token and each node's token, private
+    keys and X-Registry-Auth credentials pass through the cluster; none of them shows up in any log it
+    wrote."""
     token = (dev_cluster.tls / "join-token").read_text().strip()
     fresh = subprocess.run(
         [sys.executable, "-m", "shoal", "token", "create", "-q"],
@@ -128,6 +131,10 @@ def test_secrets_never_reach_a_log(dev_cluster, tmp_path):
     }
     if mgmt := dev_cluster.env.get("CONSUL_HTTP_TOKEN"):
         secrets["the registry's management token"] = mgmt
+    for node in dev_cluster.nodes:  # each agent's registry token, as joining gave it (its state directory)
+        mac = _node_token(dev_cluster, node).removeprefix(DERIVED_NODE).partition(".")[0]
+        assert len(mac) >= 32, mac
+        secrets[f"{node}'s node token"] = mac
     for key in (dev_cluster.root / dev_cluster.name).rglob("key.pem"):
         body = "".join(key.read_text().splitlines()[1:-1])
         secrets[f"the private key {key}"] = body[16:56]
@@ -209,6 +216,61 @@ def test_without_a_token_the_registry_serves_discovery_and_nothing_else(dev_clus
         capture_output=True, text=True, timeout=30,
     ).stdout.split()  # fmt: skip
     assert sorted(got) == sorted(dev_cluster.address(n) for n in dev_cluster.nodes)
+
+
+def _host_binary_mounts(binary: str) -> list[str]:
+    """`-v` flags that put this host's `binary` at /BINARY in a container, with every shared library `ldd`
+    says it loads at its own path. (busybox has no HTTP client that can PUT or DELETE, nor a TLS the
+    registry's HTTPS speaks: its ssl_client offers no signature algorithms, which in TLS 1.2 means SHA-1.)"""
+    path = shutil.which(binary)
+    assert path, f"{binary} is not installed on this host"
+    libs = re.findall(r"(/\S+) \(0x", subprocess.run(["ldd", path], capture_output=True, text=True).stdout)
+    mounts = ["-v", f"{path}:/{binary}:ro"]
+    for lib in dict.fromkeys(libs):
+        mounts += ["-v", f"{lib}:{lib}:ro"]
+    return mounts
+
+
+def test_from_a_container_kv_writes_and_deletes_are_refused_and_dns_still_answers(dev_cluster):
+    """What any container on the cluster can do to the registry without a token: the host's curl, run in a
+    busybox container placed by the manager, PUTs and DELETEs on the KV over the registry's HTTPS and gets
+    403 each time (every record stays); busybox's nslookup asks the registry's DNS and gets the nodes."""
+    mgmt = dev_cluster.env["CONSUL_HTTP_TOKEN"]
+    before = _registry(dev_cluster, "GET", "/v1/kv/shoal/?keys", mgmt).json()
+    base, gw = dev_cluster.registry_url, dev_cluster.gateway
+    assert base == f"https://{gw}:8501", base
+    asks = [
+        ("PUT", "/v1/kv/shoal/intruder"),
+        ("PUT", "/v1/kv/shoal/datasets/intruder"),
+        ("DELETE", "/v1/kv/shoal/datasets/?recurse"),
+        ("DELETE", "/v1/kv/?recurse"),
+    ]
+    curl = "/curl -sS --cacert /ca.pem -o /tmp/body -w '%{http_code}'"
+    script = "".join(
+        f"code=$({curl} -X {method} {'--data x' if method == 'PUT' else ''} '{base}{path}');"
+        f' echo "{method} {path} $code $(cat /tmp/body)";'
+        for method, path in asks
+    )
+    script += f" echo; nslookup shoal-agent.service.shoal {gw}:8600"
+    got = dev_cluster.cli(
+        "run", "--rm", *_host_binary_mounts("curl"), "-v", f"{dev_cluster.env['CONSUL_CACERT']}:/ca.pem:ro",
+        "busybox", "sh", "-c", script,
+        check=False, timeout=90,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stdout + got.stderr
+    http, _, dns = got.stdout.partition("\n\n")
+    answers = http.splitlines()
+    assert len(answers) == len(asks), got.stdout
+    for (method, path), line in zip(asks, answers, strict=True):
+        assert line.startswith(f"{method} {path} 403 ") and "Permission denied" in line, got.stdout
+    # nothing was written and nothing deleted (the cluster's own writes meanwhile aside: the decision the
+    # manager recorded for this container, what the agents publish)
+    after = _registry(dev_cluster, "GET", "/v1/kv/shoal/?keys", mgmt).json()
+    assert {"shoal/intruder", "shoal/datasets/intruder"}.isdisjoint(after)
+    assert {k for k in before if not k.startswith("shoal/decisions/")} <= set(after)
+    # the DNS answers: every node's agent, by the name discovery gives it (the server line has its port)
+    found = set(re.findall(r"^Address:\s+([0-9.]+)$", dns, re.MULTILINE))
+    assert found == {dev_cluster.address(n) for n in dev_cluster.nodes}, got.stdout
 
 
 def test_a_nodes_token_writes_its_own_keys_and_no_other_nodes(dev_cluster):
