@@ -12,6 +12,7 @@ sent again (the name may be taken already): the agent retries as it does with on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -60,9 +61,29 @@ def _private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _finish_renewal(state_dir: Path) -> None:
+    """A renewal cut short between its renames (kill -9, power loss) is finished or dropped, so the key and
+    the certificate loaded are always a pair: `renew` writes key.pem.new and cert.pem.new whole, then
+    renames the key, then the certificate. Only cert.pem.new left: the key is the new one, so the new
+    certificate goes in too. Both left: nothing was renamed; the old pair stands and the new one is
+    dropped (the manager still takes the old certificate: the node's `previous`)."""
+    new_cert, new_key = state_dir / "cert.pem.new", state_dir / "key.pem.new"
+    if not new_cert.exists():
+        new_key.unlink(missing_ok=True)
+    elif new_key.exists():
+        new_cert.unlink()
+        new_key.unlink()
+    else:
+        new_cert.rename(state_dir / "cert.pem")
 
 
 def load(state_dir: Path) -> Credentials | None:
+    with contextlib.suppress(OSError):
+        _finish_renewal(state_dir)
     try:
         doc = json.loads((state_dir / "credentials.json").read_text())
         creds = Credentials(state_dir, doc["registry"], doc.get("token", ""), doc.get("manager", ""))
@@ -158,11 +179,12 @@ async def renew(creds: Credentials, node: str) -> Credentials:
             read=False,
             what="manager",
         )
-    tmp = creds.dir / "key.pem.new"
-    _private(tmp, pki.key_pem(key))
-    (creds.dir / "cert.pem.new").write_bytes(got["Certificate"].encode())
-    tmp.rename(creds.key)
-    (creds.dir / "cert.pem.new").rename(creds.cert)
+    # both written whole (and synced) before either is renamed: `_finish_renewal` relies on that order
+    new_key, new_cert = creds.dir / "key.pem.new", creds.dir / "cert.pem.new"
+    _private(new_key, pki.key_pem(key))
+    _private(new_cert, got["Certificate"].encode())
+    new_key.rename(creds.key)
+    new_cert.rename(creds.cert)
     kv(log, "certificate renewed", node=node, expires=round(pki.expires(creds.cert.read_bytes())))
     return creds
 

@@ -421,3 +421,30 @@ def test_a_due_agent_whose_managers_are_down_keeps_publishing_and_renews_once_on
         asyncio.run(main())
     finally:
         m.kill()
+
+
+@pytest.mark.parametrize(
+    ("left", "key", "cert"),
+    [
+        # cut short after the key's rename: the new certificate goes in beside the new key
+        ({"key.pem": "new-key", "cert.pem": "old-cert", "cert.pem.new": "new-cert"}, "new-key", "new-cert"),
+        # cut short before either rename: the old pair stands, the new one is dropped
+        (
+            {"key.pem": "old-key", "cert.pem": "old-cert", "key.pem.new": "new-key", "cert.pem.new": "new-c"},
+            "old-key",
+            "old-cert",
+        ),
+        # cut short while the new key was being written: the old pair stands
+        ({"key.pem": "old-key", "cert.pem": "old-cert", "key.pem.new": "new-"}, "old-key", "old-cert"),
+    ],
+    ids=["after-key-rename", "before-renames", "mid-key-write"],
+)
+def test_a_renewal_cut_short_loads_a_matching_key_and_certificate(tmp_path, left, key, cert):
+    (tmp_path / "credentials.json").write_text(json.dumps({"registry": "https://127.0.0.1:8501"}))
+    (tmp_path / "ca.pem").write_text("ca")
+    for name, text in left.items():
+        (tmp_path / name).write_text(text)
+    creds = join.load(tmp_path)
+    assert creds is not None
+    assert (creds.key.read_text(), creds.cert.read_text()) == (key, cert)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.pem", "cert.pem", "credentials.json", "key.pem"]
