@@ -61,10 +61,15 @@ def parse_name(qname: str, domain: str, datacenter: str) -> Query | None:
     return None
 
 
-def _addr_rr(name: str, addr: str) -> RR | None:
+def _addr_rr(name: str, addr: str, qtype: str = "ANY") -> RR | None:
+    """The address record of `addr` if the question asks for its family: an A question gets only IPv4
+    addresses, AAAA only IPv6 (as Consul: an AAAA question for an IPv4-only node has an empty answer)."""
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
+        return None
+    rtype = "A" if ip.version == 4 else "AAAA"
+    if qtype not in (rtype, "ANY"):
         return None
     if ip.version == 4:
         return RR(name, QTYPE.A, rdata=A(addr), ttl=TTL)
@@ -100,9 +105,10 @@ class DNSServer:
                 reply.header.rcode = RCODE.NXDOMAIN
                 reply.add_auth(soa)
                 return reply
-            rr = _addr_rr(qname, node.address)
-            if rr and qtype in ("A", "AAAA", "ANY"):
+            if rr := _addr_rr(qname, node.address, qtype):
                 reply.add_answer(rr)
+            else:  # the name exists, with no record of that type: NOERROR, the SOA for negative caching
+                reply.add_auth(soa)
             return reply
         entries = await self.registry.health_service(query.name, query.tag, passing=True, ignore_case=True)
         if not entries:
@@ -117,8 +123,10 @@ class DNSServer:
                 reply.add_answer(RR(qname, QTYPE.SRV, rdata=SRV(1, 1, svc["Port"], target), ttl=TTL))
                 if rr := _addr_rr(target, addr):
                     reply.add_ar(rr)
-            elif qtype in ("A", "AAAA", "ANY") and (rr := _addr_rr(qname, addr)):
+            elif rr := _addr_rr(qname, addr, qtype):
                 reply.add_answer(rr)
+        if not reply.rr:
+            reply.add_auth(soa)
         return reply
 
     async def _handle(self, data: bytes) -> bytes | None:

@@ -187,9 +187,9 @@ def _dig(registry, name: str, qtype: str) -> list[str]:
     return sorted(line for line in out.splitlines() if line)
 
 
-def _dig_status(registry, name: str) -> str:
+def _dig_status(registry, name: str, qtype: str = "A") -> str:
     return subprocess.run(
-        ["dig", "@127.0.0.1", "-p", str(registry.dns_port), name, "A", "+tries=1", "+time=2"],
+        ["dig", "@127.0.0.1", "-p", str(registry.dns_port), name, qtype, "+tries=1", "+time=2"],
         capture_output=True,
         text=True,
     ).stdout
@@ -216,6 +216,10 @@ def test_dig_answers_srv_with_the_passing_instances_and_their_ports(registry):
     assert _dig(registry, f"v1.{name}.service.shoal", "A") == ["127.0.0.2"]
     assert _dig(registry, f"{name}.service.dc1.shoal", "SRV") == srv
     assert _dig(registry, "mgr.node.shoal", "A") == ["127.0.0.1"]
+    # IPv4-only instances and node: an AAAA question is answered, empty, not with their A records
+    for asked in (f"{name}.service.shoal", "mgr.node.shoal"):
+        assert _dig(registry, asked, "AAAA") == []
+        assert "status: NOERROR" in _dig_status(registry, asked, "AAAA")
     tcp = subprocess.run(
         ["dig", "+tcp", "@127.0.0.1", "-p", str(registry.dns_port), f"{name}.service.shoal", "SRV", "+short"],
         capture_output=True,
