@@ -8,6 +8,12 @@ ever missed, and nothing outside the service is read.
 
 Filters are Consul's: repeated `tag` all required (case-insensitive), repeated `node-meta` all required,
 `passing`, and `filter=` (bexpr.py) on the entries as answered.
+
+A view that reads more than its own table waits on, and answers the highest of, the index keys of
+everything it reads: Consul's ServicesByNodeMeta (agent/consul/state/catalog.go) keys
+/v1/catalog/services?node-meta= on max(services, nodes), so a node whose meta changes wakes its
+watchers. A change to a node reaches one service's views through that service's own index key, which
+the node's change bumps (indexes.plan), as Consul's updateAllServiceIndexesOfNode does.
 """
 
 from __future__ import annotations
@@ -58,6 +64,27 @@ def _index(snap: Snapshot, *keys: str) -> int:
         if (e := snap.entries.get(k)) is not None:
             return max(1, e.modify_index)
     return max(1, snap.index)
+
+
+def _highest(snap: Snapshot, *keys: str) -> int:
+    """The highest modify index of `keys` that exist (a view reading several tables answers the newest
+    of their indexes, as Consul's maxIndexTxn does), else the snapshot's (never 0)."""
+    found = [e.modify_index for k in keys if (e := snap.entries.get(k)) is not None]
+    return max(1, max(found) if found else snap.index)
+
+
+# The fields of /v1/catalog/services' entries that come from the node's record, not the service's (the
+# node's name is the service's own field); a filter on one of them makes the answer depend on nodes.
+_NODE_RECORD = frozenset({"ID", "Address", "Datacenter", "TaggedAddresses", "NodeMeta"})
+
+
+def _selects(tree: Any, fields: frozenset[str]) -> bool:
+    """Whether a compiled filter's expression names any of the top-level `fields`."""
+    if isinstance(tree, bexpr.Match):
+        return bool(tree.path) and tree.path[0] in fields
+    if isinstance(tree, bexpr.Not):
+        return _selects(tree.operand, fields)
+    return _selects(tree.left, fields) or _selects(tree.right, fields)
 
 
 def _tags_ok(tags: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
@@ -200,20 +227,26 @@ class Views:
     # --- the whole catalog, and one node --------------------------------------------------------------
 
     async def catalog_services(self, f: Filters = NONE) -> Read[dict[str, list[str]]]:
-        nodes_too = f.needs_nodes or f.expr is not None
-        snap = await self.store.read([SERVICES_INDEX], [SERVICES, *([NODES] if nodes_too else [])])
+        """Consul's Services, or with node-meta its ServicesByNodeMeta: then (and for a filter on the
+        node's fields) the nodes are read too, and the query waits on and answers the higher of the
+        services' and the nodes' indexes, so a node's meta changing wakes it. A filter on the service's
+        fields alone reads no node: the services' index, as Consul's."""
+        nodes_too = f.needs_nodes or (f.expr is not None and _selects(f.expr.tree, _NODE_RECORD))
+        keys = (SERVICES_INDEX, NODES_INDEX) if nodes_too else (SERVICES_INDEX,)
+        snap = await self.store.read(keys, [SERVICES, *([NODES] if nodes_too else [])])
         nodes = {n.name: n for n in map(_node, snap.trees[NODES])} if nodes_too else {}
         out: dict[str, set[str]] = {}
         for svc in map(_service, snap.trees[SERVICES]):
-            if nodes_too:
-                node = nodes.get(svc.node)
+            if nodes_too or f.expr is not None:
+                # without the nodes read, the filter names none of the node's fields
+                node = nodes.get(svc.node) if nodes_too else Node(svc.node, "", "")
                 if node is None or not _meta_ok(node.meta, f.node_meta):
                     continue
                 if f.expr is not None and not f.expr.keep(catalog_entry(node, svc)):
                     continue
             out.setdefault(svc.name, set()).update(svc.tags)
         data = {k: sorted(v) for k, v in sorted(out.items())}
-        return Read(data, _index(snap, SERVICES_INDEX), snap.index, keys=(SERVICES_INDEX,))
+        return Read(data, _highest(snap, *keys), snap.index, keys=keys)
 
     async def catalog_nodes(self, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
         snap = await self.store.read([NODES_INDEX], [NODES])
@@ -239,8 +272,16 @@ class Views:
         return Read(data, _index(snap, key, NODES_INDEX), snap.index, keys=(key,))
 
     async def health_state(self, state: str, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
+        """Checks in `state`, keyed on that state's index. With node-meta the nodes are read too, and
+        the query waits on the nodes' index as well and answers the higher of the two: Consul's
+        parseChecksByNodeMeta watches the nodes it read but answers the checks' index alone, so there
+        a node moving into or out of the filter wakes the query, whose index did not move, and the
+        move is answered only when the wait ends (or a check changes), under the old index."""
         key = CHECKS_INDEX if state == "any" else checks_index(state)
-        snap = await self.store.read([key, CHECKS_INDEX], [CHECKS, *([NODES] if f.needs_nodes else [])])
+        snap = await self.store.read(
+            [key, CHECKS_INDEX, *([NODES_INDEX] if f.needs_nodes else [])],
+            [CHECKS, *([NODES] if f.needs_nodes else [])],
+        )
         nodes = {n.name: n for n in map(_node, snap.trees[NODES])} if f.needs_nodes else {}
         out = []
         for c in map(_check, snap.trees[CHECKS]):
@@ -251,7 +292,12 @@ class Views:
             d = c.to_consul()
             if f.expr is None or f.expr.keep(d):
                 out.append(d)
-        return Read(out, _index(snap, key, CHECKS_INDEX), snap.index, keys=(key,))
+        index = _index(snap, key, CHECKS_INDEX)
+        if not f.needs_nodes:
+            return Read(out, index, snap.index, keys=(key,))
+        nodes_at = snap.entries.get(NODES_INDEX)
+        index = max(index, nodes_at.modify_index if nodes_at else 0)
+        return Read(out, index, snap.index, keys=(key, NODES_INDEX))
 
     async def health_node(self, name: str, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
         key = node_checks_index(name)
