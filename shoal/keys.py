@@ -24,6 +24,8 @@
     shoal/reschedule/<swarm id>    a container with a reschedule policy: its name, create body and node,
                                    so it can be created again elsewhere when its node is lost
     shoal/drain/<node>             the node is draining: no new placements, its containers move away
+    shoal/move-starts/<node>/<container id>  a container a move (or its undo) left stopped because its start
+                                   failed (the node's volume plugin away, say): the leader starts it again
     shoal/reservations/<node>      placements held by managers sharing the registry (shoal.cluster.holds)
     shoal/decision-log/<kind>/<ms>-<id>  a move, promotion, replica assignment, reschedule or drain as a
                                    decision with its reasons (shoal.manager.decisions; <ms> zero-padded,
@@ -54,6 +56,7 @@ REPLICA_STATUS = "shoal/replica-status/"
 RESCHEDULE = "shoal/reschedule/"
 DRAIN = "shoal/drain/"
 DECISION_LOG = "shoal/decision-log/"
+MOVE_STARTS = "shoal/move-starts/"
 HOLDS = "shoal/reservations/"  # node -> placements held by managers sharing the registry (cluster/holds.py)
 ACL = "shoal/acl/"
 ACL_TOKENS = ACL + "tokens/"
@@ -170,3 +173,7 @@ def decision_log(kind: str, at: float = -1.0, record_id: str = "") -> str:
     if at < 0:
         return f"{DECISION_LOG}{kind}/"
     return f"{DECISION_LOG}{kind}/{int(at * 1000):015d}-{record_id}"
+
+
+def move_start(node: str, container_id: str) -> str:
+    return f"{MOVE_STARTS}{node}/{container_id}"

@@ -238,7 +238,7 @@ class Transfer:
             in_use = self.in_use.setdefault(i, [])
             in_use += [name, parent]
         try:
-            resp, sent = await self._stream(request, i, name, parent, record.epoch, now)
+            resp, sent = await self._stream(request, i, name, parent, record.epoch, now, final)
         finally:
             in_use.remove(name)
             in_use.remove(parent)
@@ -252,7 +252,7 @@ class Transfer:
         return resp
 
     async def _stream(
-        self, request: web.Request, i: str, name: str, parent: str, epoch: int, now: float
+        self, request: web.Request, i: str, name: str, parent: str, epoch: int, now: float, final: bool
     ) -> tuple[web.StreamResponse, int]:
         argv = self.service.pool.send_argv(i, name, parent)
         headers = {
@@ -285,6 +285,8 @@ class Transfer:
                 await resp.write(chunk)
                 sent += len(chunk)
                 crash_point("send-mid")
+                if final:
+                    crash_point("send-final-mid")
             err = (await proc.stderr.read()).decode(errors="replace").strip() if proc.stderr else ""
             if await proc.wait() != 0:
                 raise ShoalError(f"{' '.join(argv[:2])} of {i} failed: {err}")
@@ -369,7 +371,7 @@ class Transfer:
                         raise _remote_error(r.status, await r.read(), source)
                     name = r.headers["X-Shoal-Copy"]
                     taken = float(r.headers.get("X-Shoal-Taken", t0))
-                    received = await self._receive(i, name, r)
+                    received = await self._receive(i, name, r, final)
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 why = str(e) or type(e).__name__
                 raise Unavailable(f"the stream of {i} from {source} broke off: {why}") from e
@@ -388,7 +390,7 @@ class Transfer:
            seconds=f"{took:.2f}", final=final)  # fmt: skip
         return {**status, "copy": name}
 
-    async def _receive(self, i: str, name: str, r: aiohttp.ClientResponse) -> int:
+    async def _receive(self, i: str, name: str, r: aiohttp.ClientResponse, final: bool = False) -> int:
         s = self.service
         await asyncio.to_thread(s.pool.receiving, i, name)
         argv = s.pool.receive_argv(i, name)
@@ -410,6 +412,8 @@ class Transfer:
                 await proc.stdin.drain()
                 progress["bytes"] += len(chunk)
                 crash_point("receive-mid")
+                if final:
+                    crash_point("receive-final-mid")
             proc.stdin.close()
             err = (await proc.stderr.read()).decode(errors="replace").strip() if proc.stderr else ""
             if await proc.wait() != 0:

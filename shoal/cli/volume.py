@@ -289,3 +289,9 @@ def move(ref: str, node: str, host: str, registry: str) -> None:
     if got.get("containers"):
         line += f"; containers {', '.join(got['containers'])} down {got.get('downtime', 0):.2f}s"
     click.echo(line)
+    if got.get("not_started"):
+        click.echo(
+            f"warning: {', '.join(got['not_started'])} did not start on {got['to']} (its volume plugin, the"
+            " node's agent, may be away); the manager starts it again as soon as it can",
+            err=True,
+        )

@@ -66,6 +66,7 @@ SLOW_PULL = 0.5  # a copy-phase pull slower than this is followed by another, so
 MAX_COPY_PULLS = 3
 PULL_TIMEOUT = 3600.0
 REPLICA_EVERY = 3.0  # seconds between looks at which datasets need replicas
+START_RETRY_EVERY = 3.0  # seconds between tries to start a container a move left stopped
 STOP_TIMEOUT = 10  # seconds a container is given to stop before a move's final phase (docker stop -t)
 POLICY_LABEL = "com.docker.swarm.reschedule-policies"
 SWARM_ID = "com.docker.swarm.id"
@@ -140,6 +141,7 @@ class Moves:
         self._transports: dict[bool, Transport] = {}
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._running: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self._unstarted: dict[str, list[str]] = {}  # dataset id -> containers its forward could not start
         self._unplaced: dict[str, list[str]] = {}  # dataset id -> why no replica node fits, as recorded
         self._task = start_soon(self._start)
 
@@ -177,6 +179,24 @@ class Moves:
         await asyncio.sleep(1.0)  # the cache's first look at the engines
         with contextlib.suppress(Exception):
             await self.resume_all()
+        starts = asyncio.get_running_loop().create_task(self._retry_starts_loop())
+        try:
+            await self._assign_loop()
+        finally:
+            starts.cancel()
+
+    async def _retry_starts_loop(self) -> None:
+        """Apart from replica assignment: one start can wait ~15 s on a node whose plugin is away."""
+        while True:
+            try:
+                await self.retry_starts()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                kv(log, "restarting stopped containers failed", logging.WARNING, error=str(e))
+            await asyncio.sleep(START_RETRY_EVERY)
+
+    async def _assign_loop(self) -> None:
         while True:
             try:
                 await self.assign_replicas()
@@ -433,8 +453,10 @@ class Moves:
         await self.converge(move.target)
         start_soon(lambda: self.converge(move.source))
         made = []
+        self._unstarted.pop(move.id, None)
         for x in carried.values():
             made.append(await self._recreate(move, x))
+        unstarted = self._unstarted.pop(move.id, [])
         started_at = time.monotonic()
         for x in carried.values():  # the old ones (stopped, renamed aside) go once the new ones run
             with contextlib.suppress(NotFound):
@@ -443,6 +465,9 @@ class Moves:
         await c.client.delete(self._bodies_key(move.id))
         reasons = [*move.reasons, f"fenced at epoch {move.epoch + 1}: {move.target} holds the writable copy"]
         reasons += [f"container {n} created again on {move.target}" for n in made]
+        reasons += [
+            f"container {n} did not start on {move.target}; started again once it can" for n in unstarted
+        ]
         await self.m.decisions.event(
             event_record("move", move.name, move.target, reasons, c.now(), [move.name], move.source, move.id)
         )
@@ -452,6 +477,7 @@ class Moves:
             "from": move.source,
             "to": move.target,
             "containers": made,
+            "not_started": unstarted,
             "started_at": started_at,
         }
 
@@ -476,11 +502,63 @@ class Moves:
                 reasons=(f"moved with dataset {move.name}",),
             )
             new = created["Id"]
-        if x.get("running"):
-            with contextlib.suppress(EngineError):  # 304: started already (a resumed move)
-                await c.engine(move.target).call("POST", f"/containers/{new}/start")
-            c.mark(move.target, {"containers"}, (new,))
+        if x.get("running") and not await self._start_or_keep(move, move.target, new, name):
+            self._unstarted.setdefault(move.id, []).append(name)
         return name
+
+    async def _start_or_keep(self, move: Move, node: str, container_id: str, name: str) -> bool:
+        """Starts a container a move stopped (on the target after the fence, on the source after an
+        undo). A start that fails (the node's agent, which is also its volume plugin, away: dockerd gives
+        up mounting after ~15 s) is kept under keys.move_start, and the leader starts it again until it
+        runs (`retry_starts`): the move itself stands (its data is fenced where it is), but a container it
+        stopped is never left stopped for good. 304 (started already: a resumed move) is a start."""
+        c = self.cluster
+        try:
+            await c.engine(node).call("POST", f"/containers/{container_id}/start")
+        except EngineError as e:
+            if e.status != 304:
+                await self._keep_start(move, node, container_id, name, e.message)
+                return False
+        except ShoalError as e:
+            await self._keep_start(move, node, container_id, name, e.message)
+            return False
+        c.mark(node, {"containers"}, (container_id,))
+        return True
+
+    async def _keep_start(self, move: Move, node: str, container_id: str, name: str, error: str) -> None:
+        doc = {
+            "name": name,
+            "dataset": move.id,
+            "volume": move.name,
+            "error": error,
+            "since": self.cluster.now(),
+        }
+        await self.cluster.client.put(keys.move_start(node, container_id), doc)
+        kv(log, "container not started; retried", logging.WARNING, container=name, node=node,
+           dataset=move.id, error=error)  # fmt: skip
+
+    async def retry_starts(self) -> None:
+        """Every container a move left stopped because its start failed is started again; one that runs
+        (or was started, or removed, by someone else meanwhile) is struck off."""
+        c = self.cluster
+        pairs, _ = await c.client.list_prefix(keys.MOVE_STARTS)
+        for p in pairs:
+            node, _, container_id = p.key.removeprefix(keys.MOVE_STARTS).partition("/")
+            doc = p.json() if isinstance(p.json(), dict) else {}
+            try:
+                await c.engine(node).call("POST", f"/containers/{container_id}/start")
+            except EngineError as e:
+                if e.status not in (304, 404):
+                    continue
+            except NotFound:
+                pass
+            except ShoalError:
+                continue  # the node or its plugin still away: next round
+            else:
+                c.mark(node, {"containers"}, (container_id,))
+                kv(log, "container started again", container=doc.get("name", container_id[:12]), node=node,
+                   dataset=doc.get("dataset", ""))  # fmt: skip
+            await c.client.delete(p.key, cas=p.modify_index)
 
     async def _remove_old(self, move: Move, x: dict[str, Any]) -> None:
         c = self.cluster
@@ -516,19 +594,8 @@ class Moves:
                     c.mark(move.source, {"containers"}, (x["id"],))
         if have.phase == FINAL:
             for x in carried.values():
-                if x.get("running") and e is not None:
-                    try:
-                        await e.call("POST", f"/containers/{x['id']}/start")
-                        c.mark(move.source, {"containers"}, (x["id"],))
-                    except ShoalError as err:
-                        kv(
-                            log,
-                            "container not started again",
-                            logging.WARNING,
-                            container=x["name"],
-                            node=move.source,
-                            error=err.message,
-                        )
+                if x.get("running"):
+                    await self._start_or_keep(move, move.source, x["id"], x["name"])
         await c.client.delete(self._bodies_key(move.id))
         reasons = [
             *move.reasons,

@@ -325,47 +325,53 @@ def _restart_manager(dev_cluster, crash_at: str = "") -> None:
     )
 
 
-# kill -9 (os._exit at a named point) of: the sending agent mid-stream, the receiving agent mid-stream and
-# after its copy is in place, the manager once the copy is there and the containers are created ahead on
-# the target (the old ones renamed aside), after the final phase began (containers stopped) and right after
-# the fence. Before the fence the move is undone (the source keeps the writable copy, its container runs
-# again there); after it, a restarted manager finishes it (the container runs on the target).
+# kill -9 (os._exit at a named point) of: the manager as the move begins (its record written, nothing
+# pulled), the sending agent mid-stream, the receiving agent mid-stream and after its copy is in place, the
+# manager once the copy is there and the containers are created ahead on the target (the old ones renamed
+# aside), after the final phase began (containers stopped), after the last increment landed and right after
+# the fence; and the sending and the receiving agent mid-stream of the final increment (the containers
+# stopped: the undo starts them again). Before the fence the move is undone (the source keeps the writable
+# copy, its container runs again there); after it, a restarted manager finishes it (the container runs on
+# the target).
 CRASHES = [
+    ("manager", "move-started", "node2"),
     ("source", "send-mid", "node2"),
     ("target", "receive-mid", "node2"),
     ("target", "receive-done", "node2"),
     ("manager", "move-copied", "node2"),
     ("manager", "move-final", "node2"),
+    # the final pull's own points: the target's replica loop and the copy phase pull a varying number of
+    # times before it, so "the Nth send" could not name it
+    ("source", "send-final-mid", "node2"),
+    ("target", "receive-final-mid", "node2"),
+    ("manager", "move-pulled", "node2"),
     ("manager", "move-fenced", "node3"),
 ]
 
 
-@pytest.mark.parametrize(("who", "point", "ends_on"), CRASHES, ids=[c[1] for c in CRASHES])
-def test_kill_9_at_a_point_of_a_move_leaves_one_writable_copy(dev_cluster, gone, who, point, ends_on):
+def _crash_armed(dev_cluster, who: str, point: str) -> int:
+    """The process named by `who` started again with the crash point; returns its pid."""
+    if who == "manager":
+        _restart_manager(dev_cluster, point)
+        return dev_cluster.pid("", "manager")
+    return _restart_agent(dev_cluster, "node2" if who == "source" else "node3", point)
+
+
+def _k9_redis(dev_cluster, gone) -> tuple[str, str, str]:
+    """A redis on node2 with 50 keys in a silver dataset: its name, the volume's name and the dataset id.
+    Silver keeps no replica: the move's own stream is the only one, and the target holds nothing yet, so
+    the move streams and reaches every crash point (a replica in sync would answer "nothing new"; and
+    gold's replica can land on the target at any moment, e.g. a second one while a node flaps)."""
     vol = _name("k9")
-    # silver keeps no replica: the move's own stream is the only one, and the target holds nothing yet,
-    # so the move streams and reaches every crash point (a replica in sync would answer "nothing new";
-    # and gold's replica can land on the target at any moment, e.g. a second one while a node flaps)
     name = _redis(dev_cluster, gone, "node2", vol, profile="silver")
     for i in range(50):
         redis(dev_cluster.address("node2"), "SET", f"x{i}", str(i))
-    i = inspect(dev_cluster, vol)["id"]
-    target = "node3"
-    if who == "manager":
-        _restart_manager(dev_cluster, point)
-    else:
-        _restart_agent(dev_cluster, "node2" if who == "source" else target, point)
-    try:
-        got = shoal(dev_cluster, "volume", "move", vol, target, check=False)
-        # the one who died never answers the move (if it did: what the volume looked like, for the log)
-        if got.returncode == 0:  # (the manager may be the one that died: ask it only when it answered)
-            pytest.fail(f"{got.stdout}{inspect(dev_cluster, vol)} {_transfer_pid(dev_cluster, target)}")
-        assert writable_copies(dev_cluster, i) in ([], ["node2"], [target])  # never two
-    finally:
-        if who == "manager":
-            _restart_manager(dev_cluster)  # a new manager undoes or finishes the move it finds
-        else:
-            _restart_agent(dev_cluster, "node2" if who == "source" else target)
+    return name, vol, inspect(dev_cluster, vol)["id"]
+
+
+def _ends_with_one_copy_on(dev_cluster, name: str, vol: str, i: str, ends_on: str) -> None:
+    """What a user sees once the dead process is back: no move under way, one writable copy on `ends_on`,
+    the container running there, and every key written before the move readable."""
     _wait(lambda: inspect(dev_cluster, vol)["move"] is None, 120, "the move was neither undone nor finished")
     _wait(lambda: writable_copies(dev_cluster, i) == [ends_on], 120, f"no single writable copy on {ends_on}")
     _wait(
@@ -378,3 +384,46 @@ def test_kill_9_at_a_point_of_a_move_leaves_one_writable_copy(dev_cluster, gone,
     )
     _wait(lambda: _answers(dev_cluster.address(ends_on)), 30, "redis never answered again")
     assert all(redis(dev_cluster.address(ends_on), "GET", f"x{k}") == str(k) for k in range(50))
+
+
+@pytest.mark.parametrize(("who", "point", "ends_on"), CRASHES, ids=[c[1] for c in CRASHES])
+def test_kill_9_at_a_point_of_a_move_leaves_one_writable_copy(dev_cluster, gone, who, point, ends_on):
+    name, vol, i = _k9_redis(dev_cluster, gone)
+    target = "node3"
+    armed = _crash_armed(dev_cluster, who, point)
+    try:
+        got = shoal(dev_cluster, "volume", "move", vol, target, check=False)
+        # the one who died never answers the move (if it did: what the volume looked like, for the log)
+        if got.returncode == 0:  # (the manager may be the one that died: ask it only when it answered)
+            pytest.fail(f"{got.stdout}{inspect(dev_cluster, vol)} {_transfer_pid(dev_cluster, target)}")
+        assert host.wait_gone({armed}, 30), f"the {who} never reached {point}: {got.stdout}{got.stderr}"
+        assert writable_copies(dev_cluster, i) in ([], ["node2"], [target])  # never two
+    finally:
+        if who == "manager":
+            _restart_manager(dev_cluster)  # a new manager undoes or finishes the move it finds
+        else:
+            _restart_agent(dev_cluster, "node2" if who == "source" else target)
+    _ends_with_one_copy_on(dev_cluster, name, vol, i, ends_on)
+
+
+def test_kill_9_of_the_target_promoting_after_the_fence_finishes_the_move_there(dev_cluster, gone):
+    """The fence is committed, then the target's agent dies making its copy writable (its pool's record says
+    promoting). The manager lives on and may answer the move either way; once the agent is back its pool
+    finishes the promotion, and the move ends on the target: never on the source again, whose copy the
+    fence retired."""
+    name, vol, i = _k9_redis(dev_cluster, gone)
+    armed = _crash_armed(dev_cluster, "target", "promote-mid")
+    try:
+        got = shoal(dev_cluster, "volume", "move", vol, "node3", check=False)
+        assert host.wait_gone(
+            {armed}, 60
+        ), f"node3's agent never reached promote-mid: {got.stdout}{got.stderr}"
+        # the fence is the registry's word: the record names node3 at the next epoch, and node3's pool
+        # holds the copy as promoting, not yet writable
+        record = registry_json(dev_cluster, f"shoal/datasets/{i}")
+        assert (record.get("node"), record.get("epoch")) == ("node3", 1), record
+        assert pool_role(dev_cluster, "node3", i)[0] == "promoting"
+        assert writable_copies(dev_cluster, i) == []
+    finally:
+        _restart_agent(dev_cluster, "node3")
+    _ends_with_one_copy_on(dev_cluster, name, vol, i, "node3")
