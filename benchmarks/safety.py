@@ -5,22 +5,30 @@ Sections, each printing its own figures against its goal:
             tried per store and endpoint group, inputs accepted and refused, Consul's own documented
             500s (unknown session, node, datacenter), and unexpected 5xx (goal: 0); DNS packets sent.
   regex     `affinity:container==/^(\w|\w)+x$/` placed over 1,000 nodes x 30 containers with 40-character
-            names (goal < 10 ms; a backtracking engine takes ~2^40 steps per name).
-  manager   on a 3-node dev cluster of its own (`sfbench`, 10.99.13.0/24): `docker ps` while one node's
-            engine is SIGSTOPped (goal <= 200 ms) and `docker run --rm` on the others during / before (goal
-            <= 1.5); the manager's RSS growth while a client stalls on `docker logs -f` of a container
-            printing 100 MB (goal <= 20 MB).
+            names (goal < 10 ms; a backtracking engine takes ~2^40 steps per name): the scheduler alone.
+  manager   on a 3-node dev cluster of its own (`sfbench`, 10.99.13.0/24; --name, --subnet, --root for
+            another), in parts (--parts, all by default):
+            pattern  the same pattern placed through the manager again and again while ~1,000 containers
+                     (--containers; created, not started) are on the nodes: `docker ps` p50/p99/max
+                     during, beside its p50 before (goal <= 100 ms);
+            sigstop  `docker ps` while node3's engine is SIGSTOPped (goal <= 200 ms) and `docker run --rm`
+                     on the others during / before (goal <= 1.5);
+            dropped  the same while node3's netns drops every packet to its engine port (iptables DROP);
+            logs     the manager's RSS growth while a client stalls on `docker logs -f` of a container
+                     printing 100 MB (goal <= 20 MB).
   fuzz      the manager's and the volume plugin's fuzzers (tests/e2e/test_manager_fuzz.py,
             test_plugin_fuzz.py) on a cluster of their own (`sfz`, 10.99.14.0/24): inputs per endpoint
             group, 5xx and state changes seen (goal 0).
 
-Run: `.venv/bin/python benchmarks/safety.py [--examples 2000] [--only registry]`. --examples is the
-hypothesis budget per fuzzer (SHOAL_FUZZ_EXAMPLES; the test suite's own default is a few hundred).
+Run: `.venv/bin/python benchmarks/safety.py [--examples 2000] [--only registry] [--parts pattern,dropped]`.
+--examples is the hypothesis budget per fuzzer (SHOAL_FUZZ_EXAMPLES; the test suite's own default is a few
+hundred).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -30,15 +38,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 from _bench import ROOT as BENCH_ROOT
-from _bench import bench_cluster, pct
+from _bench import bench_cluster, docker_py, pct
 
 from shoal.cluster.nodes import node_state
-from shoal.dev.layout import ClusterSpec
+from shoal.dev.layout import ClusterLayout, ClusterSpec
 from shoal.scheduler.expr import parse
 from shoal.scheduler.index import ClusterIndex
 from shoal.scheduler.model import ContainerRef, ContainerSpec
@@ -48,14 +60,17 @@ from shoal.sim.nodes import documents
 ROOT = Path(__file__).resolve().parent.parent
 NAME, SUBNET = "sfbench", "10.99.13.0/24"
 PATHOLOGICAL = r"/^(\w|\w)+x$/"
+PATTERN_ENV = f"affinity:container=={PATHOLOGICAL}"
+PARTS = ("pattern", "sigstop", "dropped", "logs")
 WRITER = "sleep 1; head -c 100000000 /dev/zero | tr '\\0' x; sleep 600"  # 100 MB of log, then quiet
 
 
 # --- registry ------------------------------------------------------------------------------------------
 
 
-def registry(examples: int) -> bool:
-    """Runs the registry fuzzers at `examples` per fuzzer and prints their counts; True if none failed."""
+def registry(args: argparse.Namespace) -> bool:
+    """Runs the registry fuzzers at --examples per fuzzer and prints their counts; True if none failed."""
+    examples = args.examples
     report = Path(tempfile.mkdtemp()) / "fuzz.json"
     env = {**os.environ, "SHOAL_FUZZ_EXAMPLES": str(examples), "SHOAL_FUZZ_REPORT": str(report)}
     t0 = time.monotonic()
@@ -112,39 +127,132 @@ def _timed(argv: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def hung_node(manager: str, engine_pid: int) -> None:
+def _seeded(manager: str, prefix: str) -> int:
+    out = subprocess.run(
+        ["docker", "-H", manager, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True
+    ).stdout
+    return sum(n.split("/", 1)[-1].startswith(prefix) for n in out.split())
+
+
+def ps_under_pattern(manager: str, layout: ClusterLayout, count: int) -> None:
+    """`docker ps` through the manager while the pathological pattern is placed there again and again, with
+    `count` containers (created straight on the engines, not started) whose 40-character names it would
+    backtrack on: the placement must never hold the event loop ps needs."""
+    prefix = f"sfrx{uuid.uuid4().hex[:6]}"
+    apis = [docker_py(n.engine_url).api for n in layout.nodes]
+    dk = ["docker", "-H", manager]
+    t0 = time.monotonic()
+    try:
+        with ThreadPoolExecutor(4 * len(apis)) as pool:
+            names = [f"{prefix}{i:04d}".ljust(40, "a") for i in range(count)]
+            list(pool.map(lambda i: apis[i % len(apis)].create_container("busybox", "true", name=names[i]),
+                          range(count)))  # fmt: skip
+        made = time.monotonic() - t0
+        deadline = time.monotonic() + 120
+        while _seeded(manager, prefix) != count:
+            assert time.monotonic() < deadline, f"the manager never listed all {count} containers"
+            time.sleep(0.5)
+        before = [_timed([*dk, "ps"]) for _ in range(20)]
+        tally, lock, stop = {"placed": 0, "refused": 0}, threading.Lock(), threading.Event()
+
+        def fire() -> None:
+            api = docker_py().api
+            while not stop.is_set():
+                try:
+                    api.create_container("busybox", "true", environment=[PATTERN_ENV])
+                    refused = False
+                except Exception as e:  # the refusal, in Docker's error form
+                    refused = "Unable to find a node that satisfies" in str(e) and PATTERN_ENV in str(e)
+                with lock:
+                    tally["placed"] += 1
+                    tally["refused"] += refused
+
+        firing = [threading.Thread(target=fire) for _ in range(2)]
+        for t in firing:
+            t.start()
+        try:
+            during = [_timed([*dk, "ps"]) for _ in range(100)]
+        finally:
+            stop.set()
+            for t in firing:
+                t.join()
+    finally:
+        for api in apis:
+            ids = [c["Id"] for c in api.containers(all=True, filters={"name": prefix})]
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda cid, api=api: api.remove_container(cid, force=True), ids))
+    print(
+        f"(1b) {PATTERN_ENV} placed through the manager {tally['placed']} times "
+        f"({tally['refused']} refused naming it) "
+        f"against {count} containers (created in {made:.0f} s): "
+        f"docker ps p50 {pct(during, 50) * 1000:.0f} ms, p99 {pct(during, 99) * 1000:.0f} ms, "
+        f"max {max(during) * 1000:.0f} ms (goal <= 100 ms); p50 {pct(before, 50) * 1000:.0f} ms before"
+    )
+
+
+@contextlib.contextmanager
+def _sigstopped(layout: ClusterLayout, engine_pid: int) -> Iterator[None]:
+    os.kill(engine_pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(engine_pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def _dropped(layout: ClusterLayout, engine_pid: int) -> Iterator[None]:
+    """node3 is there, its engine unreachable: its netns drops every packet to the engine's port."""
+    node = layout.node("node3")
+    netns = f"--net=/run/netns/{node.netns}"
+    rule = ["INPUT", "-p", "tcp", "--dport", node.engine_url.rsplit(":", 1)[1], "-j", "DROP"]
+    subprocess.run(["nsenter", netns, "iptables", "-I", *rule], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nsenter", netns, "iptables", "-D", *rule], check=True)
+
+
+HANGS: dict[str, Callable[[ClusterLayout, int], contextlib.AbstractContextManager[None]]] = {
+    "sigstop": _sigstopped,
+    "dropped": _dropped,
+}
+HOW = {"sigstop": "node3's engine SIGSTOPped", "dropped": "node3's engine port dropping packets"}
+
+
+def _listed_up(manager: str, name: str) -> bool:
+    out = subprocess.run(
+        ["docker", "-H", manager, "ps", "--format", "{{.Names}}\t{{.Status}}"], capture_output=True, text=True
+    ).stdout
+    return any(line.startswith(f"{name}\tUp") for line in out.splitlines())
+
+
+def hung_node(manager: str, layout: ClusterLayout, engine_pid: int, how: str) -> None:
     dk = ["docker", "-H", manager]
     run = [*dk, "run", "--rm", "-e", "constraint:node!=node3", "busybox", "true"]
     for _ in range(3):
         _timed(run)
     before = [_timed(run) for _ in range(10)]
-    victim = [
-        *dk,
-        "run",
-        "-d",
-        "--name",
-        "sf-victim",
-        "-e",
-        "constraint:node==node3",
-        "busybox",
-        "sleep",
-        "600",
-    ]
+    name = f"sf-victim-{how}"
+    victim = [*dk, "run", "-d", "--name", name, "-e", "constraint:node==node3", "busybox", "sleep", "600"]
     subprocess.run(victim, check=True, capture_output=True)
     time.sleep(1.0)
-    os.kill(engine_pid, signal.SIGSTOP)
     try:
-        deadline = time.monotonic() + 30
-        while "Host Down" not in subprocess.run([*dk, "ps"], capture_output=True, text=True).stdout:
-            assert time.monotonic() < deadline, "the manager never marked node3 down"
-            time.sleep(0.2)
-        ps = [_timed([*dk, "ps", "-a"]) for _ in range(30)]
-        during = [_timed(run) for _ in range(10)]
+        with HANGS[how](layout, engine_pid):
+            deadline = time.monotonic() + 30
+            while "Host Down" not in subprocess.run([*dk, "ps"], capture_output=True, text=True).stdout:
+                assert time.monotonic() < deadline, "the manager never marked node3 down"
+                time.sleep(0.2)
+            ps = [_timed([*dk, "ps", "-a"]) for _ in range(30)]
+            during = [_timed(run) for _ in range(10)]
+        deadline = time.monotonic() + 60  # node3 back before anything else is measured
+        while not _listed_up(manager, f"node3/{name}"):
+            assert time.monotonic() < deadline, "node3 never came back"
+            time.sleep(0.5)
     finally:
-        os.kill(engine_pid, signal.SIGCONT)
+        subprocess.run([*dk, "rm", "-f", name], capture_output=True)
     ratio = statistics.median(during) / statistics.median(before)
     print(
-        f"(2) node3 SIGSTOPped: docker ps -a p50 {pct(ps, 50) * 1000:.0f} ms, "
+        f"(2) {HOW[how]}: docker ps -a p50 {pct(ps, 50) * 1000:.0f} ms, "
         f"p99 {pct(ps, 99) * 1000:.0f} ms "
         f"(goal <= 200 ms); docker run --rm on the others {statistics.median(during) * 1000:.0f} ms vs "
         f"{statistics.median(before) * 1000:.0f} ms before: {ratio:.2f}x (goal <= 1.5)"
@@ -217,28 +325,36 @@ def fuzz_counts(cluster_env: dict[str, str], examples: int) -> bool:
     return proc.returncode == 0
 
 
-def regex(examples: int) -> bool:
+def regex(args: argparse.Namespace) -> bool:
     regex_placement()
     return True
 
 
-def manager(examples: int) -> bool:
-    spec = ClusterSpec(name=NAME, nodes=3, subnet=SUBNET, root=BENCH_ROOT, agent_interval=1.0)
+def manager(args: argparse.Namespace) -> bool:
+    spec = ClusterSpec(name=args.name, nodes=3, subnet=args.subnet, root=args.root, agent_interval=1.0)
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        raise SystemExit(f"--parts: no part {', '.join(sorted(unknown))} (parts: {', '.join(PARTS)})")
     with bench_cluster(spec) as layout:
         st = json.loads(layout.state_file.read_text())
         url = layout.docker_host
-        hung_node(url, st["pids"]["node3"]["engine"])
-        stalled_logs(url, st["pids"][""]["manager"])
+        if "pattern" in parts:
+            ps_under_pattern(url, layout, args.containers)
+        for how in ("sigstop", "dropped"):
+            if how in parts:
+                hung_node(url, layout, st["pids"]["node3"]["engine"], how)
+        if "logs" in parts:
+            stalled_logs(url, st["pids"][""]["manager"])
     return True
 
 
-def fuzz(examples: int) -> bool:
+def fuzz(args: argparse.Namespace) -> bool:
     cluster = {
         "SHOAL_TEST_CLUSTER": "sfz",
         "SHOAL_TEST_SUBNET": "10.99.14.0/24",
         "SHOAL_TEST_ROOT": str(BENCH_ROOT),
     }
-    return fuzz_counts(cluster, examples)
+    return fuzz_counts(cluster, args.examples)
 
 
 SECTIONS = {"registry": registry, "regex": regex, "manager": manager, "fuzz": fuzz}
@@ -248,10 +364,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--examples", type=int, default=2000, help="hypothesis examples per fuzzer")
     ap.add_argument("--only", choices=sorted(SECTIONS), action="append")
+    ap.add_argument("--parts", default=",".join(PARTS), help="the manager section's parts, comma-separated")
+    ap.add_argument(
+        "--containers", type=int, default=1000, help="containers the pattern part matches against"
+    )
+    ap.add_argument("--name", default=NAME, help="the manager section's cluster")
+    ap.add_argument("--subnet", default=SUBNET)
+    ap.add_argument("--root", type=Path, default=BENCH_ROOT)
     args = ap.parse_args()
     ok = True
     for name in args.only or SECTIONS:
-        ok &= SECTIONS[name](args.examples)
+        ok &= SECTIONS[name](args)
     sys.exit(0 if ok else 1)
 
 

@@ -1,6 +1,8 @@
 """Nothing a request or a hung node does freezes the manager: a pathological regex is matched in linear
-time, and a node whose engine hangs (SIGSTOP, or its packets dropped) leaves creates on the other nodes,
-`docker ps`, `docker info` and the dashboard answering, its containers listed as `Host Down`.
+time against a cluster of 1,000 containers, a node whose engine hangs (SIGSTOP, or its packets dropped)
+leaves creates on the other nodes, `docker ps`, `docker info` and the dashboard answering, its containers
+listed as `Host Down`, and an exec or attach to it fails naming it instead of hanging; a JSON body over
+1 MiB is refused before it reaches an engine, while `docker cp` archives stream through uncapped.
 
 Latency figures live in benchmarks/safety.py; the bounds here are generous on purpose (a loaded 2-core
 machine), and still far below what the old behaviour took (a frozen event loop, or a 5 s wait per call)."""
@@ -8,17 +10,28 @@ machine), and still far below what the old behaviour took (a frozen event loop, 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import signal
+import statistics
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
+from shoal.cluster.engine import CALL
+
 pytestmark = pytest.mark.e2e
 RESPONSIVE = 2.0  # seconds: "answers", as opposed to the 5-15 s of waiting on a hung engine
+PATTERN = r"affinity:container==/^(\w|\w)+x$/"
+PLACED = 20  # times the pattern is placed while ps is sampled
+SEEDED = 1000  # containers the pattern is matched against (created, not started: cheap)
 
 
 def _ps_names(dev_cluster, *flags: str) -> dict[str, str]:
@@ -41,30 +54,74 @@ def _wait(
         time.sleep(0.2)
 
 
-def test_a_pathological_regex_never_freezes_the_manager(dev_cluster):
-    long_name = "a" * 40  # (\w|\w)+x backtracks 2^40 times on this name in a backtracking engine
-    dev_cluster.cli("create", "--name", long_name, "busybox", "true")
+def _seed(dev_cluster, prefix: str, count: int) -> None:
+    """`count` containers created (not started) straight on the three engines, a few at a time on each:
+    names of 40 word characters not ending in x, on which (\\w|\\w)+x backtracks 2^40 times in a
+    backtracking engine."""
+    nodes = sorted(dev_cluster.nodes)
+    apis = {n: dev_cluster.docker_py(dev_cluster.nodes[n]).api for n in nodes}
+
+    def make(i: int) -> None:
+        apis[nodes[i % len(nodes)]].create_container(
+            "busybox", "true", name=f"{prefix}{i:04d}".ljust(40, "a")
+        )
+
+    with ThreadPoolExecutor(4 * len(nodes)) as pool:
+        list(pool.map(make, range(count)))
+
+
+def _unseed(dev_cluster, prefix: str) -> None:
+    """Every container named `prefix...` removed from every engine (also what a failed seeding left)."""
+    for url in dev_cluster.nodes.values():
+        api = dev_cluster.docker_py(url).api
+        made = [c["Id"] for c in api.containers(all=True, filters={"name": prefix})]
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda cid, api=api: api.remove_container(cid, force=True), made))
+
+
+def test_a_pathological_regex_over_1000_containers_never_freezes_the_manager(dev_cluster):
+    prefix = f"rx{uuid.uuid4().hex[:6]}"
+    t0 = time.monotonic()
     try:
-        result: dict[str, subprocess.CompletedProcess[str]] = {}
+        _seed(dev_cluster, prefix, SEEDED)
+        print(f"\n{SEEDED} containers created on the engines in {time.monotonic() - t0:.1f} s")
 
-        def run() -> None:
-            result["run"] = dev_cluster.cli(
-                "run", "-d", "-e", r"affinity:container==/^(\w|\w)+x$/", "busybox", "true", check=False
-            )
+        def seeded() -> int:
+            names = dev_cluster.cli("ps", "-a", "--format", "{{.Names}}").stdout.split()
+            return sum(n.split("/", 1)[-1].startswith(prefix) for n in names)
 
-        t = threading.Thread(target=run)
+        _wait(f"the manager listing all {SEEDED}", seeded, lambda n: n == SEEDED, timeout=120)
+
+        refusals: list[subprocess.CompletedProcess[str]] = []
+
+        def fire() -> None:  # the pattern, placed again and again while ps is sampled
+            for _ in range(PLACED):
+                refusals.append(dev_cluster.cli("create", "-e", PATTERN, "busybox", "true", check=False))
+
+        t = threading.Thread(target=fire)
         t.start()
-        slowest = 0.0
+        latencies, counts = [], []
         while t.is_alive():
-            slowest = max(slowest, _timed(lambda: dev_cluster.cli("ps")))
+            t1 = time.monotonic()
+            counts.append(seeded())
+            latencies.append(time.monotonic() - t1)
         t.join()
-        assert slowest < RESPONSIVE, f"docker ps took {slowest:.2f}s while the regex was matched"
-        run = result["run"]
-        assert run.returncode != 0
-        assert "Unable to find a node that satisfies the following conditions" in run.stderr
-        assert r"[affinity:container==/^(\w|\w)+x$/]" in run.stderr
+        print(
+            f"docker ps -a over {SEEDED} containers while {PATTERN} was placed {len(refusals)} times: "
+            f"{len(latencies)} answers, median {statistics.median(latencies):.3f} s, "
+            f"max {max(latencies):.3f} s"
+        )
+        assert counts and set(counts) == {SEEDED}, f"docker ps -a listed {sorted(set(counts))} of {SEEDED}"
+        assert len(refusals) == PLACED
+        for run in refusals:
+            assert run.returncode != 0
+            assert "Unable to find a node that satisfies the following conditions" in run.stderr
+            assert f"[{PATTERN}]" in run.stderr
+        assert (
+            max(latencies) < RESPONSIVE
+        ), f"docker ps -a took {max(latencies):.2f}s while the regex was matched"
     finally:
-        dev_cluster.cli("rm", "-f", long_name, check=False)
+        _unseed(dev_cluster, prefix)
 
 
 @contextlib.contextmanager
@@ -126,3 +183,94 @@ def test_a_hung_node_stalls_nothing_on_the_others(dev_cluster, hang):
         _wait("node3 back", lambda: _ps_names(dev_cluster), lambda ps: ps.get(back, "").startswith("Up"), 60)
     finally:
         dev_cluster.cli("rm", "-f", victim, check=False)
+
+
+@pytest.mark.parametrize("hang", [_sigstopped, _dropped], ids=["sigstop", "dropped-packets"])
+def test_exec_and_attach_to_a_hung_node_fail_naming_it(dev_cluster, hang):
+    """Each within a deadline of the engine client's (connect, or the engine's answer), not after the
+    kernel's TCP timeout; checked against three times the longest of them."""
+    victim = f"hung-exec-{hang.__name__.strip('_')}"
+    dev_cluster.cli(
+        "run", "-d", "-i", "--name", victim, "-e", "constraint:node==node3", "busybox", "sleep", "600"
+    )
+    try:
+        exec_id = dev_cluster.docker_py().api.exec_create(victim, "true")["Id"]
+        upgrade = {"Connection": "Upgrade", "Upgrade": "tcp", "Content-Type": "application/json"}
+        asked: dict[str, Callable[[], tuple[int, str]]] = {
+            # the raw hijacks (the relay's own deadlines), and the docker CLI's exec and attach
+            "exec start": lambda: _http(dev_cluster, "POST", f"/v1.41/exec/{exec_id}/start",
+                                        data=b'{"Detach": false, "Tty": false}', headers=upgrade),
+            "attach": lambda: _http(dev_cluster, "POST", f"/v1.41/containers/{victim}/attach",
+                                    params={"stream": "1", "stdout": "1"}, headers=upgrade),
+            "docker exec": lambda: _cli(dev_cluster, "exec", victim, "true"),
+            "docker attach": lambda: _cli(dev_cluster, "attach", "--no-stdin", victim),
+        }  # fmt: skip
+        with hang(dev_cluster, "node3"), ThreadPoolExecutor(len(asked)) as pool:
+            t0 = time.monotonic()
+            answers = dict(zip(asked, pool.map(lambda call: call(), asked.values()), strict=True))
+            took = time.monotonic() - t0
+        print(f"\n{hang.__name__.strip('_')}: every error in {took:.1f} s", *answers.items(), sep="\n  ")
+        for what, (code, message) in answers.items():
+            assert code != 0 and "node3" in message and "did not answer" in message, (what, code, message)
+        assert "within" in answers["exec start"][1] and "within" in answers["attach"][1]
+        assert took < 3 * CALL, f"the errors took {took:.0f}s"
+        # node3 back: an exec goes through again
+        _wait("exec on node3 again", lambda: _cli(dev_cluster, "exec", victim, "echo", "back"),
+              lambda got: got == (0, "back\n"), timeout=60)  # fmt: skip
+    finally:
+        dev_cluster.cli("rm", "-f", victim, check=False)
+
+
+def _http(dev_cluster, method: str, path: str, **kw) -> tuple[int, str]:
+    """A request to the manager; its status (0 for a success) and its Docker error message."""
+    r = dev_cluster.http(method, path, timeout=3 * CALL + 15, **kw)
+    if r.status_code < 300:
+        return 0, ""
+    assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
+    return r.status_code, r.json()["message"]
+
+
+def _cli(dev_cluster, *args: str) -> tuple[int, str]:
+    """The docker CLI's exit code and what it printed (stdout on success, stderr on failure)."""
+    got = dev_cluster.cli(*args, check=False, timeout=3 * CALL + 15)
+    return got.returncode, got.stdout if got.returncode == 0 else got.stderr
+
+
+def test_json_bodies_over_1_mib_never_reach_the_engine_and_cp_archives_are_not_capped(dev_cluster, tmp_path):
+    ct = f"capped-{uuid.uuid4().hex[:6]}"
+    dev_cluster.cli("run", "-d", "--name", ct, "-e", "constraint:node==node2", "busybox", "sleep", "300")
+    try:
+        padded = json.dumps({"CpuShares": 512, "Padding": "x" * (1 << 20)}).encode()
+
+        def chunked() -> Iterator[bytes]:  # no Content-Length: the cap counts what arrives
+            step = 64 << 10
+            for i in range(0, len(padded), step):
+                yield padded[i : i + step]
+
+        upgrade = {"Connection": "Upgrade", "Upgrade": "tcp"}
+        exec_id = dev_cluster.docker_py().api.exec_create(ct, "true")["Id"]
+        json_type = {"Content-Type": "application/json"}
+        for path, body, headers in (
+            (f"/v1.41/containers/{ct}/update", padded, json_type),
+            (f"/v1.41/containers/{ct}/update", chunked(), json_type),
+            (f"/v1.41/exec/{exec_id}/start", padded, {**json_type, **upgrade}),
+        ):
+            code, message = _http(dev_cluster, "POST", path, data=body, headers=headers)
+            assert code == 413 and "at most 1048576 bytes (1 MiB)" in message, (path, code, message)
+        inspect = "{{.HostConfig.CpuShares}}"
+        assert dev_cluster.docker("node2", "inspect", "-f", inspect, ct).stdout.strip() == "0"
+        # the same update under the cap is relayed and done
+        code, _ = _http(dev_cluster, "POST", f"/v1.41/containers/{ct}/update", json={"CpuShares": 512})
+        assert code == 0
+        assert dev_cluster.docker("node2", "inspect", "-f", inspect, ct).stdout.strip() == "512"
+        # a cp archive of 3 MiB streams through both ways, byte for byte
+        blob = tmp_path / "blob"
+        blob.write_bytes(os.urandom(3 << 20))
+        dev_cluster.cli("cp", str(blob), f"{ct}:/blob")
+        dev_cluster.cli("cp", f"{ct}:/blob", str(tmp_path / "back"))
+        sums = {hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in (blob, tmp_path / "back")}
+        assert len(sums) == 1
+        on_node = dev_cluster.docker("node2", "exec", ct, "sha256sum", "/blob").stdout.split()[0]
+        assert {on_node} == sums
+    finally:
+        dev_cluster.cli("rm", "-f", ct, check=False)

@@ -4,7 +4,12 @@ relayed byte for byte between client and engine.
 A websocket is relayed as bytes too, not as messages: the engine's handshake answer (its
 Sec-WebSocket-Accept for the client's own key) goes back as it is, and every frame after it passes
 untouched, so nothing is re-encoded (dockerd sends output as text frames that need not be UTF-8) and the
-relay's back-pressure is the same as for the raw stream."""
+relay's back-pressure is the same as for the raw stream.
+
+Up to the engine's upgrade answer a hijack has the deadlines of any call to an engine (CONNECT to connect,
+TLS included; CALL for its answer), so a hung node is an error naming it, never a client left waiting;
+after the 101 the stream lasts as long as both ends keep it. Its request body is JSON (exec start's
+{"Detach", "Tty"}), capped at MAX_JSON like any other."""
 
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ import socket
 from aiohttp import web
 from multidict import CIMultiDict
 
+from shoal.api.docker.common import no_answer, read_capped
+from shoal.cluster.engine import CALL, CONNECT
+from shoal.errors import Unavailable
 from shoal.manager.service import Route
 
 # the websocket handshake's own headers, passed on as the client and the engine sent them (dockerd's
@@ -85,12 +93,24 @@ async def hijack(request: web.Request, route: Route) -> web.StreamResponse:
     reading stops the engine's output instead of growing the manager's memory. A websocket upgrade is
     relayed the same way, its handshake headers passed on both ways."""
     websocket = request.headers.get("Upgrade", "").lower() == "websocket"
-    host, port = route.engine.hostport
-    tls = route.engine.tls
-    reader, writer = await asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None)
-    body = await request.read()
+    body = await read_capped(request)  # before the engine is bothered: an oversized one is a 413
+    engine, what = route.engine, f"{request.method} {route.path}"
+    host, port = engine.hostport
+    tls = engine.tls
+    try:
+        async with asyncio.timeout(CONNECT):
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=tls, server_hostname=host if tls else None
+            )
+    except TimeoutError:
+        raise no_answer(engine, what, CONNECT, connecting=True) from None
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise Unavailable(
+            f"the engine on {engine.node} ({engine.url}) did not answer {what}: cannot connect: {why}"
+        ) from e
     query = f"?{request.query_string}" if request.query_string else ""
-    target = route.engine.url_for(route.path).raw_path
+    target = engine.url_for(route.path).raw_path
     head = [
         f"{request.method} {target}{query} HTTP/1.1",
         f"Host: {host}",
@@ -102,14 +122,27 @@ async def hijack(request: web.Request, route: Route) -> web.StreamResponse:
         head += [f"{k}: {request.headers[k]}" for k in WS_ASKED if k in request.headers]
     if request.headers.get("Content-Type"):
         head.append(f"Content-Type: {request.headers['Content-Type']}")
-    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-    raw = await reader.readuntil(b"\r\n\r\n")
-    lines = raw.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    up_headers = CIMultiDict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    try:
+        async with asyncio.timeout(CALL):  # the request out and the engine's upgrade answer (or its error) in
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+            await writer.drain()
+            raw = await reader.readuntil(b"\r\n\r\n")
+            lines = raw.decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
+            up_headers = CIMultiDict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            if status != 101:
+                length = int(up_headers.get("Content-Length", "0") or 0)
+                data = await reader.readexactly(length) if length else await reader.read()
+    except TimeoutError:
+        writer.close()
+        raise no_answer(engine, what, CALL) from None
+    except (OSError, EOFError, asyncio.LimitOverrunError, ValueError, IndexError) as e:
+        writer.close()
+        raise Unavailable(
+            f"the engine on {engine.node} ({engine.url}) gave no upgrade answer to {what}: "
+            f"{str(e) or type(e).__name__}"
+        ) from e
     if status != 101:
-        length = int(up_headers.get("Content-Length", "0") or 0)
-        data = await reader.readexactly(length) if length else await reader.read()
         writer.close()
         return web.Response(status=status, body=data, content_type="application/json")
     if websocket:
