@@ -58,6 +58,9 @@ def test_a_lost_node_reschedules_redis_onto_its_replica_and_comes_back_clean(dev
         "the replica never got a copy",
     )
     [replica] = inspect(dev_cluster, vol)["replicas"]
+    same = '{{index .Config.Labels "com.docker.swarm.id"}} {{json .Config.Cmd}}'
+    same += " {{json .HostConfig.PortBindings}}"
+    before = dev_cluster.cli("inspect", "-f", same, name).stdout.strip()
     time.sleep(3)  # the writer's loop runs on; the replica ships every 2 s
     killed = time.monotonic()
     shoal(
@@ -90,6 +93,9 @@ def test_a_lost_node_reschedules_redis_onto_its_replica_and_comes_back_clean(dev
 
     rows = {r["Names"]: r for r in _listed(dev_cluster)}
     assert f"{replica['node']}/{name}" in rows and rows[f"{replica['node']}/{name}"]["State"] == "running"
+    # created again as it was: the same com.docker.swarm.id, command and published port
+    assert dev_cluster.cli("inspect", "-f", same, f"{replica['node']}/{name}").stdout.strip() == before
+    assert before.split()[0] and len(before.split()[0]) == 64, before
     assert rows[f"node2/{plain}"]["Status"] == "Host Down"  # no policy: it stays, listed, where it was
     assert not any(n.endswith(f"/{plain}") and not n.startswith("node2/") for n in rows)
     doc = inspect(dev_cluster, vol)
