@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import json
 import logging
 import os
 import re
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -37,10 +35,9 @@ from shoal.agent import join
 from shoal.agent.loop import RENEW_RETRY, Agent, AgentConfig
 from shoal.agent.transfer import LISTEN_ENV
 from shoal.data.model import Dataset
-from shoal.registry.etcd_server import free_port
 from tests.registry.conftest import RegistryProc, start_registry, stop_registry
+from tests.unit.agent.managers import SHOAL, ManagerProc, start_manager
 
-SHOAL = [sys.executable, "-m", "shoal"]
 DAY = 86400.0
 
 
@@ -59,78 +56,6 @@ def tls() -> Path:
     d = Path(tempfile.mkdtemp(prefix="shoal-lifetimes-")) / "tls"
     subprocess.run([*SHOAL, "init", "--dir", str(d), "--name", "127.0.0.1"], check=True, capture_output=True)
     return d
-
-
-@dataclass
-class ManagerProc:
-    api: int
-    join: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def join_url(self) -> str:
-        return f"https://127.0.0.1:{self.join}"
-
-    def token(self, ttl: float = 3600) -> str:
-        return subprocess.run(
-            [*SHOAL, "token", "create", "-q", "--ttl", f"{ttl:g}", "-H", f"tcp://127.0.0.1:{self.api}"],
-            check=True, capture_output=True, text=True, env={**os.environ, "DOCKER_TLS_VERIFY": ""},
-        ).stdout.strip()  # fmt: skip
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-def _wait_until(what: str, ok, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: the process exited {proc.returncode}")
-        if ok():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
-
-
-def start_manager(tls: Path, registry: RegistryProc, api: int = 0, join_port: int = 0) -> ManagerProc:
-    api, join_port = api or free_port(), join_port or free_port()
-    log = Path(tempfile.mkdtemp(prefix="shoal-manager-")) / "manager.log"
-    proc = subprocess.Popen(
-        [
-            *SHOAL,
-            "manager",
-            "--registry",
-            registry.url,
-            "--listen",
-            f"127.0.0.1:{api}",
-            "--insecure-tcp",
-            "--join-listen",
-            f"127.0.0.1:{join_port}",
-            "--join-cert",
-            str(tls / "join/cert.pem"),
-            "--join-key",
-            str(tls / "join/key.pem"),
-            "--node-ca",
-            str(tls / "node-ca.pem"),
-            "--node-ca-key",
-            str(tls / "node-ca-key.pem"),
-            "--advertise-registry",
-            registry.url,
-        ],  # fmt: skip
-        stdout=open(log, "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
-
-    def up() -> bool:
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{api}/_ping", timeout=1).read() == b"OK"
-        except OSError:
-            return False
-
-    _wait_until(f"manager on {api} (log {log})", up, proc)
-    return ManagerProc(api, join_port, proc, log)
 
 
 @pytest.fixture(scope="module")
@@ -411,7 +336,8 @@ def test_a_due_agent_whose_managers_are_down_keeps_publishing_and_renews_once_on
             await agent._renew_if_due(later + 1)
             assert warned("certificate renewal failed") == failures + 1
 
-            m = await asyncio.to_thread(start_manager, tls, registry, m.api, m.join)  # back, same address
+            back = functools.partial(start_manager, tls, registry, api=m.api, join_port=m.join)
+            m = await asyncio.to_thread(back)  # back, on the same address
             await agent._renew_if_due(later + RENEW_RETRY)
             renewed = creds.cert.read_bytes()
             assert renewed != due and _held(registry, node) == pki.fingerprint(renewed)

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,8 +27,7 @@ from shoal.agent.transfer import Transport
 from shoal.data.model import Dataset
 from shoal.registry.etcd_server import free_port
 from tests.registry.conftest import RegistryProc, start_registry, stop_registry
-
-SHOAL = [sys.executable, "-m", "shoal"]
+from tests.unit.agent.managers import SHOAL, start_manager, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +37,6 @@ def registry() -> Iterator[RegistryProc]:
         yield r
     finally:
         stop_registry(r)
-
-
-def _wait_until(what: str, ok, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: the process exited {proc.returncode}")
-        if ok():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
 
 
 # --- the command line ---------------------------------------------------------------------------------------
@@ -109,7 +95,7 @@ def test_a_plain_agent_given_a_dead_registry_first_publishes_to_the_live_one(reg
             _, checks = consul.health.node(node)
             return any(c["Status"] == "passing" for c in checks)
 
-        _wait_until("the node's check passing", published, proc=agent)
+        wait_until("the node's check passing", published, proc=agent)
         _, doc = consul.kv.get(keys.node_info(node))
         assert doc is not None
     finally:
@@ -134,47 +120,6 @@ class Managers:
         return ",".join([f"https://127.0.0.1:{dead}", *(f"https://127.0.0.1:{p}" for p in self.join_ports)])
 
 
-def _start_manager(
-    tls: Path, registry: RegistryProc, advertised: str, log: Path
-) -> tuple[int, int, subprocess.Popen]:
-    api, join_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            *SHOAL,
-            "manager",
-            "--registry",
-            registry.url,
-            "--listen",
-            f"127.0.0.1:{api}",
-            "--insecure-tcp",
-            "--join-listen",
-            f"127.0.0.1:{join_port}",
-            "--join-cert",
-            str(tls / "join/cert.pem"),
-            "--join-key",
-            str(tls / "join/key.pem"),
-            "--node-ca",
-            str(tls / "node-ca.pem"),
-            "--node-ca-key",
-            str(tls / "node-ca-key.pem"),
-            "--advertise-registry",
-            advertised,
-        ],  # fmt: skip
-        stdout=open(log, "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
-
-    def up() -> bool:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{api}/_ping", timeout=1).read()
-            return True
-        except OSError:
-            return False
-
-    _wait_until(f"manager on {api} (log {log})", up, proc=proc)
-    return api, join_port, proc
-
-
 @pytest.fixture(scope="module")
 def managers(registry) -> Iterator[Managers]:
     """Two managers over one registry, each with its join listener; the join answer names a dead registry
@@ -186,13 +131,16 @@ def managers(registry) -> Iterator[Managers]:
     advertised = f"http://127.0.0.1:{free_port()},{registry.url}"
     procs: list[subprocess.Popen] = []
     try:
-        started = [_start_manager(d / "tls", registry, advertised, d / f"manager{i}.log") for i in range(2)]
-        procs = [p for _, _, p in started]
+        started = [
+            start_manager(d / "tls", registry, advertised=advertised, log=d / f"manager{i}.log")
+            for i in range(2)
+        ]
+        procs = [m.proc for m in started]
         token = subprocess.run(
-            [*SHOAL, "token", "create", "-q", "-H", f"tcp://127.0.0.1:{started[0][0]}"],
+            [*SHOAL, "token", "create", "-q", "-H", f"tcp://127.0.0.1:{started[0].api}"],
             check=True, capture_output=True, text=True, env={**os.environ, "DOCKER_TLS_VERIFY": ""},
         ).stdout.strip()  # fmt: skip
-        yield Managers(d / "tls", token, [j for _, j, _ in started], procs, advertised)
+        yield Managers(d / "tls", token, [m.join for m in started], procs, advertised)
     finally:
         for p in procs:
             p.kill()
