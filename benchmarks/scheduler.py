@@ -8,8 +8,9 @@ no index), on the 1,000-node cluster.
 
 Then the pathological affinity of issue 12, `affinity:container==/^(\\w|\\w)+x$/` (exponential for a
 backtracking engine), against 1,000 nodes x 30 containers: the time of one placement with the
-expression new to the index (cold: every node's container names and ids matched, one RE2 call per node),
-and of the next placements after a container was added (warm: only the changed node is matched again).
+expression new to the index (cold: every node's container names and ids matched, one RE2 call per
+block of 32 nodes), and of the next placements after a container was added (warm: only the changed
+node is matched again).
 Run: `.venv/bin/python benchmarks/scheduler.py`.
 """
 

@@ -4,8 +4,11 @@
 - every key a constraint can name (node name/id, labels, facts) and every key an affinity can name
   (container names and ids, images, container labels) maps each distinct string to the nodes offering it
   (values.py says which strings: the same ones the filters' per-node `check` reads), so `==`/`!=` visit
-  distinct values, or, where there are more distinct values than nodes (30 containers a node), each
-  node once with one RE2 call over its strings (pattern.search_any);
+  distinct values, or, where there are more distinct values than nodes (30 containers a node), every
+  node's strings at once: each node's strings are kept joined (pattern.join, made when they change), and
+  those of each block of 32 nodes joined again into one text, so one RE2 call answers a block where
+  nothing matches, and one more each node that matches (pattern.find_joined); a changed node costs the
+  rejoin of its block, when an expression new to the index next scans it;
 - numeric facts keep their float per node, compared as one numpy array;
 - an expression's node mask is cached and kept current from a per-key change log: after one node
   changed, only that node is matched again, so placing a container (which changes its node's container
@@ -19,9 +22,11 @@ the registry and the engines, the simulator from generated nodes, through the sa
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -40,6 +45,9 @@ from shoal.scheduler.values import (
 __all__ = ["ClusterIndex", "candidates", "number"]  # candidates/number: the per-node meaning, in values.py
 
 _MAX_CACHED = 4096  # expression masks kept per namespace
+# nodes per joined text (_Text): one RE2 call each when nothing matches, and a changed node costs the
+# rejoin of its block only (~75 KB at 30 containers a node: microseconds, in memory the allocator reuses)
+_BLOCK = 32
 _COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
 
 
@@ -51,14 +59,36 @@ class _Cached:
     epoch: int  # the log's epoch (a cleared log starts a new one)
 
 
-class _Strings:
-    """One namespace of string-valued keys (constraint keys, or affinity keys)."""
+@dataclass(frozen=True, slots=True)
+class _Text:
+    """A block of _BLOCK nodes' strings for one key as one text: the nodes' pattern.joins joined by "\\n",
+    so a match still lies within one string (pattern.find_joined), and the node it starts in is its
+    owner."""
 
-    def __init__(self) -> None:
+    data: bytes
+    nodes: list[int]  # the node of each part, in text order
+    starts: list[int]  # where each part starts in data (part k ends at starts[k + 1] - 1, its "\\n")
+
+
+class _Strings:
+    """One namespace of string-valued keys (constraint keys, or affinity keys).
+
+    `eager`: join a node's strings when they change, if the key is one `_build` scans (affinities:
+    `set` runs when an affinity asks, or as the index fills, so that is where the cost lands, not in the
+    first placement of an expression new to the index); otherwise when a scan first needs them
+    (constraints: facts change often, and few keys ever take the scan)."""
+
+    def __init__(self, *, eager: bool = False) -> None:
         self.values: dict[str, dict[str, set[int]]] = defaultdict(dict)
         self.of_node: list[dict[str, tuple[str, ...]]] = []
         self.nodes_with: Counter[str] = Counter()
-        self._joined: dict[str, dict[int, bytes | None]] = defaultdict(dict)  # key -> node -> pattern.join
+        self._eager = eager
+        # key -> node -> pattern.join of its strings, for nodes whose strings hold no "\\n" ...
+        self._joined: dict[str, dict[int, bytes]] = defaultdict(dict)
+        self._lone: dict[str, set[int]] = defaultdict(set)  # ... and the nodes whose do (asked one by one)
+        # (a node with strings in neither is not joined yet)
+        # key -> block (j // _BLOCK) -> its joined nodes' strings as one text, dropped when one changes
+        self._blocks: dict[str, dict[int, _Text]] = defaultdict(dict)
         self._log: dict[str, list[int]] = defaultdict(list)
         self._epoch: dict[str, int] = defaultdict(int)
         self._cached: dict[Expr, _Cached] = {}
@@ -84,7 +114,7 @@ class _Strings:
             for v in now - was:
                 by_value.setdefault(v, set()).add(j)
             self.nodes_with[key] += (after is not None) - (before is not None)
-            self._joined[key].pop(j, None)
+            self._rejoin(key, j, after)
             log = self._log[key]
             log.append(j)
             if len(log) > max(1024, len(self.of_node)):  # cheaper to rebuild than to replay
@@ -92,6 +122,42 @@ class _Strings:
                 self._epoch[key] += 1
         self.of_node[j] = keys
         return changed
+
+    def _rejoin(self, key: str, j: int, vals: tuple[str, ...] | None) -> None:
+        """Node j's strings for `key` changed to `vals`: its joined form, now or when first needed. Now, a
+        node that completes a block as the index fills builds the block's text as well."""
+        blocks = self._blocks[key]
+        blocks.pop(j // _BLOCK, None)
+        self._joined[key].pop(j, None)
+        self._lone[key].discard(j)
+        if vals and self._eager and len(self.values[key]) > self.nodes_with[key]:  # a key _build scans
+            self._join(key, j, vals)
+            if j % _BLOCK == _BLOCK - 1 and j == len(self.of_node) - 1:
+                blocks[j // _BLOCK] = self._block(key, j // _BLOCK)
+
+    def _join(self, key: str, j: int, vals: tuple[str, ...]) -> bytes | None:
+        buf = pattern.join(vals)
+        if buf is None:
+            self._lone[key].add(j)
+        else:
+            self._joined[key][j] = buf
+        return buf
+
+    def _block(self, key: str, b: int) -> _Text:
+        """Block b's text, from its nodes' joins (made here for those not joined yet)."""
+        joined, lone, of_node = self._joined[key], self._lone[key], self.of_node
+        nodes, parts = [], []
+        for j in range(b * _BLOCK, min((b + 1) * _BLOCK, len(of_node))):
+            buf = joined.get(j)
+            if buf is None:
+                vals = None if j in lone else of_node[j].get(key)
+                if not vals or (buf := self._join(key, j, vals)) is None:
+                    continue
+            nodes.append(j)
+            parts.append(buf)
+        starts = list(accumulate(map((1).__add__, map(len, parts)), initial=0))
+        starts.pop()
+        return _Text(b"\n".join(parts), nodes, starts)
 
     def mask(self, e: Expr, n: int) -> np.ndarray:
         """Nodes 0..n-1 for which e (== or != on strings) holds; read-only, valid until the next `set`."""
@@ -135,17 +201,45 @@ class _Strings:
         joined (kept per node until they change)."""
         p, key, of_node = e.pattern, e.key, self.of_node
         assert p is not None
-        joined = self._joined[key]
+        joined, lone = self._joined[key], self._lone[key]
         hits = []
         for j in nodes:
             vals = of_node[j].get(key)
             if not vals:
                 continue
-            buf = joined.get(j, False)
-            if buf is False:
-                buf = joined[j] = pattern.join(vals)
+            buf = joined.get(j)
+            if buf is None and j not in lone:
+                buf = self._join(key, j, vals)
             if p.search_joined(buf) if (buf is not None and p.joinable) else p.search_any(vals):
                 hits.append(j)
+        return hits
+
+    def _scan_all(self, e: Expr) -> list[int]:
+        """`_scan` of every node, in one RE2 call per block of _BLOCK nodes, plus one per node that
+        matches: over a block's text, a match names the node it starts in, and the search goes on from
+        the next node's first string (the match is the leftmost: no node in between has one)."""
+        p, key = e.pattern, e.key
+        assert p is not None
+        if not p.joinable:
+            return self._scan(e, range(len(self.of_node)))
+        blocks, find = self._blocks[key], p.find_joined
+        hits = []
+        for b in range(-(-len(self.of_node) // _BLOCK)):
+            t = blocks.get(b)
+            if t is None:
+                t = blocks[b] = self._block(key, b)
+            if not t.nodes:
+                continue
+            data, nodes, starts, last = t.data, t.nodes, t.starts, len(t.nodes) - 1
+            at = find(data)
+            while at >= 0:
+                k = bisect_right(starts, at) - 1
+                hits.append(nodes[k])
+                if k == last:
+                    break
+                at = find(data, starts[k + 1])
+        of_node = self.of_node  # every block is built now, so every node's join is made: the lone are known
+        hits.extend(j for j in self._lone[key] if p.search_any(of_node[j][key]))
         return hits
 
     def _build(self, e: Expr, n: int) -> np.ndarray:
@@ -157,8 +251,8 @@ class _Strings:
             for value, nodes in by_value.items():
                 if e.matches(value):
                     hits.extend(nodes)
-        else:  # more values than nodes (container names): one RE2 call per node over all its strings
-            hits = self._scan(e, range(n))
+        else:  # more values than nodes (container names): every node's strings at once
+            hits = self._scan_all(e)
         m = np.zeros(max(n, 16), dtype=bool)
         if hits:
             m[hits] = True
@@ -172,7 +266,7 @@ class ClusterIndex:
         self.nodes: list[NodeState] = []
         self.pos: dict[str, int] = {}
         self.constraints = _Strings()
-        self.affinities = _Strings()
+        self.affinities = _Strings(eager=True)
         # nodes whose containers or images changed since the affinity namespace last read them: it is
         # brought up to date when an affinity is asked about, so a placement's consume (one container
         # more on one node) costs nothing for requests that name no affinity. A new node is read at once

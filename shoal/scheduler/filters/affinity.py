@@ -2,7 +2,8 @@
 any other key a container label (be where a container with that label is); `!=` keeps away.
 
 The index holds every node's container names and ids, images and label values by value, so a literal
-name is one lookup and a `/regex/` one RE2 call per node, whatever the number of containers."""
+name is one lookup and a `/regex/` one RE2 call per block of 32 nodes (plus one per node that matches),
+whatever the number of containers."""
 
 from __future__ import annotations
 

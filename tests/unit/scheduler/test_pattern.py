@@ -1,8 +1,11 @@
 """RE2 for every user pattern: linear time, Go's regexp semantics, a length cap, and errors that name the
-expression; and the one-call-per-node form (`search_any` over strings joined by "\\n") means exactly
-what matching each string alone means."""
+expression; and the one-call forms mean exactly what matching each string alone means: `search_any` over
+one node's strings joined by "\\n", and the index's scan of a whole cluster's strings in one text per
+block of nodes (`find_joined`), before and after nodes change."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +17,7 @@ from shoal.scheduler.expr import parse
 from shoal.scheduler.index import ClusterIndex
 from shoal.scheduler.model import ContainerRef, ContainerSpec, NodeState
 from shoal.scheduler.place import place
+from shoal.scheduler.values import affinity_strings, candidates
 
 ATOMS = (
     "a", "b", "-", r"\w", r"\W", r"\s", r"\S", r"\d", ".", "[^a]", "[a-b]", r"[\s\S]", r"\b", r"\B", "^", "$",
@@ -55,6 +59,89 @@ def test_one_call_over_joined_strings_means_each_string_matched_alone(source, va
     alone = any(p.search(v) for v in vals)
     assert p.search_any(vals) == alone, (source, vals)
     assert p.search_any(vals, pattern.join(vals)) == alone, (source, vals)
+
+
+@settings(max_examples=300, deadline=None)
+@given(vals=st.lists(st.text(alphabet="a\n\x00é😀\ud800\udc00", max_size=4), max_size=5))
+def test_join_is_the_strings_encoded_and_joined_or_none_when_one_holds_a_newline(vals):
+    expected = None if any("\n" in v for v in vals) else b"\n".join(pattern.encode(v) for v in vals)
+    assert pattern.join(vals) == expected
+
+
+names = st.text(alphabet="ab- \tA\n\r0é", max_size=4)
+
+
+@st.composite
+def named_nodes(draw: st.DrawFn, count: int, start: int = 0) -> list[NodeState]:
+    """Nodes with up to 4 containers each (none, some), named freely ("", "\\n" inside, repeats). Most
+    containers' ids are unique and unlike any name, so a cluster mostly has more distinct strings than
+    nodes and the index takes its scan of every node's strings; some share a few ids, so a key also
+    passes from the index's other way (matching each distinct string) to the scan and back."""
+    return [
+        NodeState(
+            name=f"n{j}",
+            id=draw(names),
+            gathered_at=1.0,
+            containers=tuple(
+                ContainerRef(draw(st.sampled_from([f"i{j}.{k}", "i0", "i1"])), draw(names))
+                for k in range(draw(st.integers(0, 4)))
+            ),
+        )
+        for j in range(start, start + count)
+    ]
+
+
+def _assert_scan_means_each_string(ix: ClusterIndex, source: str) -> None:
+    """Each node's mask is the pattern searched in each of its strings alone (none: `==` fails)."""
+    p = pattern.regex(source)
+    for kind, key, strings in (
+        ("affinity", "container", affinity_strings),
+        ("constraint", "node", candidates),
+    ):
+        for op in ("==", "!="):
+            m = ix.expr_mask(parse(kind, f"{key}{op}/{source}/"))
+            for j, node in enumerate(ix.nodes):
+                hit = any(p.search(v) for v in strings(node, key))
+                assert bool(m[j]) == (hit if op == "==" else not hit), (kind, op, node)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    count=st.integers(1, 80),  # up to three blocks of the index's joined texts
+    source=regexes(),
+    later=regexes(),
+)
+def test_one_call_over_a_cluster_names_the_nodes_each_string_matched_alone(data, count, source, later):
+    try:
+        pattern.regex(source), pattern.regex(later)
+    except pattern.PatternError:
+        return
+    ix = ClusterIndex(data.draw(named_nodes(count)))
+    _assert_scan_means_each_string(ix, source)
+    # nodes change (new names, a container more, none left) and join: the kept masks follow them, and an
+    # expression new to the index reads the changed blocks' texts afresh
+    for j in data.draw(st.lists(st.integers(0, count - 1), max_size=6)):
+        changed = data.draw(named_nodes(1, start=j))[0]
+        ix.upsert(data.draw(st.sampled_from([changed, replace(changed, containers=())])))
+    for node in data.draw(named_nodes(data.draw(st.integers(0, 3)), start=count)):
+        ix.upsert(node)
+    _assert_scan_means_each_string(ix, source)
+    _assert_scan_means_each_string(ix, later)
+
+
+def test_a_key_the_index_starts_scanning_as_it_fills_still_reads_every_node():
+    """31 nodes offer one string between them (matched value by value, so their strings are not joined),
+    then the 32nd, which completes a block of the joined texts, brings enough names that the key is
+    scanned: the block's text has every node's strings."""
+    same = [
+        NodeState(name=f"n{j}", gathered_at=1.0, containers=(ContainerRef("same", "same"),))
+        for j in range(31)
+    ]
+    many = tuple(ContainerRef(f"id{k}", f"name{k}") for k in range(20))
+    ix = ClusterIndex([*same, NodeState(name="n31", gathered_at=1.0, containers=many)])
+    assert ix.expr_mask(parse("affinity", "container==/^same$/")).tolist() == [True] * 31 + [False]
+    assert ix.expr_mask(parse("affinity", "container==/^name1/")).tolist() == [False] * 31 + [True]
 
 
 def test_the_pathological_pattern_is_answered_on_long_names():
