@@ -3,6 +3,7 @@ hypothesis profiles the fuzzers run under."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -102,6 +103,16 @@ def stop_registry(r: RegistryProc) -> None:
     except subprocess.TimeoutExpired:
         r.proc.kill()
         r.proc.wait()
+
+
+@contextlib.contextmanager
+def sqlite_registry() -> Iterator[RegistryProc]:
+    """A real `shoal registry` over a fresh SQLite file, stopped afterwards (a module's fixture, mostly)."""
+    r = start_registry(f"sqlite://{tempfile.mkdtemp()}/registry.db")
+    try:
+        yield r
+    finally:
+        stop_registry(r)
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from shoal.registry.etcd_server import free_port
-from tests.registry.conftest import RegistryProc, start_registry, stop_registry
+from tests.registry.conftest import RegistryProc, sqlite_registry
 
 MANAGER = [sys.executable, "-m", "shoal", "manager"]
 NO_TLS = "refusing to serve the Docker API without TLS"
@@ -56,11 +55,8 @@ def test_a_join_listener_without_its_certificates_is_refused():
 
 @pytest.fixture(scope="module")
 def registry() -> Iterator[RegistryProc]:
-    r = start_registry(f"sqlite://{tempfile.mkdtemp()}/registry.db")
-    try:
+    with sqlite_registry() as r:
         yield r
-    finally:
-        stop_registry(r)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])

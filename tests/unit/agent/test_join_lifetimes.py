@@ -35,7 +35,7 @@ from shoal.agent import join
 from shoal.agent.loop import RENEW_RETRY, Agent, AgentConfig
 from shoal.agent.transfer import LISTEN_ENV
 from shoal.data.model import Dataset
-from tests.registry.conftest import RegistryProc, start_registry, stop_registry
+from tests.registry.conftest import RegistryProc, sqlite_registry
 from tests.unit.agent.managers import SHOAL, ManagerProc, start_manager
 
 DAY = 86400.0
@@ -43,11 +43,8 @@ DAY = 86400.0
 
 @pytest.fixture(scope="module")
 def registry() -> Iterator[RegistryProc]:
-    r = start_registry(f"sqlite://{tempfile.mkdtemp()}/registry.db")
-    try:
+    with sqlite_registry() as r:
         yield r
-    finally:
-        stop_registry(r)
 
 
 @pytest.fixture(scope="module")

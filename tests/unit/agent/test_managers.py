@@ -26,17 +26,14 @@ from shoal.agent.record_writes import ManagerRecords
 from shoal.agent.transfer import Transport
 from shoal.data.model import Dataset
 from shoal.registry.etcd_server import free_port
-from tests.registry.conftest import RegistryProc, start_registry, stop_registry
+from tests.registry.conftest import RegistryProc, sqlite_registry
 from tests.unit.agent.managers import SHOAL, start_manager, wait_until
 
 
 @pytest.fixture(scope="module")
 def registry() -> Iterator[RegistryProc]:
-    r = start_registry(f"sqlite://{tempfile.mkdtemp()}/registry.db")
-    try:
+    with sqlite_registry() as r:
         yield r
-    finally:
-        stop_registry(r)
 
 
 # --- the command line ---------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 from collections.abc import Iterator
 
 import aiohttp
@@ -19,16 +18,13 @@ from shoal.agent import publish
 from shoal.cluster.state import Cluster
 from shoal.errors import Conflict
 from shoal.registry.client import Access
-from tests.registry.conftest import RegistryProc, start_registry, stop_registry
+from tests.registry.conftest import RegistryProc, sqlite_registry
 
 
 @pytest.fixture(scope="module")
 def registry() -> Iterator[RegistryProc]:
-    r = start_registry(f"sqlite://{tempfile.mkdtemp()}/registry.db")
-    try:
+    with sqlite_registry() as r:
         yield r
-    finally:
-        stop_registry(r)
 
 
 def facts(node: str, **extra: object) -> dict[str, object]:
