@@ -150,8 +150,16 @@ def addresses(
 
 def never_sent(e: BaseException) -> bool:
     """The connection could not be made (refused, no route, a name that does not resolve, the TLS
-    handshake, the connect deadline): the request never left, so another address may take it."""
-    return isinstance(e, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    handshake, the connect deadline), or the request's body could not be written whole because the
+    connection was closed under it (a kept-alive connection to a peer that died: aiohttp's "Can not write
+    request body", caused by a reset): no server acts on half a request, so another address may take it."""
+    if isinstance(e, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return True
+    return (
+        isinstance(e, aiohttp.ClientOSError)
+        and isinstance(e.__cause__, ConnectionResetError)
+        and (e.strerror or "").startswith("Can not write request body")
+    )
 
 
 class Rotation:

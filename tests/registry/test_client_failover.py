@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.errors import BadRequest, RegistryUnreachable
-from shoal.registry.client import KVPair, RegistryClient, addresses, base_url
+from shoal.registry.client import KVPair, RegistryClient, addresses, base_url, never_sent
 from shoal.registry.etcd_server import free_port
 from tests.registry.conftest import RegistryProc, start_registry, stop_registry
 
@@ -332,3 +332,15 @@ def test_a_join_list_takes_https_only():
         BadRequest, match=r"the manager address 'http://b:2377' in .* names the scheme 'http'"
     ):
         addresses("a:2377,http://b:2377", scheme="https", schemes=("https",), what="manager")
+
+
+def test_a_body_cut_off_by_a_closed_connection_was_never_sent_but_a_lost_answer_may_have_been_applied():
+    # as aiohttp raises them: the body write on a kept-alive connection the dead peer had closed ...
+    cut = aiohttp.ClientOSError(None, "Can not write request body for https://127.0.0.1:1/v1/kv/x")
+    cut.__cause__ = aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+    assert never_sent(cut)
+    # ... against a request sent whole whose answer never came: it may have been applied
+    lost = aiohttp.ServerDisconnectedError()
+    assert not never_sent(lost)
+    reset_after = aiohttp.ClientOSError(104, "Connection reset by peer")
+    assert not never_sent(reset_after)
