@@ -14,6 +14,8 @@ import uuid
 
 import pytest
 
+from tests.conftest import wait_for
+
 pytestmark = pytest.mark.e2e
 
 SWARM_ID = "com.docker.swarm.id"
@@ -126,8 +128,15 @@ def test_a_copy_deleted_on_its_node_leaves_the_id_and_a_connect_there_makes_it_a
     nid = dev_cluster.cli("network", "create", "--subnet", "10.231.7.0/24", net).stdout.strip()
     try:
         dev_cluster.docker("node3", "network", "rm", net)
-        inspected = json.loads(dev_cluster.cli("network", "inspect", net).stdout)[0]
-        assert inspected["Id"] == nid and inspected["Nodes"] == ["node1", "node2"]
+        # the manager hears of the removal from node3's events (tens of ms): what it lists follows
+        inspected = wait_for(
+            lambda: (got := json.loads(dev_cluster.cli("network", "inspect", net).stdout)[0])["Nodes"]
+            == ["node1", "node2"]
+            and got,
+            30,
+            "the manager never saw node3's copy go",
+        )
+        assert inspected["Id"] == nid
         _on_node(dev_cluster, "node3", ct)
         dev_cluster.cli("network", "connect", nid, ct)
         remade = dev_cluster.docker("node3", "network", "inspect", net).stdout
