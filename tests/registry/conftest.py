@@ -115,6 +115,18 @@ def sqlite_registry() -> Iterator[RegistryProc]:
         stop_registry(r)
 
 
+@contextlib.contextmanager
+def both_stores(etcd_endpoint: str, db: Path) -> Iterator[dict[str, RegistryProc]]:
+    """A registry over SQLite (at `db`) and one over the etcd at `etcd_endpoint`, by store name: for tests
+    that hold both stores to one behaviour."""
+    procs = {"sqlite": start_registry(f"sqlite://{db}"), "etcd": start_registry(f"etcd://{etcd_endpoint}")}
+    try:
+        yield procs
+    finally:
+        for p in procs.values():
+            stop_registry(p)
+
+
 @pytest.fixture(scope="module")
 def etcd_endpoint() -> Iterator[str]:
     with single_etcd() as ep:

@@ -27,7 +27,7 @@ import consul
 import pytest
 import requests
 
-from tests.registry.conftest import RegistryProc, start_registry, stop_registry
+from tests.registry.conftest import RegistryProc, both_stores
 
 STAY = "3s"  # the wait of a query that must stay blocked: it answers when this ends
 WAKE = "30s"  # the wait of a query that must wake: it answers long before, or the test fails
@@ -35,13 +35,8 @@ WAKE = "30s"  # the wait of a query that must wake: it answers long before, or t
 
 @pytest.fixture(scope="module")
 def registries(etcd_endpoint, tmp_path_factory) -> Iterator[dict[str, RegistryProc]]:
-    db = tmp_path_factory.mktemp("blocking-keys") / "registry.db"
-    procs = {"sqlite": start_registry(f"sqlite://{db}"), "etcd": start_registry(f"etcd://{etcd_endpoint}")}
-    try:
+    with both_stores(etcd_endpoint, tmp_path_factory.mktemp("blocking-keys") / "registry.db") as procs:
         yield procs
-    finally:
-        for p in procs.values():
-            stop_registry(p)
 
 
 @pytest.fixture(params=["sqlite", "etcd"])

@@ -17,18 +17,13 @@ import consul
 import pytest
 import requests
 
-from tests.registry.conftest import RegistryProc, start_registry, stop_registry
+from tests.registry.conftest import RegistryProc, both_stores, start_registry, stop_registry
 
 
 @pytest.fixture(scope="module")
 def registries(etcd_endpoint, tmp_path_factory) -> Iterator[dict[str, RegistryProc]]:
-    db = tmp_path_factory.mktemp("fidelity") / "registry.db"
-    procs = {"sqlite": start_registry(f"sqlite://{db}"), "etcd": start_registry(f"etcd://{etcd_endpoint}")}
-    try:
+    with both_stores(etcd_endpoint, tmp_path_factory.mktemp("fidelity") / "registry.db") as procs:
         yield procs
-    finally:
-        for p in procs.values():
-            stop_registry(p)
 
 
 @pytest.fixture(params=["sqlite", "etcd"])

@@ -35,7 +35,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.registry.conftest import RegistryProc, start_registry, stop_registry
+from tests.registry.conftest import RegistryProc, sqlite_registry, start_registry, stop_registry
 
 EXAMPLES = int(os.environ.get("SHOAL_FUZZ_EXAMPLES", "0") or 0)
 # Consul answers these with 500 and a message; clients branch on them, so shoal keeps them
@@ -666,11 +666,8 @@ def _dig(reg: RegistryProc, *args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def dns_registry() -> Iterator[RegistryProc]:
-    reg = start_registry(f"sqlite://{tempfile.mkdtemp()}/registry.db")
-    try:
+    with sqlite_registry() as reg:
         yield reg
-    finally:
-        stop_registry(reg)
 
 
 def test_fuzz_dns_over_udp_and_tcp_then_dig_still_answers(dns_registry):

@@ -12,7 +12,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.registry.conftest import ACL_MANAGEMENT, RegistryProc, start_registry, stop_registry
+from tests.registry.conftest import (
+    ACL_MANAGEMENT,
+    RegistryProc,
+    sqlite_registry,
+    start_registry,
+    stop_registry,
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -40,13 +46,10 @@ def wait_for(cond, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def sqlite_registry() -> Iterator[RegistryProc]:
-    r = start_registry(f"sqlite://{tempfile.mkdtemp()}/registry.db")
-    try:
+@pytest.fixture(scope="module", name="sqlite_registry")
+def _sqlite_registry() -> Iterator[RegistryProc]:
+    with sqlite_registry() as r:
         yield r
-    finally:
-        stop_registry(r)
 
 
 def test_writes_and_request_latency_are_counted(sqlite_registry: RegistryProc) -> None:
