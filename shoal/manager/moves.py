@@ -27,7 +27,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,32 +179,13 @@ class Moves:
         await asyncio.sleep(1.0)  # the cache's first look at the engines
         with contextlib.suppress(Exception):
             await self.resume_all()
-        starts = asyncio.get_running_loop().create_task(self._retry_starts_loop())
+        # apart: one start can wait ~15 s on a node whose plugin is away, and must not hold up replicas
+        restarts = _every(START_RETRY_EVERY, self.retry_starts, "restarting stopped containers")
+        starts = asyncio.get_running_loop().create_task(restarts)
         try:
-            await self._assign_loop()
+            await _every(REPLICA_EVERY, self.assign_replicas, "replica assignment")
         finally:
             starts.cancel()
-
-    async def _retry_starts_loop(self) -> None:
-        """Apart from replica assignment: one start can wait ~15 s on a node whose plugin is away."""
-        while True:
-            try:
-                await self.retry_starts()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                kv(log, "restarting stopped containers failed", logging.WARNING, error=str(e))
-            await asyncio.sleep(START_RETRY_EVERY)
-
-    async def _assign_loop(self) -> None:
-        while True:
-            try:
-                await self.assign_replicas()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the registry away, a node gone: look again next round
-                kv(log, "replica assignment failed", logging.WARNING, error=str(e))
-            await asyncio.sleep(REPLICA_EVERY)
 
     # --- talking to agents ----------------------------------------------------------------------------
 
@@ -733,6 +714,19 @@ class Moves:
     async def replicas_view(self) -> dict[str, list[dict[str, Any]]]:
         """dataset id -> each replica's node and lag, for `shoal volume ls|inspect` and the dashboard."""
         return await self.cluster.records.replica_rows(self.cluster.now())
+
+
+async def _every(seconds: float, step: Callable[[], Awaitable[None]], what: str) -> None:
+    """`step` every `seconds`, for as long as this manager leads; a failing round (the registry away, a
+    node gone) is logged and the next one tries again."""
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            kv(log, f"{what} failed", logging.WARNING, error=str(e))
+        await asyncio.sleep(seconds)
 
 
 def replica_spec(profile: Profile | None, avoid: Iterable[str]) -> ContainerSpec:
