@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -33,7 +34,7 @@ from shoal.data.model import Dataset
 from shoal.data.records import Records
 from shoal.errors import Ambiguous, EngineError, NotFound, ShoalError, Unavailable
 from shoal.logs import kv
-from shoal.registry.client import Access, RegistryClient
+from shoal.registry.client import Access, KVPair, RegistryClient
 from shoal.scheduler.consume import consume
 from shoal.scheduler.index import ClusterIndex
 from shoal.scheduler.model import ContainerRef, ContainerSpec, NodeState
@@ -46,6 +47,7 @@ RESYNC_TICK = 1.0  # how often the periodic resync looks for engines that are du
 SYNC_AT_ONCE = 32  # engines listed at once by a resync of many: more only queue behind each other
 FAILURES = 2  # periodic lists in a row with no answer before an engine that answered is unreachable
 RELIST_EVERY = 0.25  # a registry watch lists again at most this often (a burst of writes, one list)
+_HEX = re.compile(r"[0-9a-f]{1,64}")  # what may be an image id's prefix
 EVENT_DEBOUNCE = 0.02  # one refresh for a burst of events (create, attach, start...)
 FRESH_WAIT = 1.0  # a read waits at most this long for refreshes under way (a hung engine stays stale)
 LOOK_AGAIN = 2.0  # a lookup that missed asks the engines again, for at most this long
@@ -142,6 +144,10 @@ class Cluster:
         self._by_id: dict[str, tuple[Engine, dict[str, Any]]] = {}  # container id -> where, its entry
         self._by_name: dict[str, dict[str, tuple[Engine, dict[str, Any]]]] = {}  # name -> node -> ...
         self._ids: list[str] | None = None  # every container id, sorted (for prefixes); None: stale
+        # image ref -> nodes holding it, and every network name: built again only after an engine's images
+        # or networks changed (each create asks both; a scan of 1,000 engines each time was O(cluster))
+        self._objects_version = 0
+        self._lookups: tuple[int, dict[str, frozenset[str]], frozenset[str]] | None = None
         self._sync_limit = asyncio.Semaphore(SYNC_AT_ONCE)
         self._looking: asyncio.Future[None] | None = None
         self._looked_at = 0.0
@@ -202,23 +208,24 @@ class Cluster:
     async def _load_nodes(self, index: int = 0) -> int:
         """The agents' documents, parsed again only where their ModifyIndex moved: one agent publishing
         re-reads (and reindexes) that one node, not all 1,000."""
-        pairs, new_index = await self.client.list_prefix(keys.NODES, index=index, wait=60.0)
+        entries, new_index = await self.client.list_entries(keys.NODES, index=index, wait=60.0)
         facts: dict[str, dict[str, Any]] = {}
         info: dict[str, dict[str, Any]] = {}
         seen: dict[str, int] = {}
         changed: set[str] = set()
-        for p in pairs:
-            node, kind = keys.split_node_key(p.key)
+        for e in entries:
+            key, modify_index = e["Key"], int(e.get("ModifyIndex", 0))
+            node, kind = keys.split_node_key(key)
             if kind not in keys.NODE_DOCS:
                 continue
             into, before = (facts, self._facts) if kind == "facts" else (info, self._info)
-            seen[p.key] = p.modify_index
-            if p.modify_index and self._doc_index.get(p.key) == p.modify_index:
+            seen[key] = modify_index
+            if modify_index and self._doc_index.get(key) == modify_index:
                 if node in before:  # unchanged: the document parsed last time, the same object
                     into[node] = before[node]
                 continue
             changed.add(node)
-            doc = p.json()
+            doc = KVPair.from_consul(e).json()
             if isinstance(doc, dict):
                 into[node] = doc
         changed |= (self._facts.keys() - facts.keys()) | (self._info.keys() - info.keys())
@@ -233,6 +240,7 @@ class Cluster:
         left = False
         for gone in self.engines.keys() - self._facts.keys():  # a node whose records were deleted leaves
             self._unlink_all(self.engines.pop(gone))
+            self._objects_version += 1
             left = True
         for node in changed:
             doc = self._info.get(node)
@@ -241,6 +249,7 @@ class Cluster:
                 self.engines[node] = Engine(
                     node, doc["engine"], self._session, self.engine_tls, probe=self.probe
                 )
+                self._objects_version += 1
         if left or self.index.pos.keys() - self._facts.keys():
             self.reindex()
         else:
@@ -357,8 +366,11 @@ class Cluster:
         for kind, value in zip(order, got, strict=True):
             if kind == "containers":
                 self._set_containers(e, value)
-            else:
-                setattr(e, kind, (value.get("Volumes") or []) if kind == "volumes" else value)
+                continue
+            value = (value.get("Volumes") or []) if kind == "volumes" else value
+            if value != getattr(e, kind):
+                setattr(e, kind, value)
+                self._objects_version += 1
         if "containers" in kinds:
             await self._inspect_changed(e)
 
@@ -755,19 +767,37 @@ class Cluster:
             return next(iter(named.values()))[1]
         return None
 
+    def _object_lookups(self) -> tuple[dict[str, frozenset[str]], frozenset[str]]:
+        """(image id or tag -> the nodes holding it, every network name on some node), from the engines'
+        lists, made again only when one of those lists or the set of engines changed."""
+        version = self._objects_version
+        if self._lookups is None or self._lookups[0] != version:
+            holders: dict[str, set[str]] = {}
+            for e in self.engines.values():
+                for i in e.images:
+                    for ref in {i["Id"], *(i.get("RepoTags") or ())}:
+                        holders.setdefault(ref, set()).add(e.node)
+            networks = frozenset(n["Name"] for e in self.engines.values() for n in e.networks)
+            self._lookups = (version, {r: frozenset(n) for r, n in holders.items()}, networks)
+        return self._lookups[1], self._lookups[2]
+
+    def network_names(self) -> frozenset[str]:
+        """Every network name some node's engine lists."""
+        return self._object_lookups()[1]
+
     def nodes_with_image(self, image: str) -> list[str]:
+        """The nodes holding `image` (a name, a full id, or an id's prefix as the docker CLI takes it)."""
         ref = image if image.startswith("sha256:") else tagged(image)
-        out = []
-        for e in self.engines.values():
-            for i in e.images:
-                if (
-                    ref in (i.get("RepoTags") or [])
-                    or i["Id"] == ref
-                    or i["Id"].removeprefix("sha256:").startswith(image.removeprefix("sha256:"))
-                ):
-                    out.append(e.node)
-                    break
-        return out
+        holders, _ = self._object_lookups()
+        found = holders.get(ref, frozenset()) | holders.get(image, frozenset())
+        short = image.removeprefix("sha256:")
+        if _HEX.fullmatch(short):  # may be an id's prefix, as the docker CLI takes them: the slow path
+            found |= {
+                e.node
+                for e in self.engines.values()
+                if any(i["Id"].removeprefix("sha256:").startswith(short) for i in e.images)
+            }
+        return [node for node in self.engines if node in found]
 
     async def image_holders(self, image: str) -> list[str]:
         """The nodes holding `image`, looking again once if the cache has none (it may lag a load or a

@@ -155,7 +155,7 @@ class Containers:
                     + ": name one copy as NODE/NAME, or make one cluster-wide volume with `docker volume "
                     "create` through the manager"
                 )
-            known = {n["Name"] for e in c.engines.values() for n in e.networks}
+            known = c.network_names()
             for net in spec.networks:
                 if net not in known:
                     # 400, not 404: the docker CLI takes any 404 from create as "image missing" and pulls

@@ -336,6 +336,14 @@ class RegistryClient:
         self, prefix: str, *, index: int = 0, wait: float = 30.0
     ) -> tuple[list[KVPair], int]:
         """Every pair under `prefix`; with `index`, blocks until something there changes after it."""
+        entries, new_index = await self.list_entries(prefix, index=index, wait=wait)
+        return [KVPair.from_consul(e) for e in entries], new_index
+
+    async def list_entries(
+        self, prefix: str, *, index: int = 0, wait: float = 30.0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """`list_prefix` as Consul sends it (each Value still base64): a watch of 1,000 nodes' documents
+        decodes (`KVPair.from_consul`) only the entries whose ModifyIndex moved."""
         status, new_index, body = await self._call(
             "GET",
             f"/v1/kv/{prefix}",
@@ -344,7 +352,7 @@ class RegistryClient:
         )
         if status == 404 or not body.strip():
             return [], new_index
-        return [KVPair.from_consul(e) for e in json.loads(body)], new_index
+        return json.loads(body), new_index
 
     async def put(
         self,
