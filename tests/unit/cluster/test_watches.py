@@ -18,6 +18,7 @@ from shoal.agent import publish
 from shoal.cluster.state import Cluster
 from shoal.errors import Conflict
 from shoal.registry.client import Access
+from shoal.sim.engines import serve
 from tests.registry.conftest import RegistryProc, sqlite_registry
 
 
@@ -68,6 +69,49 @@ def test_a_change_on_one_node_reindexes_that_node_only(registry):
             finally:
                 await c.close()
                 await reg.delete(keys.NODES, recurse=True)
+
+    asyncio.run(run())
+
+
+def test_new_facts_alone_keep_the_rest_of_the_node_as_a_whole_rebuild_would_make_it(registry):
+    """Every publish changes a node's facts and nothing else: the cache keeps the node's containers,
+    images and networks as indexed instead of building them again from the engine's list, and the state
+    it indexes is the one a whole rebuild from the engine makes, containers and new facts alike."""
+
+    async def run() -> None:
+        sim = await serve(2, latency=0.0)
+        c = Cluster(registry.url)
+        try:
+            async with aiohttp.ClientSession() as s:
+                reg = Access(registry.url).client(s)
+                for n, url in sim.nodes.items():
+                    await reg.put(keys.node_facts(n), facts(n))
+                    await reg.put(keys.node_info(n), {**info(n), "engine": url})
+                    base = url.replace("tcp://", "http://")
+                    for i in range(3):
+                        body = {"Image": "busybox", "Cmd": ["sleep", "1"], "Labels": {"i": str(i)}}
+                        async with s.post(
+                            f"{base}/containers/create", params={"name": f"{n}-c{i}"}, json=body
+                        ) as r:
+                            assert r.status == 201, await r.text()
+                await c.start()
+                n = next(iter(sim.nodes))
+                before = c.index.get(n)
+                assert len(before.containers) == 3
+                await reg.put(keys.node_facts(n), facts(n, zone="b", load=0.5))
+                await c._load_nodes()
+                after = c.index.get(n)
+                assert after.facts["zone"] == "b" and after.facts["load"] == 0.5
+                assert after.containers is before.containers  # kept, not built again
+                assert after == c._node_state(n)  # what a whole rebuild from the engine makes
+                await reg.put(keys.node_info(n), {**info(n), "engine": sim.nodes[n], "labels": {"x": "y"}})
+                await c._load_nodes()
+                assert c.index.get(n).labels["x"] == "y"  # the info document: a whole rebuild
+        finally:
+            await c.close()
+            await sim.close()
+            async with aiohttp.ClientSession() as s:
+                await Access(registry.url).client(s).delete(keys.NODES, recurse=True)
 
     asyncio.run(run())
 
