@@ -134,6 +134,7 @@ class Cluster:
         self._facts: dict[str, dict[str, Any]] = {}
         self._info: dict[str, dict[str, Any]] = {}
         self._health: dict[str, str] = {}
+        self.health_known = False  # the health watch's last read answered (False while the registry is away)
         self.reservations: dict[str, tuple[float, int]] = {}  # container id -> (cpus, memory)
         # container id -> the host ports it asked for (HostConfig.PortBindings): a created container not
         # yet started publishes none in the engine's list, but its start will take them
@@ -284,7 +285,12 @@ class Cluster:
     async def _load_health(self, index: int = 0) -> int:
         """The agents' checks: only the nodes whose Status changed are reindexed (a TTL renewal, which
         changes no Status, costs nothing past the list)."""
-        entries, new_index = await self.client.health_checks(keys.AGENT_SERVICE, index=index, wait=60.0)
+        try:
+            entries, new_index = await self.client.health_checks(keys.AGENT_SERVICE, index=index, wait=60.0)
+        except ShoalError:
+            self.health_known = False
+            raise
+        self.health_known = True
         health = {c["Node"]: c["Status"] for c in entries}
         old, self._health = self._health, health
         for node in {n for n in old.keys() | health.keys() if old.get(n) != health.get(n)}:
@@ -308,6 +314,11 @@ class Cluster:
             if old.get(node, ({}, 0))[1] != got.get(node, ({}, 0))[1] and node in self._facts:
                 self.reindex(node)
         return new_index
+
+    def agent_checks(self) -> dict[str, str] | None:
+        """Each node's agent check status as the health watch last read it; None while the registry does
+        not answer (what it would say is not known)."""
+        return dict(self._health) if self.health_known else None
 
     def _listed_swarm_ids(self, node: str) -> set[str]:
         """The swarm ids the node's engine lists with everything the scheduler needs of them (a created
