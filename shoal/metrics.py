@@ -229,6 +229,15 @@ class ManagerMetrics(Metrics):
                 buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
             )
         )
+        self.phases = Latency(
+            self.histogram(
+                "placement_phase_seconds",
+                "Each placement's two halves: the filters (and the reasons of the nodes they removed), then "
+                "the strategy ranking the nodes left",
+                labels=("phase",),
+                buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05),
+            )
+        )
         calls = Latency(
             self.histogram(
                 "engine_call_seconds", "Calls to each node's engine that answer at once", labels=("node",)
@@ -260,5 +269,8 @@ class ManagerMetrics(Metrics):
             lambda: sum(len(e.containers) for e in c.engines.values()),
         )
 
-    def placed(self, refused: bool, seconds: float) -> None:
+    def placed(self, refused: bool, seconds: float, took: tuple[float, float] = (0.0, 0.0)) -> None:
+        """One decision: its whole latency by outcome, and its filters' and its strategy's shares."""
         self.placements.observe(("refused" if refused else "placed",), seconds)
+        self.phases.observe(("filters",), took[0])
+        self.phases.observe(("strategy",), took[1])

@@ -98,5 +98,5 @@ class Manager:
             strategy_name=self.settings.strategy,
             fact_ttl=self.settings.fact_ttl,
         )
-        self.metrics.placed(p.node is None, time.perf_counter() - t0)
+        self.metrics.placed(p.node is None, time.perf_counter() - t0, p.took)
         return p

@@ -152,6 +152,9 @@ class Placement:
     soft_dropped: tuple[str, ...] = ()
     filtered: tuple[tuple[str, int], ...] = ()  # (filter, nodes it removed), every filter that removed any
     by_reason: tuple[tuple[str, int], ...] = ()  # (Reason.key, nodes it removed), most first
+    # how long each half took, in seconds ((filters, strategy)): what the manager's /metrics splits a
+    # placement's latency into; not part of the decision, so two equal decisions compare equal
+    took: tuple[float, float] = field(default=(0.0, 0.0), compare=False)
 
     @property
     def emptied_by(self) -> str:

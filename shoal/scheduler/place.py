@@ -10,6 +10,7 @@ strategy (rank.py), and the best few keep their named score components.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,6 +52,7 @@ def place(
 ) -> Placement:
     """`memo`: reuse the filters' run kept for this request, patched for the nodes changed since
     (shoal.scheduler.memo: the same result, a fraction of the cost); False runs them whole."""
+    t0 = time.perf_counter()
     filters = _DEFAULT_FILTERS if filters is None else filters
     _filter = filter_run if memo else full_run
     exprs = tuple(e.text for e in spec.expressions)
@@ -72,6 +74,7 @@ def place(
         if explain and rejected_total
         else ()
     )
+    t1 = time.perf_counter()
     scores = (
         rank(ix, spec, mask, strategy, TOP_SCORES)
         if run.ranks is None
@@ -89,6 +92,7 @@ def place(
         soft_dropped=dropped,
         filtered=run.filtered,
         by_reason=run.by_reason,
+        took=(t1 - t0, time.perf_counter() - t1),
     )
 
 

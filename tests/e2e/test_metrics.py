@@ -36,6 +36,10 @@ def test_the_manager_counts_placements_engine_calls_and_events_per_node(dev_clus
     assert _value(p, "shoal_manager_placement_seconds_count", outcome="placed") >= 1
     assert _value(p, "shoal_manager_placement_seconds_count", outcome="refused") >= 1
     assert _value(p, "shoal_manager_placement_seconds_count") >= placed + 2
+    phases = after["shoal_manager_placement_phase_seconds"]  # each decision's filters and strategy halves
+    for phase in ("filters", "strategy"):
+        assert _value(phases, "shoal_manager_placement_phase_seconds_count", phase=phase) >= placed + 2
+        assert _value(phases, "shoal_manager_placement_phase_seconds_sum", phase=phase) > 0
     calls = after["shoal_manager_engine_call_seconds"]
     assert _value(calls, "shoal_manager_engine_call_seconds_count", node="node2") >= 1  # the create, at least
     lag = after["shoal_manager_event_lag_seconds"]
