@@ -4,10 +4,9 @@ merged event stream, and `docker system df` over every node."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,7 @@ import aiohttp
 from shoal.cluster.engine import CONNECT, Engine
 from shoal.errors import ShoalError
 from shoal.manager.objects import on_every_node, successes, swarm_id
-from shoal.manager.overview import overview
+from shoal.manager.overview import FIRST_PAGE, Page, overview
 from shoal.scheduler.model import NodeState
 
 if TYPE_CHECKING:
@@ -103,6 +102,14 @@ def merge_df(results: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
     }
 
 
+async def _or(empty: Any, read: Awaitable[Any]) -> Any:
+    """A registry read for the dashboard, or `empty` while the registry is away (the page shows the rest)."""
+    try:
+        return await read
+    except (ShoalError, ValueError):
+        return empty
+
+
 class System:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
@@ -152,26 +159,25 @@ class System:
             now,
         )
 
-    async def overview(self) -> dict[str, Any]:
-        """The dashboard's document; the registry's parts are left empty while the registry is away."""
+    async def overview(self, page: Page = FIRST_PAGE) -> dict[str, Any]:
+        """The dashboard's document, one page of node cards; the registry's parts are left empty while the
+        registry is away. Each engine's lists, states and counts are handed over as the cache holds them
+        (O(nodes) a poll): only the page's containers become rows."""
         c = self.m.cluster
-        checks: list[dict[str, Any]] = []
-        mounts: dict[str, int] = {}
-        replicas: dict[str, list[dict[str, Any]]] = {}
-        moves: dict[str, Any] = {}
-        with contextlib.suppress(ShoalError, ValueError):
-            checks = await c.client.health_state("any")
-        with contextlib.suppress(ShoalError, ValueError):
-            mounts = await c.records.all_mounts()
-        with contextlib.suppress(ShoalError, ValueError):
-            replicas = await c.records.replica_rows(c.now())
-        with contextlib.suppress(ShoalError, ValueError):
-            moves = {i: m for i, (m, _) in (await c.records.all_moves()).items()}
+        # the registry's four reads at once: a poll waits for the slowest, not for their sum
+        checks, mounts, replicas, under_way = await asyncio.gather(
+            _or([], c.client.health_state("any")),
+            _or({}, c.records.all_mounts()),
+            _or({}, c.records.replica_rows(c.now())),
+            _or({}, c.records.all_moves()),
+        )
+        moves = {i: m for i, (m, _) in under_way.items()}
         r = self.m.reschedule
+        engines = c.engines.values()
         return overview(
             list(c.index.nodes),
-            {e.node: e.containers for e in c.engines.values()},
-            {cid: s for e in c.engines.values() for cid, s in e.states.items()},
+            {e.node: e.containers for e in engines},
+            {e.node: e.states for e in engines},
             c.datasets,
             mounts,
             checks,
@@ -182,6 +188,8 @@ class System:
             moves=moves,
             draining=frozenset(r.draining),
             down=dict(r.failure.down),
+            counts={e.node: e.counts() for e in engines},
+            page=page,
         )
 
     async def df(self) -> dict[str, Any]:

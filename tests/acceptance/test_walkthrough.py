@@ -156,6 +156,16 @@ def test_the_dashboard_shows_nodes_containers_datasets_and_decisions(walkthrough
             assert shot.stat().st_size > 50_000  # a rendered page, not a blank one
             keep = REPO / "tests" / "acceptance" / "last-dashboard.png"
             keep.write_bytes(shot.read_bytes())
+            # the summary line counts every node; the cards are one page of them, filtered by name
+            expect(page.locator("#summary")).to_contain_text("3 nodes · 3 passing")
+            expect(page.locator("#page-info")).to_have_text("page 1 of 1 · 3 nodes")
+            expect(page.locator("#next-page")).to_be_disabled()
+            page.fill("#node-filter", "node2")
+            expect(page.locator(".node")).to_have_count(1)
+            expect(page.locator(".node")).to_have_attribute("data-node", "node2")
+            expect(page.locator("#page-info")).to_have_text('page 1 of 1 · 1 of 3 nodes match "node2"')
+            page.fill("#node-filter", "")
+            expect(page.locator(".node")).to_have_count(3)
         finally:
             browser.close()
 
