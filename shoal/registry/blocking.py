@@ -8,6 +8,13 @@ the client's, answer (and, unlike Consul, also when the client's index is ahead 
 same index and all. A reader woken by a change to a key it watches whose index did not move (a spurious
 wake-up) goes back to waiting instead of answering the same body with a new index.
 
+A query that found nothing (`Read.missing`: a KV key, a session) and was blocked because the client had
+already been told so keeps waiting while it still finds nothing, even if its index moved meanwhile — the
+ErrNotFound rule of Consul's agent/blockingquery/blockingquery.go (hashicorp/consul#12110: a not-found
+run after a not-found run raises the query's minimum index to its own) — and answers, when the wait
+ends, its newest read. A query that found its entry and then finds it gone answers at once, with an
+index past the client's.
+
 Watchers of one query woken by one change share one read (`Flights`): ten clients blocked on
 /v1/health/service/web cost one read of web when it changes, not ten, and one JSON encoding (the HTTP
 edge renders one body per Read). When they come back with the new index to block again, they park on
@@ -28,13 +35,15 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class Read(Generic[T]):
     """One run of a query: its answer, the X-Consul-Index for it (never 0), the store index the read
-    was taken at, and what it read (a change there may change the answer)."""
+    was taken at, what it read (a change there may change the answer), and whether what it asked for
+    was missing (see the module docstring)."""
 
     data: T
     index: int
     at: int
     keys: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
+    missing: bool = False
 
 
 Waiter = Callable[[Sequence[str], int, float, Sequence[str]], Awaitable[int]]
@@ -135,12 +144,13 @@ async def query(
             return r
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    told_missing = r.missing  # the client's index is past an answer that found nothing
     while (left := deadline - loop.time()) > 0:
         woke = await waiter(r.prefixes, r.at, left, r.keys)
         if woke <= r.at:  # the wait ended with nothing it reads changed
             return r
         r = await flights.run(key, woke, read)
-        if r.index > min_index:
+        if r.index > min_index and not (told_missing and r.missing):
             if woken is not None:
                 woken(woke)
             return r

@@ -240,12 +240,17 @@ class Registry:
             node.name, SERF_HEALTH, "Serf Health Status", m.PASSING, output="Agent alive and reachable"
         )
         records = {NODES + node.name: m.dump(node), serf.key(): m.dump(serf)}
+        # what missing entries answer (indexes.py): made once, in a store that has none yet, so that a
+        # missing key or session answers them from the first read on, never the store's whole index
+        seeds = (indexes.KV_DELETED, indexes.SESSIONS_ENDED)
 
         def decide(snap: Snapshot) -> tuple[None, Plan]:
             writes = tuple(Put(k, v) for k, v in records.items() if _changed(snap.entries[k], v))
-            return None, Plan(tuple(Compare.on(k, snap.entries[k]) for k in records), writes)
+            writes += tuple(Put(k, b"") for k in seeds if snap.entries[k] is None)
+            compares = tuple(Compare.on(k, snap.entries[k]) for k in (*records, *seeds))
+            return None, Plan(compares, writes)
 
-        await self._atomically(list(records), [], decide)
+        await self._atomically([*records, *seeds], [], decide)
         if self.shared:
             await self._register_manager()
             self.leadership.add_task(self._lead)
@@ -335,6 +340,9 @@ class Registry:
         while True:
             try:
                 self._known = {s.id: s for s in await self.sessions()}
+                # a session whose lease expired while nobody led, or before this leader knew it, ended
+                # with no index moving; this answers its watchers (Registry._invalidate)
+                await self.store.put(indexes.SESSIONS_ENDED, b"")
                 await self._release_orphans()
                 await self._reindex()
                 break
@@ -634,7 +642,7 @@ class Registry:
         if s is None:
             return True
         self._known.pop(s.id, None)
-        await self._invalidate(s.id, s.behavior, s.lock_delay, delete_record=True)
+        await self._invalidate(s.id, s.behavior, s.lock_delay, delete_record=True, seen=s.modify_index)
         crash_point("session-destroy-committed")
         if s.lease:
             await self.store.revoke(s.lease)
@@ -660,15 +668,21 @@ class Registry:
         lock_delay: float,
         delete_record: bool,
         fence: tuple[Compare, ...] = (),
+        seen: int = 0,
     ) -> None:
         """What Consul does when a session ends: release (or, with Behavior delete, delete) every key it
         holds and start their lock delay; with `delete_record`, remove the session itself in the same
         transaction. The held/ index names the keys; compares on it and on each key make a concurrent
-        acquire or release send us round again, so no lock is left on a dead session."""
+        acquire or release send us round again, so no lock is left on a dead session.
+
+        It also moves index/sessions-ended past `seen`, the session's modify index as the caller knew it
+        (0: not known), unless it is there already: a session the store's lease ended moved no index of
+        ours, and this is what answers a watcher of its info, which holds `seen` (views.Views.session).
+        One destroyed meanwhile has moved it already, and then nothing is written."""
         skey, prefix = SESSIONS + sid, m.held_key(sid, "")
         conflicts = 0
         while conflicts < ATTEMPTS:
-            first = await self.store.read([skey], [prefix])
+            first = await self.store.read([skey, indexes.SESSIONS_ENDED], [prefix])
             held = list(first.trees[prefix])
             last = len(held) <= RELEASE_BATCH
             held = held[:RELEASE_BATCH]
@@ -692,6 +706,9 @@ class Registry:
                     writes.append(Delete(skey))
                 if held:
                     writes.append(Delete(prefix, prefix=True))
+                ended = first.entries[indexes.SESSIONS_ENDED]
+                if not (seen and ended is not None and ended.modify_index > seen):
+                    writes.append(Put(indexes.SESSIONS_ENDED, b""))
             else:
                 compares += [Compare.on(h.key, h) for h in held]
                 writes += [Delete(h.key) for h in held]
@@ -728,7 +745,12 @@ class Registry:
                 for sid in set(self._known) - set(live):
                     s = self._known[sid]
                     await self._invalidate(
-                        sid, s.behavior, s.lock_delay, delete_record=False, fence=self.leadership.fence()
+                        sid,
+                        s.behavior,
+                        s.lock_delay,
+                        delete_record=False,
+                        fence=self.leadership.fence(),
+                        seen=s.modify_index,
                     )
                     self._known.pop(sid, None)
                 self._known.update(live)

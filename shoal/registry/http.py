@@ -328,7 +328,9 @@ def _key(request: web.Request) -> str:
 
 async def kv_get(request: web.Request) -> web.Response:
     """Consul's KV reads: one key answers with its own ModifyIndex in X-Consul-Index; ?recurse and
-    ?keys with the highest index under the prefix; a missing key or an empty prefix with the store's."""
+    ?keys with the highest index under the prefix; a missing key or an empty prefix with the index of
+    the last KV deletion (views.py), which no write elsewhere in the catalog, the sessions or the KV's
+    puts moves."""
     views = request.app[REGISTRY].views
     key = _key(request)
     if _flag(request, "keys"):

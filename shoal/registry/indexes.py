@@ -12,6 +12,16 @@ blocked reader waits on that one key instead of on the whole catalog.
 `plan` is pure: the writes of one transaction and what the keys held before, in; the extra writes
 (index bumps, by-service entries, KV tombstones), out. The core adds them to every transaction it
 commits, so no caller can forget one.
+
+Missing entries. Consul answers a missing key the kvs table's index (kvsGetTxn, kvs.go), a session id
+nobody holds the sessions table's (SessionGet, session.go), a service with no instance the index of the
+last time any service lost its last one (maxIndexForService, catalog.go), so that the answer never goes
+below what the entry answered while it was there. Here the tables' indexes are narrower, moving only
+when something stops being there, which is all that rule needs: `kv-deleted` with every KV deletion
+(single, recursive, a session's Behavior delete), `sessions-ended` with every session that ends (the
+leader bumps it after a lease expiry the store made, and at each takeover, see Registry._invalidate).
+A KV put elsewhere, or a session created, leaves a missing key's or session's index where it was; a
+service keeps its own index key for good, so one that never registered answers 1 (views.py).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.registry.model import CHECKS, KV, NODES, SERVICES
+from shoal.registry.model import CHECKS, KV, NODES, SERVICES, SESSIONS
 from shoal.registry.store.base import Delete, Entry, Put, Write
 
 INDEX = "index/"
@@ -31,6 +41,10 @@ NODES_INDEX = INDEX + "nodes"  # /v1/catalog/nodes: node records
 SERVICES_INDEX = INDEX + "services"  # /v1/catalog/services: service instances
 CHECKS_INDEX = INDEX + "checks"  # /v1/health/state/any: every check
 KV_FLOOR = INDEX + "kv-reaped"  # above every tombstone reaped so far (see Registry._reap_tombstones)
+# What something missing answers (see "Missing entries" above): a KV key or an empty prefix the index of
+# the last KV deletion, a session id the index of the last time a session ended.
+KV_DELETED = INDEX + "kv-deleted"
+SESSIONS_ENDED = INDEX + "sessions-ended"
 BY_SERVICE = "by-service/"
 TOMBSTONES = "tombstones/"
 TOMBSTONE_TTL = 15 * 60.0  # Consul's default tombstone_ttl
@@ -190,6 +204,10 @@ def plan(
         if w.key.startswith(KV):
             if isinstance(w, Delete):
                 extra[tombstone(w.key[len(KV) :])] = Put(tombstone(w.key[len(KV) :]), tombstone_value(now))
+                bumps.add(KV_DELETED)
+            continue
+        if w.key.startswith(SESSIONS) and isinstance(w, Delete):
+            bumps.add(SESSIONS_ENDED)
             continue
         if not w.key.startswith((NODES, SERVICES, CHECKS)):
             continue
@@ -226,6 +244,7 @@ def plan(
                         bumps.add(service_index(c.service_name))
                     else:
                         all_services(node)  # a node's check is part of every service on it
-    for k in bumps:
+    written = {w.key for w in writes}  # an index key the caller writes itself is not put twice
+    for k in bumps - written:
         extra.setdefault(k, Put(k, b""))
     return list(extra.values())

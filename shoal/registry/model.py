@@ -15,7 +15,8 @@ exactly the prefixes they show):
                               one per service instance, under its lower-cased, escaped name: a read
                               of one service finds its instances without scanning the catalog
     index/<what>              Consul's index table: the modify index of index/service/web is the last
-                              change to anything /v1/health/service/web shows (see indexes.py)
+                              change to anything /v1/health/service/web shows; index/kv-deleted and
+                              index/sessions-ended, what a missing key or session answers (indexes.py)
     tombstones/<key>          when a KV key (or, for a recursive delete, a prefix) was deleted, so a
                               prefix's index never goes back when its newest key is deleted
 

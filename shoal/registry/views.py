@@ -26,9 +26,11 @@ from shoal.registry import model as m
 from shoal.registry.blocking import Read
 from shoal.registry.indexes import (
     CHECKS_INDEX,
+    KV_DELETED,
     KV_FLOOR,
     NODES_INDEX,
     SERVICES_INDEX,
+    SESSIONS_ENDED,
     TOMBSTONES,
     by_service_prefix,
     checks_index,
@@ -64,6 +66,25 @@ def _index(snap: Snapshot, *keys: str) -> int:
         if (e := snap.entries.get(k)) is not None:
             return max(1, e.modify_index)
     return max(1, snap.index)
+
+
+def _service_index(first: Snapshot, name: str, found: bool) -> int:
+    """A service's own index key, which every change to it bumps and nothing deletes, so it holds for
+    a service with no instance left too. A name never registered has none, and answers 1: no write
+    moves that, and its first registration answers more (Consul answers the index of the last time any
+    service lost its last instance, "service_last_extinction", which another service's deregistration
+    moves). Instances with no index key are from a store written before there were any: the services'
+    index, as before."""
+    if (e := first.entries.get(service_index(name))) is not None:
+        return max(1, e.modify_index)
+    return _index(first, SERVICES_INDEX) if found else 1
+
+
+def _gone(snap: Snapshot, key: str) -> int:
+    """What a missing entry answers: the index key of its table's deletions (indexes.py, "Missing
+    entries"), or, in a store from before that key, the snapshot's."""
+    e = snap.entries.get(key)
+    return max(1, e.modify_index if e is not None else snap.index)
 
 
 def _highest(snap: Snapshot, *keys: str) -> int:
@@ -192,8 +213,8 @@ class Views:
             }
             if f.expr is None or f.expr.keep(entry):
                 out.append(entry)
-        key = service_index(name)
-        return Read(out, _index(first, key, SERVICES_INDEX), first.index, keys=(key,))
+        index = _service_index(first, name, bool(instances))
+        return Read(out, index, first.index, keys=(service_index(name),))
 
     async def catalog_service(self, name: str, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
         first, instances = await self._instances(name, with_checks=False)
@@ -204,8 +225,8 @@ class Views:
             entry = catalog_entry(node, svc)
             if f.expr is None or f.expr.keep(entry):
                 out.append(entry)
-        key = service_index(name)
-        return Read(out, _index(first, key, SERVICES_INDEX), first.index, keys=(key,))
+        index = _service_index(first, name, bool(instances))
+        return Read(out, index, first.index, keys=(service_index(name),))
 
     async def health_checks(self, name: str, f: Filters = NONE) -> Read[list[dict[str, Any]]]:
         first, instances = await self._instances(name, with_checks=True)
@@ -221,8 +242,8 @@ class Views:
                 d = c.to_consul()
                 if f.expr is None or f.expr.keep(d):
                     out.append(d)
-        key = service_index(name)
-        return Read(out, _index(first, key, SERVICES_INDEX), first.index, keys=(key,))
+        index = _service_index(first, name, bool(instances))
+        return Read(out, index, first.index, keys=(service_index(name),))
 
     # --- the whole catalog, and one node --------------------------------------------------------------
 
@@ -318,40 +339,54 @@ class Views:
     # --- KV and sessions ----------------------------------------------------------------------------
 
     async def kv_get(self, key: str) -> Read[KVEntry | None]:
-        """Consul's KVS.Get: the key's ModifyIndex when it exists, the store's index when it does not.
-        One point read (the hot path): what the store had published before it is what a blocked reader
-        waits after, so no later change goes unseen."""
+        """Consul's KVS.Get: the key's ModifyIndex when it exists. One point read (the hot path): what
+        the store had published before it is what a blocked reader waits after, so no later change
+        goes unseen. When the key is missing, the index of the last KV deletion, read with the key
+        in one snapshot: a KV put elsewhere does not move it, and the key's deletion does (Consul: the
+        kvs table's index, which any KV write moves)."""
         at = self.store.seen()
         e = await self.store.get(KV + key)
-        data = KVEntry.decode(key, e.value, e.create_index, e.modify_index) if e else None
-        return Read(data, max(1, e.modify_index if e else at), at, keys=(KV + key,))
+        if e is not None:
+            data = KVEntry.decode(key, e.value, e.create_index, e.modify_index)
+            return Read(data, max(1, e.modify_index), at, keys=(KV + key,))
+        snap = await self.store.read([KV + key, KV_DELETED])
+        if (e := snap.entries[KV + key]) is not None:  # written since the first read
+            data = KVEntry.decode(key, e.value, e.create_index, e.modify_index)
+            return Read(data, max(1, e.modify_index), snap.index, keys=(KV + key,))
+        return Read(None, _gone(snap, KV_DELETED), snap.index, keys=(KV + key,), missing=True)
 
     async def kv_list(self, prefix: str) -> Read[list[KVEntry]]:
-        """Consul's KVS.List: the highest index under the prefix, deletions (tombstones) included; the
-        store's index when nothing is there."""
-        snap = await self.store.read([KV_FLOOR], [KV + prefix, TOMBSTONES + prefix])
+        """Consul's KVS.List: the highest index under the prefix, deletions (tombstones) included, and
+        never below the reaped tombstones' floor. With nothing under it, not even a tombstone, the last
+        KV deletion's index (or the floor's, if higher): a put elsewhere does not move it, the deletion
+        that emptied the prefix does (Consul: the kvs table's index, which any KV write moves)."""
+        snap = await self.store.read([KV_FLOOR, KV_DELETED], [KV + prefix, TOMBSTONES + prefix])
         n = len(KV)
         entries = [
             KVEntry.decode(e.key[n:], e.value, e.create_index, e.modify_index)
             for e in snap.trees[KV + prefix]
         ]
-        if entries:
-            floor = snap.entries[KV_FLOOR]
-            index = max(
-                [e.modify_index for e in entries]
-                + [t.modify_index for t in snap.trees[TOMBSTONES + prefix]]
-                + [floor.modify_index if floor else 0]
-            )
+        floor = snap.entries[KV_FLOOR]
+        found = [e.modify_index for e in entries] + [t.modify_index for t in snap.trees[TOMBSTONES + prefix]]
+        if found:
+            index = max(*found, floor.modify_index if floor else 0)
         else:
-            index = snap.index
+            index = max(_gone(snap, KV_DELETED), floor.modify_index if floor else 0)
         return Read(entries, max(1, index), snap.index, prefixes=(KV + prefix,))
 
     async def session(self, session_id: str) -> Read[list[dict[str, Any]]]:
+        """/v1/session/info: a session answers its own index (Consul: the sessions table's). One that is
+        not there answers the index of the last time a session ended (Consul: the sessions table's), and
+        waits on that too: a session whose lease the store let expire is gone before the leader bumps it
+        (Registry._invalidate), and the bump is what answers its watcher with an index past the one it
+        had. A watcher told the session is missing keeps waiting across such bumps (blocking.py)."""
         key = SESSIONS + session_id
-        snap = await self.store.read([key])
+        snap = await self.store.read([key, SESSIONS_ENDED])
         e = snap.entries[key]
-        data = [m.load_session(e.value, e.create_index, e.modify_index).to_consul()] if e else []
-        return Read(data, _index(snap, key), snap.index, keys=(key,))
+        if e is None:
+            return Read([], _gone(snap, SESSIONS_ENDED), snap.index, keys=(key, SESSIONS_ENDED), missing=True)
+        data = [m.load_session(e.value, e.create_index, e.modify_index).to_consul()]
+        return Read(data, max(1, e.modify_index), snap.index, keys=(key,))
 
     async def sessions(self, node: str | None = None) -> Read[list[dict[str, Any]]]:
         snap = await self.store.read([], [SESSIONS])
