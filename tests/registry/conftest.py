@@ -128,6 +128,21 @@ def both_stores(etcd_endpoint: str, db: Path) -> Iterator[dict[str, RegistryProc
 
 
 @pytest.fixture(scope="module")
+def registries(etcd_endpoint: str, tmp_path_factory, request) -> Iterator[dict[str, RegistryProc]]:
+    """One registry on each store for the whole module (the modules holding both stores to one
+    behaviour, whose tests leave what they wrote under names of their own)."""
+    name = request.module.__name__.rpartition(".")[2]
+    with both_stores(etcd_endpoint, tmp_path_factory.mktemp(name) / "registry.db") as procs:
+        yield procs
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def reg(request, registries: dict[str, RegistryProc]) -> RegistryProc:
+    """Each test once on each store, over the module's two registries."""
+    return registries[request.param]
+
+
+@pytest.fixture(scope="module")
 def etcd_endpoint() -> Iterator[str]:
     with single_etcd() as ep:
         yield ep

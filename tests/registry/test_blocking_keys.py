@@ -19,7 +19,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,21 +27,10 @@ import consul
 import pytest
 import requests
 
-from tests.registry.conftest import RegistryProc, both_stores
+from tests.registry.conftest import RegistryProc
 
 STAY = "3s"  # the wait of a query that must stay blocked: it answers when this ends
 WAKE = "30s"  # the wait of a query that must wake: it answers long before, or the test fails
-
-
-@pytest.fixture(scope="module")
-def registries(etcd_endpoint, tmp_path_factory) -> Iterator[dict[str, RegistryProc]]:
-    with both_stores(etcd_endpoint, tmp_path_factory.mktemp("blocking-keys") / "registry.db") as procs:
-        yield procs
-
-
-@pytest.fixture(params=["sqlite", "etcd"])
-def reg(request, registries) -> RegistryProc:
-    return registries[request.param]
 
 
 def _held(reg: RegistryProc) -> float:

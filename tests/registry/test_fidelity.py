@@ -10,25 +10,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import aiohttp
 import consul
 import pytest
 import requests
 
-from tests.registry.conftest import RegistryProc, both_stores, start_registry, stop_registry
-
-
-@pytest.fixture(scope="module")
-def registries(etcd_endpoint, tmp_path_factory) -> Iterator[dict[str, RegistryProc]]:
-    with both_stores(etcd_endpoint, tmp_path_factory.mktemp("fidelity") / "registry.db") as procs:
-        yield procs
-
-
-@pytest.fixture(params=["sqlite", "etcd"])
-def reg(request, registries) -> RegistryProc:
-    return registries[request.param]
+from tests.registry.conftest import RegistryProc, start_registry, stop_registry
 
 
 def _u() -> str:

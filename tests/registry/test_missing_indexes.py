@@ -23,28 +23,17 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import consul
 import pytest
 import requests
 
-from tests.registry.conftest import RegistryProc, both_stores
+from tests.registry.conftest import RegistryProc
 from tests.registry.test_blocking_keys import _while_held
 
 WAIT = 2.0  # the wait of a query that must stay blocked: it answers when this ends, not before
-
-
-@pytest.fixture(scope="module")
-def registries(etcd_endpoint, tmp_path_factory) -> Iterator[dict[str, RegistryProc]]:
-    with both_stores(etcd_endpoint, tmp_path_factory.mktemp("missing") / "registry.db") as procs:
-        yield procs
-
-
-@pytest.fixture(params=["sqlite", "etcd"])
-def reg(request, registries) -> RegistryProc:
-    return registries[request.param]
 
 
 def _u() -> str:
