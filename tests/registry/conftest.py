@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import consul
 import pytest
@@ -20,6 +22,8 @@ from hypothesis import HealthCheck, settings
 
 from shoal.registry.etcd_server import free_port
 from tests.etcd import single_etcd
+
+T = TypeVar("T")
 
 # The fuzzers' budgets: `ci` keeps all registry fuzzing near a minute; SHOAL_FUZZ_EXAMPLES raises it
 # (benchmarks/safety.py runs them so). No example database: every run starts from fresh examples.
@@ -140,6 +144,33 @@ def registries(etcd_endpoint: str, tmp_path_factory, request) -> Iterator[dict[s
 def reg(request, registries: dict[str, RegistryProc]) -> RegistryProc:
     """Each test once on each store, over the module's two registries."""
     return registries[request.param]
+
+
+def on_each_store(
+    registries: dict[str, RegistryProc], run: Callable[[RegistryProc], T], timeout: float
+) -> dict[str, T]:
+    """`run` on every store's registry at once (for the slow tests: a TTL running out takes as long on
+    both), each store's result by name; the first failure re-raised, naming its store."""
+    outcome: dict[str, T | BaseException] = {}
+
+    def one(kind: str, r: RegistryProc) -> None:
+        try:
+            outcome[kind] = run(r)
+        except BaseException as e:  # reported by the main thread
+            outcome[kind] = e
+
+    threads = [threading.Thread(target=one, args=item) for item in registries.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    for kind, got in outcome.items():
+        if isinstance(got, BaseException):
+            raise AssertionError(f"{kind}: {got}") from got
+    assert set(outcome) == set(
+        registries
+    ), f"no answer within {timeout:g}s from {set(registries) - set(outcome)}"
+    return outcome  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module")

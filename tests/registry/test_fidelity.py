@@ -16,7 +16,7 @@ import consul
 import pytest
 import requests
 
-from tests.registry.conftest import RegistryProc, start_registry, stop_registry
+from tests.registry.conftest import RegistryProc, on_each_store, start_registry, stop_registry
 
 
 def _u() -> str:
@@ -34,41 +34,30 @@ def test_a_lock_on_a_10s_session_is_held_at_15s_and_released_by_20s_after_renewa
     """Consul's SessionTTLMultiplier (agent/consul/session_ttl.go): clients renew at TTL/2 and count on
     the lock for the TTL; Consul ends the session only 2x TTL after the last renewal. Both stores at
     once: this is the one slow test (about 20 s)."""
-    outcome: dict[str, object] = {}
 
-    def run(kind: str, r: RegistryProc) -> None:
-        try:
-            holder, rival = r.client(), r.client()
-            k = f"leader/{_u()}"
-            sid = holder.session.create(name="leader", ttl=10, lock_delay=0)
-            other = rival.session.create(name="replica", lock_delay=0)
-            assert holder.kv.put(k, "primary", acquire=sid) is True
-            renewed = holder.session.renew(sid)  # the last renewal: the clock starts here
-            last = time.monotonic()
-            assert renewed["ID"] == sid and renewed["TTL"] == "10s"  # the TTL as given, not doubled
-            time.sleep(max(0.0, 15 - (time.monotonic() - last)))
-            assert rival.kv.get(k)[1]["Session"] == sid, "released before 1.5x TTL"
-            assert rival.kv.put(k, "replica", acquire=other) is False
-            while not rival.kv.put(k, "replica", acquire=other):
-                assert time.monotonic() - last < 23, "still held 2x TTL + 3 s after the last renewal"
-                time.sleep(0.2)
-            outcome[kind] = time.monotonic() - last
-            with pytest.raises(consul.NotFound):
-                holder.session.renew(sid)
-            rival.session.destroy(other)
-        except BaseException as e:  # reported by the main thread
-            outcome[kind] = e
+    def run(r: RegistryProc) -> float:
+        holder, rival = r.client(), r.client()
+        k = f"leader/{_u()}"
+        sid = holder.session.create(name="leader", ttl=10, lock_delay=0)
+        other = rival.session.create(name="replica", lock_delay=0)
+        assert holder.kv.put(k, "primary", acquire=sid) is True
+        renewed = holder.session.renew(sid)  # the last renewal: the clock starts here
+        last = time.monotonic()
+        assert renewed["ID"] == sid and renewed["TTL"] == "10s"  # the TTL as given, not doubled
+        time.sleep(max(0.0, 15 - (time.monotonic() - last)))
+        assert rival.kv.get(k)[1]["Session"] == sid, "released before 1.5x TTL"
+        assert rival.kv.put(k, "replica", acquire=other) is False
+        while not rival.kv.put(k, "replica", acquire=other):
+            assert time.monotonic() - last < 23, "still held 2x TTL + 3 s after the last renewal"
+            time.sleep(0.2)
+        took = time.monotonic() - last
+        with pytest.raises(consul.NotFound):
+            holder.session.renew(sid)
+        rival.session.destroy(other)
+        return took
 
-    threads = [threading.Thread(target=run, args=item) for item in registries.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    for kind, got in outcome.items():
-        if isinstance(got, BaseException):
-            raise AssertionError(f"{kind}: {got}") from got
-    assert set(outcome) == set(registries)
-    assert all(15 <= t < 23 for t in outcome.values()), outcome  # type: ignore[operator]
+    outcome = on_each_store(registries, run, 60)
+    assert all(15 <= t < 23 for t in outcome.values()), outcome
 
 
 def test_renew_answers_the_ttl_as_the_client_wrote_it(reg):

@@ -20,7 +20,6 @@ never (its own index, once it has one), an unknown session's when some session e
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,7 +29,7 @@ import consul
 import pytest
 import requests
 
-from tests.registry.conftest import RegistryProc
+from tests.registry.conftest import RegistryProc, on_each_store
 from tests.registry.test_blocking_keys import _while_held
 
 WAIT = 2.0  # the wait of a query that must stay blocked: it answers when this ends, not before
@@ -229,29 +228,17 @@ def test_a_session_info_watch_wakes_when_its_session_expires(registries):
     """A session whose TTL runs out is deleted by the store (its lease), not by a registry write: the
     watcher of its info still answers, with an index past the one it had. Both stores at once: a 10 s
     TTL ends at 20 s (Consul's 2x)."""
-    outcome: dict[str, object] = {}
 
-    def run(kind: str, r: RegistryProc) -> None:
-        try:
-            c = r.client()
-            sid = c.session.create(name=f"brief{_u()}", ttl=10)
-            index, body = c.session.info(sid)
-            assert body["ID"] == sid
-            t0 = time.monotonic()
-            new, body = c.session.info(sid, index=index, wait="60s")
-            outcome[kind] = (body, int(new) > int(index), time.monotonic() - t0)
-        except BaseException as e:  # reported by the main thread
-            outcome[kind] = e
+    def run(r: RegistryProc) -> tuple[Any, bool, float]:
+        c = r.client()
+        sid = c.session.create(name=f"brief{_u()}", ttl=10)
+        index, body = c.session.info(sid)
+        assert body["ID"] == sid
+        t0 = time.monotonic()
+        new, body = c.session.info(sid, index=index, wait="60s")
+        return body, int(new) > int(index), time.monotonic() - t0
 
-    threads = [threading.Thread(target=run, args=item) for item in registries.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
-    for kind, got in outcome.items():
-        if isinstance(got, BaseException):
-            raise AssertionError(f"{kind}: {got}") from got
-    assert set(outcome) == set(registries)
-    for kind, (body, newer, took) in outcome.items():  # type: ignore[misc]
+    outcome = on_each_store(registries, run, 90)
+    for kind, (body, newer, took) in outcome.items():
         assert body is None and newer, (kind, body, newer)
         assert took < 50, f"{kind}: answered only when its wait ended ({took:.1f}s)"
