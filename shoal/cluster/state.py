@@ -707,7 +707,11 @@ class Cluster:
     # --- lookups ----------------------------------------------------------------------------------
 
     def _set_containers(self, e: Engine, docs: list[dict[str, Any]]) -> None:
-        """An engine's container list replaced: the id and name lookups follow, for its containers only."""
+        """An engine's container list replaced: the id and name lookups follow, for its containers only. An
+        entry equal to the one held keeps the held object: a resync of 30 unchanged containers makes no
+        new objects (at 1,000 nodes the lists' churn was what the garbage collector's pauses walked)."""
+        held = {c["Id"]: c for c in e.containers}
+        docs = [old if (old := held.get(d.get("Id"))) is not None and old == d else d for d in docs]
         self._unlink_all(e)
         e.containers = docs
         e.version += 1

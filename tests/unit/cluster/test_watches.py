@@ -104,6 +104,10 @@ def test_new_facts_alone_keep_the_rest_of_the_node_as_a_whole_rebuild_would_make
                 assert after.facts["zone"] == "b" and after.facts["load"] == 0.5
                 assert after.containers is before.containers  # kept, not built again
                 assert after == c._node_state(n)  # what a whole rebuild from the engine makes
+                held = list(c.engines[n].containers)
+                await c.resync(n)  # listed again, nothing changed: the very entries held are kept
+                assert [d["Id"] for d in c.engines[n].containers] == [d["Id"] for d in held]
+                assert all(a is b for a, b in zip(c.engines[n].containers, held, strict=True))
                 await reg.put(keys.node_info(n), {**info(n), "engine": sim.nodes[n], "labels": {"x": "y"}})
                 await c._load_nodes()
                 assert c.index.get(n).labels["x"] == "y"  # the info document: a whole rebuild
