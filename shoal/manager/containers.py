@@ -398,9 +398,10 @@ class Containers:
         await c.fresh()
         since, before = await self._mark(q, "since"), await self._mark(q, "before")
         engine_filters = q.engine_filters
-        if engine_filters or q.size:
+        asked = bool(engine_filters or q.size)  # else the cache's own entries, STATUS as of now
+        if asked:
             rows = await self._asked(engine_filters, q)
-        else:  # the cache's own entries: copied once, for the rows the answer keeps (30,000 at 1,000 nodes)
+        else:  # copied once, below, for the rows the answer keeps (30,000 at 1,000 nodes)
             rows = [
                 Row(e.node, rank, doc, e.reachable)
                 for e in c.engines.values()
@@ -410,7 +411,7 @@ class Containers:
         nodes = q.filters.get("node")
         rows = [r for r in rows if not nodes or r.node in nodes]
         ordered = cut(newest_first(rows, self.created), since, before, q.limit, self.created)
-        if engine_filters or q.size:
+        if asked:
             return [with_node(r.doc, r.node) for r in ordered]
         return [with_node(r.doc, r.node, self._status(c.engines.get(r.node), r.doc)) for r in ordered]
 
