@@ -264,6 +264,33 @@ def test_malformed_query_strings(manager, params):
     _check("queries", HTTP.get(f"{manager}/v1.41/networks", params=params, timeout=30))
 
 
+@SETTINGS
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["page", "per_page", "q"]),
+        st.one_of(
+            st.text(max_size=12),
+            st.integers(-(2**70), 2**70).map(str),
+            st.just("1e3"),
+            st.just(" 2 "),
+            st.text(min_size=257, max_size=300),
+        ),
+        max_size=3,
+    )
+)
+def test_malformed_overview_pages(manager, params):
+    """The dashboard's paging: a bad page, per_page or q is a 400 naming the parameter; any other answer
+    is one page of at most per_page cards, the page number within the pages there are."""
+    r = HTTP.get(f"{manager}/shoal/v1/overview", params=params, timeout=30)
+    _check("overview", r)
+    if r.status_code >= 400:
+        assert r.status_code == 400, r.text
+        assert any(f"invalid {k}" in r.json()["message"] for k in params), r.text
+        return
+    doc = r.json()
+    assert 1 <= doc["page"] <= max(1, doc["pages"]) and len(doc["nodes"]) <= doc["per_page"] <= 200
+
+
 def _not_string_map(v: Any) -> bool:
     return not isinstance(v, dict) or any(not isinstance(x, str | None) for x in v.values())
 
