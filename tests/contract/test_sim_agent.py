@@ -185,6 +185,50 @@ def test_a_simulated_agent_leaves_what_a_real_one_leaves(registry: str) -> None:
     ] * 2
 
 
+def test_a_publish_writes_the_facts_and_nothing_that_did_not_change(registry: str) -> None:
+    """Every publish rewrites the facts document (the node's heartbeat) but neither the info document
+    nor the catalog entry when they are as the registry holds them: a health watcher of the agents'
+    service stays blocked across a publish, as it would under Consul, while the TTL is still renewed."""
+    node = "quiet00000"
+    seen: dict[str, Any] = {}
+
+    def modify_index(key: str) -> int:
+        return int(_get(registry, f"/v1/kv/{key}")[0]["ModifyIndex"])
+
+    async def body(engine: str, _info: dict[str, Any]) -> None:
+        config = AgentConfig(
+            manager=registry, node=node, engine=engine, advertise_engine=engine, interval=30.0
+        )
+        async with Agent(config) as agent:
+            await agent.publish(await agent.gather())
+            before = {k: modify_index(k) for k in (keys.node_facts(node), keys.node_info(node))}
+            url = f"{registry}/v1/health/checks/{keys.AGENT_SERVICE}"
+            with urllib.request.urlopen(url, timeout=10) as r:
+                index = r.headers["X-Consul-Index"]
+
+            def watch() -> tuple[float, str]:
+                t0 = time.monotonic()
+                with urllib.request.urlopen(f"{url}?index={index}&wait=3s", timeout=30) as r:
+                    return time.monotonic() - t0, r.headers["X-Consul-Index"]
+
+            watcher = asyncio.get_running_loop().run_in_executor(None, watch)
+            await asyncio.sleep(0.5)
+            await agent.publish(await agent.gather())
+            seen["watch"] = await watcher
+            seen["after"] = {k: modify_index(k) for k in before}
+            seen["before"] = before
+            seen["checks"] = _get(registry, f"/v1/health/node/{node}")
+            await agent.leave()
+
+    asyncio.run(_with_engine(body))
+    facts, info = keys.node_facts(node), keys.node_info(node)
+    assert seen["after"][facts] > seen["before"][facts]  # the heartbeat, written again
+    assert seen["after"][info] == seen["before"][info]  # the same document: not written again
+    took, _ = seen["watch"]
+    assert took >= 2.9, f"a publish that changed no check woke the health watcher after {took:.1f}s"
+    assert [c["Status"] for c in seen["checks"]] == ["passing"]
+
+
 def test_a_simulated_node_agrees_with_its_engine(registry: str) -> None:
     """What the agent publishes and what the engine answers are one node: CPUs, memory, docker version,
     storage driver, kernel, OS, address; and the manager's road turns them into that node."""
