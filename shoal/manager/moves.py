@@ -141,6 +141,7 @@ class Moves:
         self._transports: dict[bool, Transport] = {}
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._running: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self._since = float("inf")  # when it last took the lead: a move begun since is no dead manager's
         self._unstarted: dict[str, list[str]] = {}  # dataset id -> containers its forward could not start
         self._unplaced: dict[str, list[str]] = {}  # dataset id -> why no replica node fits, as recorded
         self._task = start_soon(self._start)
@@ -176,6 +177,7 @@ class Moves:
         await self._lead()
 
     async def _lead(self) -> None:
+        self._since = time.time()  # as moves are stamped (Move.started)
         await asyncio.sleep(1.0)  # the cache's first look at the engines
         with contextlib.suppress(Exception):
             await self.resume_all()
@@ -595,7 +597,13 @@ class Moves:
         me = str(lead.me.get("name", ""))
         alive = {str(v.get("name", "")) for v in await lead.members()} - {me} if lead.shared else set()
         for move, _ in (await self.cluster.records.all_moves()).values():
-            if move.id in self._running or (move.manager and move.manager in alive):
+            # one begun since this manager took the lead is its own (its record is written a moment before
+            # it is counted running) or a live manager's: undoing it would stop a move under way
+            if (
+                move.id in self._running
+                or move.started >= self._since
+                or (move.manager and move.manager in alive)
+            ):
                 continue
             try:
                 if resume(move) == "forward":
