@@ -1,6 +1,7 @@
 """Prometheus figures for shoal's servers (the registry and the manager): what an operator watches at
 1,000 nodes — write rates, blocking queries held, wake-up and request latency, check timers; placement
-latency, engine call latency per node, event-stream lag, cache rebuilds.
+latency, engine call latency per node, event-stream lag, cache rebuilds; and in each, the garbage
+collector's pauses (shoal.gcpauses).
 
 Each server process makes its own `CollectorRegistry` (`Metrics`), never prometheus_client's global
 one: tests start several registries in one process, and two servers sharing the default would clash on
@@ -26,6 +27,8 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from shoal import gcpauses
 
 # Seconds: from half a millisecond (a woken blocking query on an idle registry) to a few seconds (a
 # saturated one); the goals (wake-up p99 <= 5 ms, requests well under 100 ms) fall mid-range.
@@ -89,7 +92,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.readings = Readings()
         self.registry.register(self.readings)
-        self._names: set[str] = set()
+        self.registry.register(gcpauses.PauseCollector(prefix, gcpauses.watch()))
+        self._names = {f"{prefix}_gc_pause_seconds", f"{prefix}_gc_pause_longest_seconds"}
 
     def _name(self, name: str) -> str:
         full = f"{self.prefix}_{name}"

@@ -119,3 +119,14 @@ def test_metrics_need_no_token_when_acls_deny_by_default() -> None:
         assert value(scrape(r), "shoal_registry_writes_total") > value(samples, "shoal_registry_writes_total")
     finally:
         stop_registry(r)
+
+
+def test_garbage_collection_pauses_are_shown(sqlite_registry: RegistryProc) -> None:
+    for i in range(50):  # enough allocation for the young generation to be collected at least once
+        requests.put(f"{sqlite_registry.url}/v1/kv/metrics/gc{i}", data=b"v" * 1000, timeout=10)
+    after = scrape(sqlite_registry)
+    for gen in ("0", "1", "2"):
+        assert ("shoal_registry_gc_pause_seconds_count", (("generation", gen),)) in after
+    assert value(after, "shoal_registry_gc_pause_seconds_count", generation="0") > 0
+    assert value(after, "shoal_registry_gc_pause_seconds_sum", generation="0") > 0
+    assert value(after, "shoal_registry_gc_pause_longest_seconds", generation="0") > 0
