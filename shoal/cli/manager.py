@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from shoal import logs
+from shoal import gcpauses, logs
 from shoal.api.docker.server import EmbeddedRegistry, Options, TLSFiles, serve
 from shoal.cli.registry import _hostport, acl_config, leader_ttl_option
 from shoal.errors import BadRequest
@@ -232,4 +232,5 @@ def manager(
         registry_server=embedded,
     )
     where = f"tcp://{host}:{port}" + (" (TLS)" if tls else "")
+    gcpauses.tune()
     asyncio.run(serve(options, ready=lambda: click.echo(f"manager ready: {where}")))

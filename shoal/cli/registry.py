@@ -7,7 +7,7 @@ import socket
 
 import click
 
-from shoal import logs
+from shoal import gcpauses, logs
 from shoal.errors import BadRequest
 from shoal.registry.acl_http import AclConfig
 from shoal.registry.core import Config
@@ -147,6 +147,7 @@ def registry(
         dns_port=dns_port,
         enable_script_checks=enable_script_checks,
     )
+    gcpauses.tune()
     asyncio.run(
         serve_forever(
             config,

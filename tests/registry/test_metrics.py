@@ -122,11 +122,26 @@ def test_metrics_need_no_token_when_acls_deny_by_default() -> None:
 
 
 def test_garbage_collection_pauses_are_shown(sqlite_registry: RegistryProc) -> None:
-    for i in range(50):  # enough allocation for the young generation to be collected at least once
-        requests.put(f"{sqlite_registry.url}/v1/kv/metrics/gc{i}", data=b"v" * 1000, timeout=10)
-    after = scrape(sqlite_registry)
+    # the registry collects its young generation only once 50,000 objects are alive (gcpauses.tune):
+    # 10,000 keys listed whole, each listing kept a moment for the readers it woke, get there
+    url = sqlite_registry.url
+    for start in range(0, 10_000, 64):
+        ops = [
+            {"KV": {"Verb": "set", "Key": f"gc/{i:05d}", "Value": "dg=="}} for i in range(start, start + 64)
+        ]
+        assert requests.put(f"{url}/v1/txn", json=ops, timeout=30).status_code == 200
+    before = scrape(sqlite_registry)
     for gen in ("0", "1", "2"):
-        assert ("shoal_registry_gc_pause_seconds_count", (("generation", gen),)) in after
-    assert value(after, "shoal_registry_gc_pause_seconds_count", generation="0") > 0
+        assert ("shoal_registry_gc_pause_seconds_count", (("generation", gen),)) in before
+    for i in range(20):
+        got = requests.get(f"{url}/v1/kv/gc/?recurse", params={"dc": "dc1", "n": i}, timeout=30)
+        assert len(got.json()) == 10_048  # 157 transactions of 64
+        after = scrape(sqlite_registry)
+        if value(after, "shoal_registry_gc_pause_seconds_count", generation="0") > value(
+            before, "shoal_registry_gc_pause_seconds_count", generation="0"
+        ):
+            break
+    else:
+        pytest.fail("20 listings of 10,000 keys and no collection counted")
     assert value(after, "shoal_registry_gc_pause_seconds_sum", generation="0") > 0
     assert value(after, "shoal_registry_gc_pause_longest_seconds", generation="0") > 0
