@@ -8,7 +8,6 @@ message — never a traceback, and the traceback goes to the log.
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal import __version__, errors
+from shoal import __version__, errors, jsonbody
 from shoal import metrics as prom
 from shoal.errors import BadRequest, NotFound, ShoalError, TooLarge
 from shoal.logs import kv
@@ -62,27 +61,44 @@ def _json(data: Any, index: int | None = None, status: int = 200) -> web.Respons
         else {}
     )
     return web.Response(
-        status=status, body=json.dumps(data).encode(), content_type="application/json", headers=headers
+        status=status, body=jsonbody.dumps(data), content_type="application/json", headers=headers
     )
 
 
 # Bodies rendered from one Read, by the Read's identity: every reader of one query woken by one change
 # shares one Read (blocking.Flights), so 10,000 of them cost one JSON encoding, not 10,000. A Read is
-# immutable and the cache holds it, so its id cannot be reused while its entry lives.
-_RENDERED: dict[tuple[int, str], tuple[Read[Any], bytes]] = {}
-_RENDERED_MAX = 256
+# immutable and the cache holds it, so its id cannot be reused while its entry lives. Bounded by bytes,
+# oldest out first: the readers of one Read are all woken at once, so only the newest few are ever asked
+# for again, and 256 kept whatever their size held 256 copies of a 2.9 MB listing of 1,000 nodes (with
+# the Reads behind them): 1.3 GB of the registry's memory.
+class _Rendered:
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self.bodies: dict[tuple[int, str], tuple[Read[Any], bytes]] = {}
+
+    def get(self, r: Read[Any], shape: str) -> bytes | None:
+        got = self.bodies.get((id(r), shape))
+        return got[1] if got is not None and got[0] is r else None
+
+    def put(self, r: Read[Any], shape: str, body: bytes) -> None:
+        if (was := self.bodies.pop((id(r), shape), None)) is not None:
+            self.size -= len(was[1])
+        while self.bodies and self.size + len(body) > self.limit:
+            _, old = self.bodies.pop(next(iter(self.bodies)))  # the oldest
+            self.size -= len(old)
+        self.bodies[(id(r), shape)] = (r, body)
+        self.size += len(body)
+
+
+_RENDERED = _Rendered(32 << 20)
 
 
 def _read_json(r: Read[Any], shape: str, render: Callable[[], Any]) -> web.Response:
     """`render()` (the answer built from `r`, in the form named `shape`) as JSON, with r's index."""
-    got = _RENDERED.get((id(r), shape))
-    if got is not None and got[0] is r:
-        body = got[1]
-    else:
-        body = json.dumps(render()).encode()
-        if len(_RENDERED) >= _RENDERED_MAX:
-            _RENDERED.clear()
-        _RENDERED[(id(r), shape)] = (r, body)
+    body = _RENDERED.get(r, shape)
+    if body is None:
+        body = jsonbody.dumps(render())
+        _RENDERED.put(r, shape, body)
     return web.Response(body=body, content_type="application/json", headers=_index_headers(r.index))
 
 

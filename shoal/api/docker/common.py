@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from shoal import jsonbody
 from shoal.cluster.engine import CALL, CONNECT, Engine, path, unanswered
 from shoal.errors import BadRequest, TooLarge, Unavailable
 from shoal.logs import kv
@@ -57,7 +58,7 @@ def manager_of(request: web.Request) -> Manager:
 
 
 def reply_json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json")
+    return web.Response(status=status, body=jsonbody.dumps(data), content_type="application/json")
 
 
 def api_path(request: web.Request) -> str:
