@@ -204,10 +204,13 @@ class NodeEngine:
             config["Labels"] = {}
         cid = random_id()
         mounts = self._mounts(cid, host, config, img)
-        while not name or name in self.names:
+        tries = 0
+        while not name or name in self.names:  # dockerd's namesgenerator: a digit after a collision; the
+            # sim's 400 names with one digit run out at 4,400 containers, so more digits as tries go on
             name = f"{random.choice(NAME_LEFT)}_{random.choice(NAME_RIGHT)}" + (
-                f"{random.randrange(10)}" if name else ""
+                f"{random.randrange(10 ** (1 + tries // 8))}" if name else ""
             )
+            tries += 1
         c = Container(cid, name, now_ns(), ref, img, config, host, mounts)
         self.containers[cid] = c
         self.names[name] = cid
