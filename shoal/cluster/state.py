@@ -152,6 +152,7 @@ class Cluster:
         self.datasets: list[Dataset] = []  # every dataset record, watched
         self._pending: dict[str, list[Reservation]] = {}  # node -> creates on their way to its engine
         self._doc_index: dict[str, int] = {}  # registry key -> ModifyIndex of the document last parsed
+        self._applied = {"nodes": 0, "health": 0}  # the registry index each watch's view was read at
         self._by_id: dict[str, tuple[Engine, dict[str, Any]]] = {}  # container id -> where, its entry
         self._by_name: dict[str, dict[str, tuple[Engine, dict[str, Any]]]] = {}  # name -> node -> ...
         self._ids: list[str] | None = None  # every container id, sorted (for prefixes); None: stale
@@ -216,10 +217,14 @@ class Cluster:
 
     # --- registry ---------------------------------------------------------------------------------
 
-    async def _load_nodes(self, index: int = 0) -> int:
+    async def _load_nodes(self, index: int = 0, newer_only: bool = False) -> int:
         """The agents' documents, parsed again only where their ModifyIndex moved: one agent publishing
-        re-reads (and reindexes) that one node, not all 1,000."""
+        re-reads (and reindexes) that one node, not all 1,000. `newer_only` (a read beside the watch):
+        nothing is done with an answer no newer than the view already held."""
         entries, new_index = await self.client.list_entries(keys.NODES, index=index, wait=60.0)
+        if newer_only and new_index <= self._applied["nodes"]:
+            return new_index
+        self._applied["nodes"] = new_index
         facts: dict[str, dict[str, Any]] = {}
         info: dict[str, dict[str, Any]] = {}
         seen: dict[str, int] = {}
@@ -292,14 +297,17 @@ class Cluster:
         )  # fmt: skip
         return _reuse(old, new)
 
-    async def _load_health(self, index: int = 0) -> int:
+    async def _load_health(self, index: int = 0, newer_only: bool = False) -> int:
         """The agents' checks: only the nodes whose Status changed are reindexed (a TTL renewal, which
-        changes no Status, costs nothing past the list)."""
+        changes no Status, costs nothing past the list). `newer_only` as for `_load_nodes`."""
         try:
             entries, new_index = await self.client.health_checks(keys.AGENT_SERVICE, index=index, wait=60.0)
         except ShoalError:
             self.health_known = False
             raise
+        if newer_only and new_index <= self._applied["health"]:
+            return new_index
+        self._applied["health"] = new_index
         self.health_known = True
         health = {c["Node"]: c["Status"] for c in entries}
         old, self._health = self._health, health
@@ -805,19 +813,30 @@ class Cluster:
             await self.look_again()
             return self.locate(ref)
 
+    async def _catch_up(self) -> None:
+        """The nodes' documents and checks read now, beside their watches, which list at most every
+        RELIST_EVERY: a create just after the agents' first publish (a new cluster, a node just joined)
+        finds them healthy instead of waiting out the watch's pause."""
+        with contextlib.suppress(ShoalError, TimeoutError):  # a registry away: the views stay as they are
+            async with asyncio.timeout(LOOK_AGAIN):
+                await asyncio.gather(self._load_nodes(newer_only=True), self._load_health(newer_only=True))
+
     async def look_again(self) -> None:
         """After a miss: the refreshes the engines' events started, then one resync of the engines whose
         event stream is down (what was done on one of those behind the manager's back is seen only by a
         list; a followed engine's change is in the cache within its event's milliseconds), shared by all
         the lookups that miss meanwhile and done at most once per LOOK_EVERY, so requests for names that
         exist nowhere, or creates no node can take, cannot make the manager list engines again and again.
-        Listing every engine on each miss cost 2 s and 5,000 engine calls a miss at 1,000 nodes."""
+        Listing every engine on each miss cost 2 s and 5,000 engine calls a miss at 1,000 nodes. The
+        registry's documents and checks are read again too (`_catch_up`)."""
         await self.fresh()
         if self._looking is None or self._looking.done():
             if time.monotonic() - self._looked_at < LOOK_EVERY:
                 return
             unfollowed = [n for n, e in self.engines.items() if not e.following]
-            self._looking = asyncio.ensure_future(self.resync(timeout=LOOK_AGAIN, nodes=unfollowed))
+            self._looking = asyncio.ensure_future(
+                asyncio.gather(self.resync(timeout=LOOK_AGAIN, nodes=unfollowed), self._catch_up())
+            )
             self._looking.add_done_callback(lambda _: setattr(self, "_looked_at", time.monotonic()))
         await asyncio.shield(self._looking)
 
