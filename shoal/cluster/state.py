@@ -824,7 +824,9 @@ class Cluster:
     async def look_again(self) -> None:
         """After a miss: the refreshes the engines' events started, then one resync of the engines whose
         event stream is down (what was done on one of those behind the manager's back is seen only by a
-        list; a followed engine's change is in the cache within its event's milliseconds), shared by all
+        list; a followed engine's change is in the cache within its event's milliseconds) or that count as
+        unreachable (their node is critical until a list answers: a manager started before its engines
+        answered would otherwise refuse every create until the periodic resync came by), shared by all
         the lookups that miss meanwhile and done at most once per LOOK_EVERY, so requests for names that
         exist nowhere, or creates no node can take, cannot make the manager list engines again and again.
         Listing every engine on each miss cost 2 s and 5,000 engine calls a miss at 1,000 nodes. The
@@ -833,9 +835,9 @@ class Cluster:
         if self._looking is None or self._looking.done():
             if time.monotonic() - self._looked_at < LOOK_EVERY:
                 return
-            unfollowed = [n for n, e in self.engines.items() if not e.following]
+            lagging = [n for n, e in self.engines.items() if not e.following or not e.reachable]
             self._looking = asyncio.ensure_future(
-                asyncio.gather(self.resync(timeout=LOOK_AGAIN, nodes=unfollowed), self._catch_up())
+                asyncio.gather(self.resync(timeout=LOOK_AGAIN, nodes=lagging), self._catch_up())
             )
             self._looking.add_done_callback(lambda _: setattr(self, "_looked_at", time.monotonic()))
         await asyncio.shield(self._looking)
