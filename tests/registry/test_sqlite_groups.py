@@ -1,6 +1,8 @@
-"""The SQLite store's group commit, on a real database file and its real writer thread: writes that
-queue while a commit is under way go in one transaction, and one of them that fails fails alone -- the
-others commit, the index counts only what was written, and the change feed names only those keys."""
+"""The SQLite store's group commit, on a real database file: writes queued together go in one
+transaction, and one of them that fails fails alone -- the others commit, the index counts only what
+was written, and the change feed names only those keys. Both ways a group commits are run: in the event
+loop's thread (a fast disk) and in the committer thread (a slow one), where reads go on meanwhile and
+never see the group before it is durable."""
 
 from __future__ import annotations
 
@@ -12,40 +14,33 @@ from pathlib import Path
 import pytest
 
 from shoal.errors import StoreUnavailable
-from shoal.registry.store.sqlite import SQLiteStore
+from shoal.registry.store.sqlite import INLINE_COMMIT_S, SQLiteStore
+
+SLOW = INLINE_COMMIT_S * 500  # a recent commit time that sends commits to the committer thread
 
 
-async def _grouped(store: SQLiteStore, bad_at: int | None, n: int = 40) -> list[object]:
-    """`n` writes queued behind a commit held open, so the writer takes them as one group; the one at
-    `bad_at` names a lease that does not exist."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold(_c: object, _t: object) -> None:
-        held.set()
-        release.wait(10)
-
-    blocker = asyncio.ensure_future(store._write(hold))
-    await asyncio.to_thread(held.wait, 10)
-    writes = [
-        asyncio.ensure_future(store.put(f"g/{i:03d}", b"v%d" % i, lease=999_999 if i == bad_at else 0))
-        for i in range(n)
-    ]
-    await asyncio.sleep(0.05)  # every write is in the writer's queue
-    commits = store.commits
-    release.set()
-    await blocker
-    got = await asyncio.gather(*writes, return_exceptions=True)
-    assert store.commits == commits + 2  # the held one, then all 40 in one group
-    return got
+async def _open() -> SQLiteStore:
+    return await SQLiteStore.open(str(Path(tempfile.mkdtemp()) / "registry.db"))
 
 
+@pytest.mark.parametrize("disk", ["fast", "slow"])
 @pytest.mark.parametrize("bad_at", [None, 0, 17, 39])
-def test_a_failing_write_fails_alone_in_its_group(bad_at: int | None) -> None:
+def test_a_failing_write_fails_alone_in_its_group(bad_at: int | None, disk: str) -> None:
     async def run() -> None:
-        store = await SQLiteStore.open(str(Path(tempfile.mkdtemp()) / "registry.db"))
+        store = await _open()
         try:
-            start = await store.index()
-            got = await _grouped(store, bad_at)
+            if disk == "slow":
+                store._commit_s = SLOW
+            start, commits = await store.index(), store.commits
+            # 40 writes queued in one turn of the loop: one group; the one at bad_at names no lease
+            got = await asyncio.gather(
+                *(
+                    store.put(f"g/{i:03d}", b"v%d" % i, lease=999_999 if i == bad_at else 0)
+                    for i in range(40)
+                ),
+                return_exceptions=True,
+            )
+            assert store.commits == commits + 1
             for i, r in enumerate(got):
                 if i == bad_at:
                     assert isinstance(r, StoreUnavailable) and "lease 999999 not found" in str(r)
@@ -64,5 +59,56 @@ def test_a_failing_write_fails_alone_in_its_group(bad_at: int | None) -> None:
             assert await store.wait(["g/"], start, 1.0) > start
         finally:
             await store.close()
+
+    asyncio.run(run())
+
+
+def test_on_a_slow_disk_reads_go_on_while_a_commit_waits_and_see_it_only_once_durable() -> None:
+    async def run() -> None:
+        store = await _open()
+        try:
+            await store.put("k", b"old")
+            store._commit_s = SLOW
+            gate, commit = threading.Event(), store._commit
+
+            def stuck_fsync() -> Exception | None:  # the committer thread's COMMIT, held like a slow disk
+                if threading.current_thread() is store._writer:
+                    gate.wait(10)
+                return commit()
+
+            store._commit = stuck_fsync  # type: ignore[method-assign]
+            write = asyncio.ensure_future(store.put("k", b"new"))
+            later = asyncio.ensure_future(store.put("other", b"queued"))
+            await asyncio.sleep(0.2)
+            assert not write.done() and not later.done()
+            got = await store.get("k")  # the loop still answers, with what is committed
+            assert got is not None and got.value == b"old"
+            gate.set()
+            index = await write
+            await later  # queued behind the held group: the next group, once that one answered
+            got = await store.get("k")
+            assert got is not None and got.value == b"new" and got.modify_index == index
+        finally:
+            gate.set()
+            await store.close()
+
+    asyncio.run(run())
+
+
+def test_close_commits_what_was_accepted_and_refuses_what_comes_after() -> None:
+    async def run() -> None:
+        path = str(Path(tempfile.mkdtemp()) / "registry.db")
+        store = await SQLiteStore.open(path)
+        writes = [asyncio.ensure_future(store.put(f"c/{i}", b"x")) for i in range(10)]
+        await asyncio.sleep(0)  # accepted: queued for the next group
+        await store.close()
+        assert all(isinstance(w.result(), int) for w in writes)
+        with pytest.raises(StoreUnavailable, match="closing"):
+            await store.put("c/late", b"x")
+        again = await SQLiteStore.open(path)
+        try:
+            assert [e.key for e in await again.range("c/")] == [f"c/{i}" for i in range(10)]
+        finally:
+            await again.close()
 
     asyncio.run(run())
