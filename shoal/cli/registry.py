@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import click
 
-from shoal import gcpauses, logs
+from shoal import eventloop, gcpauses, logs
 from shoal.errors import BadRequest
 from shoal.registry.acl_http import AclConfig
 from shoal.registry.core import Config
@@ -148,7 +147,7 @@ def registry(
         enable_script_checks=enable_script_checks,
     )
     gcpauses.tune()
-    asyncio.run(
+    eventloop.run(
         serve_forever(
             config,
             store_url,
