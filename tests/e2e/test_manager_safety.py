@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from shoal.cluster.engine import CALL
+from shoal.cluster.state import LOOK_EVERY
 
 pytestmark = pytest.mark.e2e
 RESPONSIVE = 2.0  # seconds: "answers", as opposed to the 5-15 s of waiting on a hung engine
@@ -219,6 +220,66 @@ def test_exec_and_attach_to_a_hung_node_fail_naming_it(dev_cluster, hang):
               lambda got: got == (0, "back\n"), timeout=60)  # fmt: skip
     finally:
         dev_cluster.cli("rm", "-f", victim, check=False)
+
+
+@contextlib.contextmanager
+def _unreachable_from_managers(dev_cluster, node: str) -> Iterator[None]:
+    """The node's engine drops what the managers send it (from the gateway); its own agent, beside it,
+    still reaches it, so the registry keeps the node passing: only the manager counts it unreachable."""
+    netns = f"/run/netns/{dev_cluster.name}-{node}"
+    port = dev_cluster.nodes[node].rsplit(":", 1)[1]
+    rule = ["INPUT", "-s", dev_cluster.gateway, "-p", "tcp", "--dport", port, "-j", "DROP"]
+    subprocess.run(["nsenter", f"--net={netns}", "iptables", "-I", *rule], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nsenter", f"--net={netns}", "iptables", "-D", *rule], check=True)
+
+
+def test_a_manager_started_while_a_node_is_unreachable_places_there_as_soon_as_it_answers(dev_cluster):
+    """A manager that started while node3's engine did not answer counts node3 unreachable; once the
+    engine answers, the first create that finds no other node fits lists node3 again and lands there,
+    instead of being refused until the periodic look at node3 (every ~5 s) comes by."""
+    host = f"tcp://{dev_cluster.gateway}:2397"
+    argv = dev_cluster.manager_argv(host.removeprefix("tcp://"))
+    name = f"back-{uuid.uuid4().hex[:6]}"
+    mgr = None
+    try:
+        with _unreachable_from_managers(dev_cluster, "node3"):
+            mgr = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dev_cluster.client_env()
+            )
+
+            def node3_status() -> str:
+                got = dev_cluster.cli("info", host=host, check=False)
+                if got.returncode != 0 or "node3" not in got.stdout:
+                    return got.stderr.strip()[-200:]
+                return got.stdout.split("node3", 1)[1].split("└ Containers")[0]
+
+            _wait(
+                "the new manager counting node3 unhealthy",
+                node3_status,
+                lambda s: "Status: Unhealthy" in s,
+                60,
+            )
+            down = dev_cluster.cli(
+                "run", "-d", "-e", "constraint:node==node3", "busybox", "true", host=host, check=False
+            )
+            assert down.returncode != 0 and "Unable to find a node" in down.stderr, down
+        # node3 answers again; past the pause between two looks a miss may make (LOOK_EVERY, the
+        # miss just above took one), the very next create pinned to it goes there
+        time.sleep(LOOK_EVERY)
+        got = dev_cluster.cli(
+            "run", "-d", "--name", name, "-e", "constraint:node==node3", "busybox", "sleep", "60",
+            host=host, check=False,
+        )  # fmt: skip
+        assert got.returncode == 0, got.stderr
+        assert dev_cluster.cli("inspect", "-f", "{{.Node.Name}}", name, host=host).stdout.strip() == "node3"
+    finally:
+        if mgr is not None:
+            mgr.terminate()
+            mgr.wait(10)
+        dev_cluster.cli("rm", "-f", name, check=False)
 
 
 def _http(dev_cluster, method: str, path: str, **kw) -> tuple[int, str]:
