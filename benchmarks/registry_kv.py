@@ -9,7 +9,8 @@ change committed to each woken query's answer being ready (issue 17: p99 <= 5 ms
 within 200 ms of one PUT).
 
 Baseline in the same run: a no-op aiohttp server answering every PUT/GET with `true` on the same
-machine, i.e. the HTTP ceiling these clients can reach; each store's rate is printed against it.
+machine, i.e. the HTTP ceiling these clients can reach, on asyncio's loop and on uvloop (the registry's);
+each store's rate is printed against the uvloop one.
 Run: `.venv/bin/python benchmarks/registry_kv.py [--seconds 5]` (starts its own etcd and registries).
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+import uvloop
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -41,13 +43,14 @@ from tests.registry.conftest import start_registry, stop_registry
 CLIENTS = 16
 
 
-def _noop_server(port: int) -> None:
+def _noop_server(port: int, uv: bool) -> None:
     async def ok(_: web.Request) -> web.Response:
         return web.json_response(True)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", ok)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    loop = uvloop.new_event_loop() if uv else None
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -243,19 +246,21 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     seconds = ap.parse_args().seconds
 
-    port = free_port()
-    noop = multiprocessing.Process(target=_noop_server, args=(port,), daemon=True)
-    noop.start()
-    time.sleep(1.0)
     print(f"load average before: {' '.join(f'{x:.1f}' for x in psutil.getloadavg())} (2 cores)")
-    assert noop.pid is not None
-    base = asyncio.run(bench(f"http://127.0.0.1:{port}", seconds, full=False, pid=noop.pid))
-    noop.terminate()
-    print(
-        f"baseline (no-op aiohttp server, {CLIENTS} clients): "
-        f"PUT {base['put']:.0f}/s  GET {base['get']:.0f}/s  TXN {base['txn']:.0f}/s"
-    )
-    print(f"baseline server CPU per request: PUT {base['put_cpu']:.0f} µs  GET {base['get_cpu']:.0f} µs")
+    # the baseline on uvloop, the loop `shoal registry` runs on (shoal.eventloop), and on asyncio's own
+    for loop_name in ("asyncio", "uvloop"):
+        port = free_port()
+        noop = multiprocessing.Process(target=_noop_server, args=(port, loop_name == "uvloop"), daemon=True)
+        noop.start()
+        time.sleep(1.0)
+        assert noop.pid is not None
+        base = asyncio.run(bench(f"http://127.0.0.1:{port}", seconds, full=False, pid=noop.pid))
+        noop.terminate()
+        print(
+            f"baseline (no-op aiohttp server on {loop_name}, {CLIENTS} clients): "
+            f"PUT {base['put']:.0f}/s  GET {base['get']:.0f}/s  TXN {base['txn']:.0f}/s; server CPU per "
+            f"request PUT {base['put_cpu']:.0f} µs  GET {base['get_cpu']:.0f} µs"
+        )
 
     with single_etcd() as ep:
         for name, store in (("sqlite", f"sqlite://{tempfile.mkdtemp()}/bench.db"), ("etcd", f"etcd://{ep}")):
