@@ -464,7 +464,7 @@ class Registry:
         self._check_key(key)
         self._check_value(value, flags)
 
-        def put(e: Entry | None) -> bytes | None:  # pure: the store may run it in its writer thread
+        def put(e: Entry | None) -> bytes | None:  # pure: the store runs it inside its group commit
             if cas is not None and cas != (e.modify_index if e else 0):
                 return None
             old = _kv(key, e)
