@@ -162,8 +162,10 @@ class AclState:
         return Token(ANONYMOUS_ID, "anonymous", "Anonymous Token", links)
 
     async def resolve(self, secret: str) -> Token | None:
-        """The token with this secret, or None; a secret made on another manager a moment ago is read
-        from the store before the watch brings it."""
+        """The token with this secret, or None. A secret made on another manager a moment ago, which the
+        watch has not brought yet, is found in the store, and the whole ACL state is read again with it:
+        the policies it links were made there a moment before it, and a token resolved without them would
+        be refused what they grant."""
         if not secret or len(secret) > MAX_SECRET:
             return None
         if secret == "anonymous":
@@ -174,13 +176,12 @@ class AclState:
         d = _digest(secret)
         t = self.by_secret.get(d)
         if t is None:
-            e = await self.registry.kv_get(keys.ACL_SECRETS + d)
-            if e is None:
+            if await self.registry.kv_get(keys.ACL_SECRETS + d) is None:
                 return None
-            r = await self.registry.kv_get(keys.ACL_TOKENS + e.value.decode(errors="replace"))
-            if r is None:
+            await self.load()
+            t = self.by_secret.get(d)
+            if t is None:  # deleted meanwhile
                 return None
-            t = Token.from_record(json.loads(r.value), r.create_index, r.modify_index)
         if hmac.compare_digest(
             t.secret_id.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass")
         ):
