@@ -97,6 +97,18 @@ class ThreeEtcd:
                 etcd_server.wait_healthy(self.members[i], self.procs[i])
 
 
+def _remove(ns: list[str], veths: list[str], bridge: str) -> None:
+    """The members' namespaces, their veths and the bridge. Each veth is deleted by its host end, which
+    takes its pair at once: a namespace deleted with its end inside is destroyed by the kernel later,
+    and until then the host end lives on, so the next cluster's `ip link add` of that name failed
+    (File exists)."""
+    for name, veth in zip(ns, veths, strict=True):
+        host.kill(host.netns_pids(name))
+        host.delete_link(veth)
+        host.delete_netns(name)
+    host.delete_link(bridge)
+
+
 @contextmanager
 def three_etcd(subnet: str) -> Iterator[ThreeEtcd]:
     """A 3-member etcd on `subnet` (a /24 of the project's 10.99.x range, e.g. "10.99.20.0/24"): the
@@ -106,16 +118,14 @@ def three_etcd(subnet: str) -> Iterator[ThreeEtcd]:
     net, tag = ".".join(octets[:3]), octets[2]
     bridge = f"shoale{tag}-br"
     ns = [f"shoale{tag}-m{i}" for i in range(3)]
+    veths = [f"e{tag}m{i}v" for i in range(3)]
     d = Path(tempfile.mkdtemp(prefix=f"shoal-etcd3-{tag}-"))
     cluster = ThreeEtcd([], uuid.uuid4().hex, [None, None, None])
     try:
-        for name in ns:  # a leftover of a run that was killed before it could clean up
-            host.kill(host.netns_pids(name))
-            host.delete_netns(name)
-        host.delete_link(bridge)
+        _remove(ns, veths, bridge)  # a leftover of a run that was killed before it could clean up
         host.create_bridge(bridge, f"{net}.1", 24)
         for i, name in enumerate(ns):
-            host.create_node_net(name, f"e{tag}m{i}v", bridge, f"{net}.{11 + i}", 24, f"{net}.1")
+            host.create_node_net(name, veths[i], bridge, f"{net}.{11 + i}", 24, f"{net}.1")
             address = f"{net}.{11 + i}"
             cluster.members.append(EtcdMember(f"m{i}", address, 2379, 2380, d / f"m{i}", netns=name))
         cluster.procs = [etcd_server.start(m, cluster.members, cluster.token) for m in cluster.members]
@@ -126,8 +136,5 @@ def three_etcd(subnet: str) -> Iterator[ThreeEtcd]:
     finally:
         for i in range(len(cluster.procs)):
             cluster.kill(i)
-        for name in ns:
-            host.kill(host.netns_pids(name))
-            host.delete_netns(name)
-        host.delete_link(bridge)
+        _remove(ns, veths, bridge)
         subprocess.run(["rm", "-rf", str(d)], check=False)
