@@ -7,14 +7,16 @@ never see the group before it is durable."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from shoal.errors import StoreUnavailable
-from shoal.registry.store.sqlite import INLINE_COMMIT_S, SQLiteStore
+from shoal.registry.store.sqlite import INLINE_COMMIT_S, WRITE_LOCK_WAIT_S, SQLiteStore
 
 SLOW = INLINE_COMMIT_S * 500  # a recent commit time that sends commits to the committer thread
 
@@ -110,5 +112,30 @@ def test_close_commits_what_was_accepted_and_refuses_what_comes_after() -> None:
             assert [e.key for e in await again.range("c/")] == [f"c/{i}" for i in range(10)]
         finally:
             await again.close()
+
+    asyncio.run(run())
+
+
+def test_a_program_holding_the_files_write_lock_fails_writes_at_once_and_the_loop_goes_on() -> None:
+    async def run() -> None:
+        path = str(Path(tempfile.mkdtemp()) / "registry.db")
+        store = await SQLiteStore.open(path)
+        other = sqlite3.connect(path, isolation_level=None)  # behind the registry's back
+        try:
+            await store.put("k", b"v")
+            other.execute("BEGIN IMMEDIATE")
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="database is locked"):
+                await store.put("k", b"blocked")
+            assert time.monotonic() - t0 < 10 * WRITE_LOCK_WAIT_S  # not the 30 s busy wait
+            got = await store.get("k")
+            assert got is not None and got.value == b"v"  # nothing of the failed group is there
+            other.execute("ROLLBACK")
+            await store.put("k", b"after")  # the next group goes through
+            got = await store.get("k")
+            assert got is not None and got.value == b"after"
+        finally:
+            other.close()
+            await store.close()
 
     asyncio.run(run())

@@ -54,6 +54,7 @@ INSERT OR IGNORE INTO meta VALUES ('index', 1);
 MAX_BATCH = 512
 # While COMMIT (the fsync) takes less than this, it runs in the event loop's thread: see `_flush`.
 INLINE_COMMIT_S = 0.002
+WRITE_LOCK_WAIT_S = 0.1  # the most a group waits for the file's write lock (see __init__)
 _END = object()
 # A test hook, set only by the durability test to prove it catches a store that acknowledges unsynced
 # writes; nothing else sets it.
@@ -144,7 +145,12 @@ class SQLiteStore:
         self.commits = 0  # group commits made (each one fsync) and the writes they acknowledged:
         self.committed = 0  # committed / commits is the group size (figures for shoal.metrics)
         self.commit_seconds = 0.0  # time in those commits, BEGIN to fsync'd COMMIT
-        self._conn = self._connect()  # the writer's connection: statements here, COMMIT in the thread
+        self._conn = self._connect()  # the writer's: statements in the loop's thread, COMMIT there or not
+        # Its statements run in the loop's thread, so it never waits long for the file's write lock: only
+        # another program writing to the file behind the registry's back can hold it (the flock keeps
+        # other registries out), and the loop must not stand still behind that for the 30 s of
+        # `_connect`; such a group fails at once, naming the lock, and the next one tries again.
+        self._conn.execute(f"PRAGMA busy_timeout={int(WRITE_LOCK_WAIT_S * 1000)}")
         self._writer = threading.Thread(target=self._commit_loop, name=f"sqlite-commit:{path}", daemon=True)
         self._writer.start()
         self._reaper = self._loop.create_task(self._reap_leases())
