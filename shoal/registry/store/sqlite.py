@@ -198,10 +198,10 @@ class SQLiteStore:
         it back from a loop busy serving requests (60 us an op and 200 us a BEGIN, where the statement
         takes 5), and on a loaded 2-core machine handing COMMIT to a thread and its answer back cost two
         wake-ups, 400 us, twice the fsync itself (benchmarks/registry_kv.py: 5,700 PUT/s that way,
-        7,200-7,500 so). The price: while commits stay fast, the loop waits out each fsync (0.2-0.3 ms
-        here); once a disk slows down past INLINE_COMMIT_S, commits move to the thread and reads and
-        blocking queries stop waiting on it, until it is fast again. A disk that stops answering
-        altogether stops the registry's writes either way."""
+        6,700 so on the same loop, 7,200-7,500 on uvloop). The price: while commits stay fast, the loop
+        waits out each fsync (0.2-0.3 ms here); once a disk slows down past INLINE_COMMIT_S, commits
+        move to the thread and reads and blocking queries stop waiting on it, until it is fast again. A
+        disk that stops answering altogether stops the registry's writes either way."""
         self._flush_due = False
         if self._committing or not self._pending:
             return
