@@ -201,7 +201,8 @@ class SQLiteStore:
         6,700 so on the same loop, 7,200-7,500 on uvloop). The price: while commits stay fast, the loop
         waits out each fsync (0.2-0.3 ms here); once a disk slows down past INLINE_COMMIT_S, commits
         move to the thread and reads and blocking queries stop waiting on it, until it is fast again. A
-        disk that stops answering altogether stops the registry's writes either way."""
+        disk that hangs outright in the middle of an inline commit stops the whole registry, its reads
+        too (with the writer thread before, it stopped every write and the TTL checks they carry)."""
         self._flush_due = False
         if self._committing or not self._pending:
             return
