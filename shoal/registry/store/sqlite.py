@@ -125,7 +125,7 @@ class SQLiteStore:
         self._lock_fd = _lock(path)
         self._loop = asyncio.get_running_loop()
         self._pending: list[_Op] = []  # writes waiting for the next group commit
-        self._committing = False  # a group is in the committer thread
+        self._committing = False  # a group's COMMIT is under way (inline or in the committer thread)
         self._flush_due = False
         self._closing = False
         self._commit_s = 0.0  # COMMIT's recent time (moving average): inline while under INLINE_COMMIT_S
@@ -258,16 +258,13 @@ class SQLiteStore:
         self._committing = False
         if err is not None:
             self._failed(batch, err)
-        else:
-            self._index = txn.index
-            self.commits += 1
-            self.committed += len(batch)
-            self.commit_seconds += time.perf_counter() - t0
-            self._resolve(results, txn.changes, txn.index)
-        if self._pending:
-            self._flush_soon()
-        elif self._drained is not None:
-            self._drained.set()
+            return
+        self._index = txn.index
+        self.commits += 1
+        self.committed += len(batch)
+        self.commit_seconds += time.perf_counter() - t0
+        self._resolve(results, txn.changes, txn.index)
+        self._next()
 
     def _failed(self, batch: list[_Op], e: Exception) -> None:
         """A group the file refused: rolled back, every write in it failed, the next group goes on."""
@@ -275,6 +272,11 @@ class SQLiteStore:
             self._conn.execute("ROLLBACK")
         err = StoreUnavailable(f"sqlite store {self.path}: {e}")
         self._resolve([(op, False, err) for op in batch], [], None)
+        self._next()
+
+    def _next(self) -> None:
+        """After a group is answered: the writes queued meanwhile form the next one, or, with none left,
+        a closing store may go on closing."""
         if self._pending:
             self._flush_soon()
         elif self._drained is not None:
