@@ -136,16 +136,24 @@ def _sigstopped(dev_cluster, node: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _dropped(dev_cluster, node: str) -> Iterator[None]:
-    """The node's engine port drops every packet (the node is there, its engine unreachable)."""
+def _dropping(dev_cluster, node: str, *match: str) -> Iterator[None]:
+    """The node's engine port drops the packets `match` picks (iptables matches; none: every one), in the
+    node's own namespace, the rule gone afterwards whatever happened."""
     netns = f"/run/netns/{dev_cluster.name}-{node}"
     port = dev_cluster.nodes[node].rsplit(":", 1)[1]
-    rule = ["INPUT", "-p", "tcp", "--dport", port, "-j", "DROP"]
+    rule = ["INPUT", *match, "-p", "tcp", "--dport", port, "-j", "DROP"]
     subprocess.run(["nsenter", f"--net={netns}", "iptables", "-I", *rule], check=True)
     try:
         yield
     finally:
         subprocess.run(["nsenter", f"--net={netns}", "iptables", "-D", *rule], check=True)
+
+
+@contextlib.contextmanager
+def _dropped(dev_cluster, node: str) -> Iterator[None]:
+    """The node's engine port drops every packet (the node is there, its engine unreachable)."""
+    with _dropping(dev_cluster, node):
+        yield
 
 
 @pytest.mark.parametrize("hang", [_sigstopped, _dropped], ids=["sigstop", "dropped-packets"])
@@ -226,14 +234,8 @@ def test_exec_and_attach_to_a_hung_node_fail_naming_it(dev_cluster, hang):
 def _unreachable_from_managers(dev_cluster, node: str) -> Iterator[None]:
     """The node's engine drops what the managers send it (from the gateway); its own agent, beside it,
     still reaches it, so the registry keeps the node passing: only the manager counts it unreachable."""
-    netns = f"/run/netns/{dev_cluster.name}-{node}"
-    port = dev_cluster.nodes[node].rsplit(":", 1)[1]
-    rule = ["INPUT", "-s", dev_cluster.gateway, "-p", "tcp", "--dport", port, "-j", "DROP"]
-    subprocess.run(["nsenter", f"--net={netns}", "iptables", "-I", *rule], check=True)
-    try:
+    with _dropping(dev_cluster, node, "-s", dev_cluster.gateway):
         yield
-    finally:
-        subprocess.run(["nsenter", f"--net={netns}", "iptables", "-D", *rule], check=True)
 
 
 def test_a_manager_started_while_a_node_is_unreachable_places_there_as_soon_as_it_answers(dev_cluster):
