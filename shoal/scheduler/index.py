@@ -36,6 +36,7 @@ from shoal.scheduler.model import PASSING, ContainerRef, NodeState
 from shoal.scheduler.values import (
     affinity_keys,
     candidates,
+    changed_facts,
     constraint_keys,
     container_ports,
     container_slots,
@@ -93,13 +94,14 @@ class _Strings:
         self._epoch: dict[str, int] = defaultdict(int)
         self._cached: dict[Expr, _Cached] = {}
 
-    def set(self, j: int, keys: dict[str, tuple[str, ...]]) -> list[str]:
-        """Node j now offers `keys`; returns the keys whose values changed."""
+    def set(self, j: int, keys: dict[str, tuple[str, ...]], only: Iterable[str] | None = None) -> list[str]:
+        """Node j now offers `keys`; returns the keys whose values changed. `only`: the keys that may
+        have (a node's new facts, where the rest of its keys are as they were)."""
         if j == len(self.of_node):
             self.of_node.append({})
         old = self.of_node[j]
         changed = []
-        for key in old.keys() | keys.keys():
+        for key in old.keys() | keys.keys() if only is None else only:
             before, after = old.get(key), keys.get(key)
             if before == after:
                 continue
@@ -363,7 +365,19 @@ class ClusterIndex:
             old.facts is node.facts and old.labels is node.labels and old.id == node.id
         )
         if not same_facts:
-            for key in self.constraints.set(j, constraint_keys(node)):
+            if old is not None and old.labels is node.labels and old.id == node.id:
+                # new facts alone (every agent's every publish): only the keys of facts that changed
+                moved = changed_facts(old, node)
+                keys = dict(self.constraints.of_node[j])
+                for key in moved:
+                    if key in node.facts or key in node.labels:
+                        keys[key] = candidates(node, key)
+                    else:
+                        keys.pop(key, None)
+                touched = self.constraints.set(j, keys, only=moved)
+            else:
+                touched = self.constraints.set(j, constraint_keys(node))
+            for key in touched:
                 num = number(node, key)
                 if num is None:
                     if key in self._num:

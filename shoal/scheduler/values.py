@@ -16,6 +16,7 @@ HOST_PORTS_LABEL = "shoal.host-ports"
 SLOTS_LABELS = ("containerslots", "com.docker.swarm.containerslots")  # classic Swarm's, and namespaced
 
 _BOOL = {True: ("true", "True"), False: ("false", "False")}
+_MISSING = object()
 
 
 def candidates(node: NodeState, key: str) -> tuple[str, ...]:
@@ -40,6 +41,17 @@ def constraint_keys(node: NodeState) -> dict[str, tuple[str, ...]]:
     for key in {*node.facts, *node.labels}:
         keys[key] = candidates(node, key)
     return keys
+
+
+def changed_facts(old: NodeState, new: NodeState) -> set[str]:
+    """The facts whose values differ between two states of one node (pure): 1 and True and 1.0 are
+    equal to Python but not to a constraint, so a change of type counts."""
+    a, b = old.facts, new.facts
+    return {
+        k
+        for k in a.keys() | b.keys()
+        if (x := a.get(k, _MISSING)) is not (y := b.get(k, _MISSING)) and (type(x) is not type(y) or x != y)
+    }
 
 
 def number(node: NodeState, key: str) -> float | None:

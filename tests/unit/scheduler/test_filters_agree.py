@@ -148,15 +148,19 @@ requests = st.builds(
 
 PLACED = ContainerRef("c9", "web-9", "busybox", {"tier": "front"}, ((80, "tcp"),))
 # what happens to a node in a moment of cluster life: a container placed on it (facts kept as they were),
-# or anything at all (new facts, health, containers, volumes: a freshly drawn node under the same name)
+# new facts and nothing else (an agent's publish: the index re-reads only the facts that changed, and
+# a change of type, 1 to True, is a change), or anything at all (a freshly drawn node under that name)
+new_facts = st.dictionaries(st.sampled_from(FACT_KEYS), fact_values, max_size=5)
 changes = st.lists(
-    st.tuples(st.integers(0, 7), st.one_of(st.just("placed"), node_states("(name)"))), max_size=4
+    st.tuples(st.integers(0, 7), st.one_of(st.just("placed"), new_facts, node_states("(name)"))), max_size=4
 )
 
 
-def _changed(node: NodeState, change: str | NodeState) -> NodeState:
+def _changed(node: NodeState, change: str | dict | NodeState) -> NodeState:
     if change == "placed":
         return consume(node, ContainerSpec(memory=256 << 20, cpus=0.5), PLACED)
+    if isinstance(change, dict):
+        return replace(node, facts=change)  # the same labels object: the facts-only path
     assert isinstance(change, NodeState)
     return replace(change, name=node.name)
 
@@ -208,3 +212,16 @@ def test_counts_are_the_checks_counts(nodes, spec):
         assert reason == r.reason and str(r) == f"{r.node} {reason.detail}"
         assert counted[reason.key] >= 1
     assert (p.node is None) == (p.rejected_total == len(ix))
+
+
+def test_a_fact_that_changes_type_alone_is_seen_by_the_index():
+    """1 == True == 1.0 to Python, not to a constraint ("1" is not "true"): a publish that changes a fact's
+    type and nothing else must reach the index's strings as a whole rebuild would."""
+    labels = {"zone": "a"}
+    ix = ClusterIndex([NodeState(name="n1", gathered_at=NOW, facts={"k1": 1, "k2": 2}, labels=labels)])
+    for value, matches in ((True, "true"), (1.0, "1"), (1, "01"), ("x", "x")):
+        ix.upsert(replace(ix.nodes[0], facts={"k1": value, "k2": 2}))
+        for expr, want in ((f"k1=={matches}", True), ("k1==nothing", False)):
+            spec = ContainerSpec(constraints=(parse("constraint", expr),))
+            assert_agree(ix, spec, 30.0)
+            assert bool(place(spec, ix, NOW).node) == want, (value, expr)
