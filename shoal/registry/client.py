@@ -22,7 +22,7 @@ import json
 import os
 import re
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from shoal.errors import BadRequest, PermissionDenied, RegistryFailed, RegistryUnreachable, ShoalError
+from shoal.registry.model import SINCE_HEADER
 
 T = TypeVar("T")
 TIMEOUT = 10.0  # one call; a blocking query gets its wait on top
@@ -226,6 +227,14 @@ async def first_answer(
     raise unreachable(what, failures) from failures[-1][1]
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    index: int  # X-Consul-Index
+    body: bytes
+    headers: Mapping[str, str]
+
+
 class RegistryClient:
     def __init__(
         self,
@@ -281,12 +290,26 @@ class RegistryClient:
     ) -> tuple[int, int, bytes]:
         """(status, X-Consul-Index, body); a status in `answers` is an answer, any other 4xx/5xx a
         ShoalError. Goes over the addresses as the module docstring says."""
+        got = await self._exchange(method, path, params=params, data=data, wait=wait, answers=answers)
+        return got.status, got.index, got.body
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        data: bytes | None = None,
+        wait: float = 0.0,
+        answers: tuple[int, ...] = (404,),
+    ) -> _Answer:
+        """`_call`, with the answer's headers."""
         timeout = aiohttp.ClientTimeout(
             total=self.timeout + (wait + BLOCK_MARGIN if wait else 0), sock_connect=min(CONNECT, self.timeout)
         )
         read = method == "GET"
 
-        async def attempt(base: str) -> tuple[int, int, bytes]:
+        async def attempt(base: str) -> _Answer:
             async with (
                 self._sender(not read) as session,
                 session.request(
@@ -299,9 +322,11 @@ class RegistryClient:
                     timeout=timeout,
                 ) as r,
             ):
-                return r.status, int(r.headers.get("X-Consul-Index", "0") or 0), await r.read()
+                index = int(r.headers.get("X-Consul-Index", "0") or 0)
+                return _Answer(r.status, index, await r.read(), r.headers.copy())
 
-        _, (status, index, body) = await first_answer(self._rotation, attempt, read=read)
+        _, got = await first_answer(self._rotation, attempt, read=read)
+        status, body = got.status, got.body
         if status == 403:
             raise PermissionDenied(
                 f"registry {method} {path.split('?')[0]}: permission denied "
@@ -310,7 +335,7 @@ class RegistryClient:
         if status >= 400 and status not in answers:
             cls = RegistryFailed if status >= 500 else ShoalError
             raise cls(f"registry {method} {path}: {status} {body.decode(errors='replace').strip()}")
-        return status, index, body
+        return got
 
     async def _json(self, method: str, path: str, **kw: Any) -> Any:
         status, _, body = await self._call(method, path, **kw)
@@ -336,23 +361,25 @@ class RegistryClient:
         self, prefix: str, *, index: int = 0, wait: float = 30.0
     ) -> tuple[list[KVPair], int]:
         """Every pair under `prefix`; with `index`, blocks until something there changes after it."""
-        entries, new_index = await self.list_entries(prefix, index=index, wait=wait)
+        entries, _, new_index = await self.list_changes(prefix, 0, index=index, wait=wait)
         return [KVPair.from_consul(e) for e in entries], new_index
 
-    async def list_entries(
-        self, prefix: str, *, index: int = 0, wait: float = 30.0
-    ) -> tuple[list[dict[str, Any]], int]:
-        """`list_prefix` as Consul sends it (each Value still base64): a watch of 1,000 nodes' documents
-        decodes (`KVPair.from_consul`) only the entries whose ModifyIndex moved."""
-        status, new_index, body = await self._call(
-            "GET",
-            f"/v1/kv/{prefix}",
-            params={"recurse": "", **self._blocking(index, wait)},
-            wait=wait if index else 0.0,
-        )
-        if status == 404 or not body.strip():
-            return [], new_index
-        return json.loads(body), new_index
+    async def list_changes(
+        self, prefix: str, since: int, *, index: int = 0, wait: float = 30.0
+    ) -> tuple[list[dict[str, Any]], bool, int]:
+        """The entries under `prefix` as Consul sends them (each Value still base64, for a reader that
+        decodes only those whose ModifyIndex moved), only those written after index `since` where the
+        registry can tell (shoal's ?since, views.Views.kv_changes): (entries, whole, index). `whole`
+        says they are every entry under the prefix (what is not among them is gone); else they are the
+        changes, and nothing was deleted. A Consul agent ignores ?since and always answers whole."""
+        params = {"recurse": "", **self._blocking(index, wait)}
+        if since > 0:
+            params["since"] = str(since)
+        got = await self._exchange("GET", f"/v1/kv/{prefix}", params=params, wait=wait if index else 0.0)
+        whole = got.headers.get(SINCE_HEADER) != str(since) or since <= 0
+        if got.status == 404 or not got.body.strip():
+            return [], whole, got.index
+        return json.loads(got.body), whole, got.index
 
     async def put(
         self,

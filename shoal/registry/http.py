@@ -24,7 +24,8 @@ from shoal.registry import bexpr, decode, txn
 from shoal.registry import model as m
 from shoal.registry.blocking import Read
 from shoal.registry.core import Registry
-from shoal.registry.views import Filters
+from shoal.registry.model import SINCE_HEADER
+from shoal.registry.views import Filters, KVChanges
 
 log = logging.getLogger("shoal.registry.http")
 
@@ -364,6 +365,8 @@ async def kv_get(request: web.Request) -> web.Response:
         if not listed and key:
             return web.Response(status=404, headers=_index_headers(r.index))
         return _json(listed, r.index)
+    if _flag(request, "recurse") and "since" in request.query:
+        return await _kv_changes(request, key, _int_param(request, "since", "since index") or 0)
     if _flag(request, "recurse"):
         r = await _blocking(request, lambda: views.kv_list(key))
         entries = r.data
@@ -379,6 +382,22 @@ async def kv_get(request: web.Request) -> web.Response:
     if _flag(request, "recurse"):
         return _read_json(r, "kv-list", lambda: [e.to_consul() for e in entries])
     return _read_json(r, "kv-one", lambda: [e.to_consul() for e in entries])
+
+
+async def _kv_changes(request: web.Request, key: str, since: int) -> web.Response:
+    """shoal's ?recurse&since=N (views.kv_changes): what changed under the prefix after index N, with
+    X-Shoal-Since: N saying the body holds only that (an empty list: nothing did); without that header
+    the body is the whole prefix, as ?recurse answers it, 404 when it is empty. Consul ignores a
+    parameter it does not know, so a client that sends since= to Consul gets whole answers, which it
+    must take as whole by the missing header: the extension degrades to Consul's behaviour."""
+    r = await _blocking(request, lambda: request.app[REGISTRY].views.kv_changes(key, since))
+    changes: KVChanges = r.data
+    if changes.whole and not changes.entries:
+        return web.Response(status=404, headers=_index_headers(r.index))
+    resp = _read_json(r, "kv-changes", lambda: [e.to_consul() for e in changes.entries])
+    if not changes.whole:
+        resp.headers[SINCE_HEADER] = str(since)
+    return resp
 
 
 async def kv_put(request: web.Request) -> web.Response:

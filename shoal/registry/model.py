@@ -39,6 +39,9 @@ KV, SESSIONS, NODES, SERVICES, CHECKS = "kv/", "sessions/", "nodes/", "services/
 # renewal made through a follower (the leader times every TTL), and a released lock's delay (every
 # registry refuses an acquire during it, not just the one that released it). Values are JSON.
 TTL_TOUCH, LOCK_DELAYS = "ttl-touch/", "lockdelay/"
+# shoal's one extension of the KV API (views.Views.kv_changes): GET /v1/kv/<prefix>?recurse&since=N answers
+# only the entries written after index N, and says so with this header; without it the answer is whole
+SINCE_HEADER = "X-Shoal-Since"
 HELD = "held/"
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)
