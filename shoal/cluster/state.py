@@ -52,10 +52,9 @@ LISTS_PER_S = 20.0
 SYNC_AT_ONCE = 32  # engines listed at once by a resync of many: more only queue behind each other
 FAILURES = 2  # periodic lists in a row with no answer before an engine that answered is unreachable
 RELIST_EVERY = 0.25  # a registry watch lists again at most this often (a burst of writes, one list)
-# ... and the nodes' watch, whose list has three documents a node and changes with every agent's every
-# publish, lists at most this many entries a second: at 1,000 nodes (3,000 entries, 2.9 MB) every 0.5 s,
-# where every 0.25 s cost the manager an eighth of a core at idle. A fact still reaches placement within
-# a second of its publish.
+# ... and the nodes' watch reads at most this many entries a second: it reads only the documents written
+# since its last read (?since), but a whole listing (after a deletion) of 1,000 nodes is 3,000 entries,
+# 2.9 MB, and every 0.25 s that cost the manager an eighth of a core
 NODE_ENTRIES_PER_S = 6000.0
 _HEX = re.compile(r"[0-9a-f]{1,64}")  # what may be an image id's prefix
 EVENT_DEBOUNCE = 0.02  # one refresh for a burst of events (create, attach, start...)
@@ -153,6 +152,7 @@ class Cluster:
         self._pending: dict[str, list[Reservation]] = {}  # node -> creates on their way to its engine
         self._doc_index: dict[str, int] = {}  # registry key -> ModifyIndex of the document last parsed
         self._applied = {"nodes": 0, "health": 0}  # the registry index each watch's view was read at
+        self._nodes_read = 0  # entries in the nodes' watch's last answer (what paces it)
         self._by_id: dict[str, tuple[Engine, dict[str, Any]]] = {}  # container id -> where, its entry
         self._by_name: dict[str, dict[str, tuple[Engine, dict[str, Any]]]] = {}  # name -> node -> ...
         self._ids: list[str] | None = None  # every container id, sorted (for prefixes); None: stale
@@ -218,16 +218,24 @@ class Cluster:
     # --- registry ---------------------------------------------------------------------------------
 
     async def _load_nodes(self, index: int = 0, newer_only: bool = False) -> int:
-        """The agents' documents, parsed again only where their ModifyIndex moved: one agent publishing
-        re-reads (and reindexes) that one node, not all 1,000. `newer_only` (a read beside the watch):
-        nothing is done with an answer no newer than the view already held."""
-        entries, new_index = await self.client.list_entries(keys.NODES, index=index, wait=60.0)
+        """The agents' documents: only those written since the view was last read (the registry's
+        ?since, views.Views.kv_changes), so one agent's publish costs the manager that one document, not
+        a listing of every node's (3,000 documents, 2.9 MB at 1,000 nodes, twice a second, was its
+        largest cost at idle); parsed and reindexed only where their ModifyIndex moved. A whole answer
+        (after a deletion, from a registry restored from older state, or from one that does not know
+        ?since) is the view, as read: what it does not list is gone. Changes are taken only where newer
+        than the document held, so two reads that overlap cannot put an older one back. `newer_only` (a
+        read beside the watch): nothing is done with an answer no newer than the view already held."""
+        since = self._applied["nodes"] if index else 0
+        entries, whole, new_index = await self.client.list_changes(keys.NODES, since, index=index, wait=60.0)
+        self._nodes_read = len(entries)
         if newer_only and new_index <= self._applied["nodes"]:
             return new_index
-        self._applied["nodes"] = new_index
-        facts: dict[str, dict[str, Any]] = {}
-        info: dict[str, dict[str, Any]] = {}
-        seen: dict[str, int] = {}
+        self._applied["nodes"] = new_index if whole else max(new_index, self._applied["nodes"])
+        if whole:
+            facts, info, seen = {}, {}, {}
+        else:
+            facts, info, seen = dict(self._facts), dict(self._info), dict(self._doc_index)
         changed: set[str] = set()
         info_changed: set[str] = set()
         for e in entries:
@@ -236,18 +244,24 @@ class Cluster:
             if kind not in keys.NODE_DOCS:
                 continue
             into, before = (facts, self._facts) if kind == "facts" else (info, self._info)
-            seen[key] = modify_index
-            if modify_index and self._doc_index.get(key) == modify_index:
-                if node in before:  # unchanged: the document parsed last time, the same object
-                    into[node] = before[node]
+            held = self._doc_index.get(key, 0)
+            if modify_index and (held == modify_index if whole else held >= modify_index):
+                if whole:  # unchanged: the document parsed last time, the same object
+                    seen[key] = held
+                    if node in before:
+                        into[node] = before[node]
                 continue
+            seen[key] = modify_index
             changed.add(node)
             if kind != "facts":
                 info_changed.add(node)
             doc = KVPair.from_consul(e).json()
             if isinstance(doc, dict):
                 into[node] = doc
-        changed |= (self._facts.keys() - facts.keys()) | (self._info.keys() - info.keys())
+            else:
+                into.pop(node, None)
+        if whole:
+            changed |= (self._facts.keys() - facts.keys()) | (self._info.keys() - info.keys())
         self._doc_index = seen
         self._facts, self._info = facts, info
         self._update_nodes(changed, changed - info_changed)
@@ -285,9 +299,10 @@ class Cluster:
     def _with_new_facts(self, node: str) -> NodeState | None:
         """The node's indexed state with its facts document as now published, the rest as it was (every
         other input -- the engine's lists, reservations, datasets, health -- reindexes the node itself when
-        it changes); None where that does not hold: not indexed yet, or holds that expire with time."""
+        it changes); None where that does not hold: not indexed yet, or other managers' holds, which
+        expire with time (a manager's own holds it does not count: after a fill, every node has some)."""
         old = self.index.get(node)
-        if old is None or node not in self._facts or (self.holder and node in self.held):
+        if old is None or node not in self._facts or self._others_hold(node):
             return None
         e = self.engines.get(node)
         new = node_state(
@@ -296,6 +311,10 @@ class Cluster:
             old.networks,
         )  # fmt: skip
         return _reuse(old, new)
+
+    def _others_hold(self, node: str) -> bool:
+        held = self.held.get(node)
+        return bool(self.holder and held and any(h.manager != self.holder for h in held[0].values()))
 
     async def _load_health(self, index: int = 0, newer_only: bool = False) -> int:
         """The agents' checks: only the nodes whose Status changed are reindexed (a TTL renewal, which
@@ -386,7 +405,7 @@ class Cluster:
         return dict(self._info.get(node, {}).get("pool") or {})
 
     def _relist_nodes_every(self) -> float:
-        return max(RELIST_EVERY, 3 * len(self._facts) / NODE_ENTRIES_PER_S)
+        return max(RELIST_EVERY, self._nodes_read / NODE_ENTRIES_PER_S)
 
     async def _watch(
         self, load: Callable[[int], Awaitable[int]], every: Callable[[], float] = lambda: RELIST_EVERY

@@ -73,6 +73,45 @@ def test_a_change_on_one_node_reindexes_that_node_only(registry):
     asyncio.run(run())
 
 
+def test_the_watch_reads_only_the_documents_written_since_and_still_sees_a_node_leave(registry):
+    """The nodes' watch asks for what changed since its view (?since): one agent's publish is that one
+    document, the other nodes keep their very objects; a deletion answers whole, and the node whose
+    documents it no longer lists leaves. The watch running in the background, as in the manager."""
+
+    async def until(what) -> None:
+        async with asyncio.timeout(10):
+            while not what():
+                await asyncio.sleep(0.05)
+
+    async def run() -> None:
+        c = Cluster(registry.url)
+        async with aiohttp.ClientSession() as s:
+            reg = Access(registry.url).client(s)
+            for n in ("n1", "n2", "n3"):
+                await reg.put(keys.node_facts(n), facts(n))
+                await reg.put(keys.node_info(n), info(n))
+            await c.start()
+            try:
+                before = {n: c.index.get(n) for n in ("n1", "n2", "n3")}
+                _, _, at = await reg.list_changes(keys.NODES, 0)
+                await reg.put(keys.node_facts("n2"), facts("n2", zone="b"))
+                entries, whole, _ = await reg.list_changes(keys.NODES, at)
+                assert not whole and [e["Key"] for e in entries] == [keys.node_facts("n2")]
+                await until(lambda: c.index.get("n2").facts["zone"] == "b")
+                assert c.index.get("n1") is before["n1"] and c.index.get("n3") is before["n3"]
+
+                await reg.delete(keys.NODES + "n3/", recurse=True)
+                await until(lambda: c.index.get("n3") is None)
+                assert sorted(c.index.pos) == ["n1", "n2"]  # rebuilt whole, as when any node leaves
+                assert c.index.get("n1").facts == before["n1"].facts
+                assert c.index.get("n2").facts["zone"] == "b"
+            finally:
+                await c.close()
+                await reg.delete(keys.NODES, recurse=True)
+
+    asyncio.run(run())
+
+
 def test_new_facts_alone_keep_the_rest_of_the_node_as_a_whole_rebuild_would_make_it(registry):
     """Every publish changes a node's facts and nothing else: the cache keeps the node's containers,
     images and networks as indexed instead of building them again from the engine's list, and the state
