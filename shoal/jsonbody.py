@@ -25,3 +25,14 @@ def dumps(data: Any) -> bytes:
         return orjson.dumps(data)
     except TypeError:  # orjson.JSONEncodeError is a TypeError: a big int, a non-str key, a stray type
         return json.dumps(data).encode()
+
+
+Fragment = orjson.Fragment  # JSON already written: `dumps` copies it into the body as it is
+
+
+def dumps_open(data: dict[str, Any]) -> bytes:
+    """A non-empty object as JSON without its closing brace, for a caller that adds members to a part
+    it renders once and reuses (the rows of `docker ps -a`, whose STATUS changes while they do not)."""
+    body = dumps(data)
+    assert body.endswith(b"}") and len(body) > 2, "an object with members"
+    return body[:-1]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shoal import jsonbody
 
@@ -25,3 +27,21 @@ def test_every_body_is_the_json_the_standard_encoder_means(data: object) -> None
 def test_what_neither_encoder_takes_still_raises() -> None:
     with pytest.raises(TypeError):
         jsonbody.dumps({"a": object()})
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(rows=st.lists(st.dictionaries(st.text(max_size=5), _VALUES, min_size=1, max_size=4), max_size=5),
+       status=st.none() | st.text(max_size=12))  # fmt: skip
+def test_open_rows_closed_with_a_member_are_the_objects_with_it(rows, status) -> None:
+    """How `docker ps` rows are written (containers._row_open): each object rendered once without its
+    closing brace, a STATUS member added per answer, the rows joined as fragments into one body."""
+    tail = b"}" if status is None else b',"Status":' + jsonbody.dumps(status) + b"}"
+    body = jsonbody.dumps([jsonbody.Fragment(jsonbody.dumps_open(r) + tail) for r in rows])
+    want = [{**r, "Status": status} if status is not None else r for r in rows]
+    assert json.loads(body) == json.loads(json.dumps(want))
