@@ -763,9 +763,13 @@ class Cluster:
     def _set_containers(self, e: Engine, docs: list[dict[str, Any]]) -> None:
         """An engine's container list replaced: the id and name lookups follow, for its containers only. An
         entry equal to the one held keeps the held object: a resync of 30 unchanged containers makes no
-        new objects (at 1,000 nodes the lists' churn was what the garbage collector's pauses walked)."""
+        new objects (at 1,000 nodes the lists' churn was what the garbage collector's pauses walked), and
+        a list with nothing new is no change: `version` stays, so what is cached of the list (the `ps`
+        rows, their order, the counts) stays valid across the periodic resync's 20 lists a second."""
         held = {c["Id"]: c for c in e.containers}
         docs = [old if (old := held.get(d.get("Id"))) is not None and old == d else d for d in docs]
+        if len(docs) == len(e.containers) and all(a is b for a, b in zip(docs, e.containers, strict=True)):
+            return
         self._unlink_all(e)
         e.containers = docs
         e.version += 1
