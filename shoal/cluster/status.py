@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,25 +55,51 @@ def parse_time(ts: str | None) -> float | None:
     return datetime.datetime.fromisoformat(text).timestamp()
 
 
+def next_change(seconds: float) -> float:
+    """The least duration past `seconds` at which `human_duration`'s text may change (pure; never later
+    than it does): every second within the first minute, every minute to 46, then at each half hour
+    (its rounded hours) or whole hour (the years branch), whichever comes first."""
+    if seconds < 60:
+        return math.floor(seconds) + 1
+    if seconds < 46 * 60:
+        return 60 * (int(seconds / 60) + 1)
+    return min((int(seconds / 3600 + 0.5) + 0.5) * 3600, (int(seconds / 3600) + 1) * 3600)
+
+
 def status_text(state: Mapping[str, Any], now: float) -> str:
     """dockerd's State.String() for an inspect State document."""
+    return status_until(state, now)[0]
+
+
+def status_until(state: Mapping[str, Any], now: float) -> tuple[str, float]:
+    """`status_text`, and the time until which it reads the same (a cache of 30,000 containers' STATUS
+    recomputes only those whose text moved: `docker ps -a` at 1,000 nodes spent a quarter of its time
+    here)."""
     started = parse_time(state.get("StartedAt"))
     finished = parse_time(state.get("FinishedAt"))
     if state.get("Running"):
-        up = human_duration(now - (started or now))
+        since = started or now
+        up, until = human_duration(now - since), since + next_change(now - since)
         if state.get("Paused"):
-            return f"Up {up} (Paused)"
+            return f"Up {up} (Paused)", until
         if state.get("Restarting"):
-            return f"Restarting ({state.get('ExitCode', 0)}) {human_duration(now - (finished or now))} ago"
+            ended = finished or now
+            return (
+                f"Restarting ({state.get('ExitCode', 0)}) {human_duration(now - ended)} ago",
+                min(until, ended + next_change(now - ended)),
+            )
         if health := (state.get("Health") or {}).get("Status"):
-            return f"Up {up} ({'health: starting' if health == 'starting' else health})"
-        return f"Up {up}"
+            return f"Up {up} ({'health: starting' if health == 'starting' else health})", until
+        return f"Up {up}", until
     if state.get("Status") == "removing":
-        return "Removal In Progress"
+        return "Removal In Progress", math.inf
     if state.get("Dead"):
-        return "Dead"
+        return "Dead", math.inf
     if started is None:
-        return "Created"
+        return "Created", math.inf
     if finished is None:
-        return ""
-    return f"Exited ({state.get('ExitCode', 0)}) {human_duration(now - finished)} ago"
+        return "", math.inf
+    return (
+        f"Exited ({state.get('ExitCode', 0)}) {human_duration(now - finished)} ago",
+        finished + next_change(now - finished),
+    )

@@ -1,4 +1,9 @@
-from shoal.cluster.status import human_duration, parse_time, status_text
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.cluster.status import human_duration, parse_time, status_text, status_until
 
 T0 = parse_time("2026-11-25T10:00:00.123456789Z")
 
@@ -43,3 +48,42 @@ def test_status_text_as_dockerd_writes_it():
     assert status_text(exited, T0 + 7200) == "Exited (3) 2 hours ago"
     assert status_text({"Running": False, "StartedAt": "0001-01-01T00:00:00Z"}, T0) == "Created"
     assert status_text({"Dead": True, "StartedAt": run["StartedAt"]}, T0) == "Dead"
+
+
+_STATES = st.fixed_dictionaries(
+    {
+        "Running": st.booleans(),
+        "Paused": st.booleans(),
+        "Restarting": st.booleans(),
+        "ExitCode": st.integers(0, 3),
+    },
+    optional={"FinishedAt": st.just("2026-11-25T09:00:00.5Z"), "Health": st.just({"Status": "healthy"})},
+).map(lambda s: {**s, "StartedAt": "2026-11-25T10:00:00.123456789Z"})
+
+
+# where the text changes (a minute, 46 minutes, half hours, a day, two years and three) and anywhere
+_NEAR = st.sampled_from([0, 59, 60, 45 * 60, 46 * 60, 5400, 86400, 2 * 365 * 86400, 3 * 365 * 86400])
+_AFTER = st.one_of(
+    st.builds(lambda at, d: at + d, _NEAR, st.floats(-2000, 2000)), st.floats(-5, 4 * 365 * 86400)
+)
+
+
+@given(state=_STATES, after=_AFTER, later=st.floats(0, 1))
+def test_a_status_reads_the_same_until_the_time_it_gives_and_no_longer_is_promised(state, after, later):
+    """`status_until`'s time: any moment before it reads the very text (so a cache of it is never stale)."""
+    now = T0 + after
+    text, until = status_until(state, now)
+    assert text == status_text(state, now) and until > now
+    if until != math.inf:
+        at = now + (until - now) * later * 0.999999
+        assert status_text(state, at) == text, (now, at, until)
+
+
+def test_the_years_text_moves_on_the_whole_hour_not_the_rounded_one():
+    """go-units' years read whole hours while the rest read rounded ones: 20 minutes before three years
+    the text is "2 years", and its time is the whole hour, not the half hour after it."""
+    state = {"Running": True, "StartedAt": "2026-11-25T10:00:00.123456789Z"}
+    now = T0 + 3 * 365 * 86400 - 1200
+    text, until = status_until(state, now)
+    assert text == "Up 2 years" and until == T0 + 3 * 365 * 86400
+    assert status_text(state, until) == "Up 3 years"
