@@ -278,19 +278,9 @@ class RegistryClient:
         finally:
             await once.close()
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        data: bytes | None = None,
-        wait: float = 0.0,
-        answers: tuple[int, ...] = (404,),
-    ) -> tuple[int, int, bytes]:
-        """(status, X-Consul-Index, body); a status in `answers` is an answer, any other 4xx/5xx a
-        ShoalError. Goes over the addresses as the module docstring says."""
-        got = await self._exchange(method, path, params=params, data=data, wait=wait, answers=answers)
+    async def _call(self, method: str, path: str, **kw: Any) -> tuple[int, int, bytes]:
+        """`_exchange`'s (status, X-Consul-Index, body)."""
+        got = await self._exchange(method, path, **kw)
         return got.status, got.index, got.body
 
     async def _exchange(
@@ -303,7 +293,8 @@ class RegistryClient:
         wait: float = 0.0,
         answers: tuple[int, ...] = (404,),
     ) -> _Answer:
-        """`_call`, with the answer's headers."""
+        """The answer, headers and all; a status in `answers` is an answer, any other 4xx/5xx a
+        ShoalError. Goes over the addresses as the module docstring says."""
         timeout = aiohttp.ClientTimeout(
             total=self.timeout + (wait + BLOCK_MARGIN if wait else 0), sock_connect=min(CONNECT, self.timeout)
         )

@@ -7,8 +7,9 @@ while another agent's live claim is still refused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -17,7 +18,8 @@ from shoal import keys
 from shoal.agent import publish
 from shoal.cluster.state import Cluster
 from shoal.errors import Conflict
-from shoal.registry.client import Access
+from shoal.registry.client import Access, RegistryClient
+from shoal.scheduler.model import NodeState
 from shoal.sim.engines import serve
 from tests.registry.conftest import RegistryProc, sqlite_registry
 
@@ -36,39 +38,45 @@ def info(node: str) -> dict[str, object]:
     return {"node": node, "id": node, "address": "127.0.0.1", "cpus": 2, "memory_mb": 1024}
 
 
+@contextlib.asynccontextmanager
+async def _three_nodes(url: str) -> AsyncIterator[tuple[Cluster, RegistryClient, dict[str, NodeState]]]:
+    """Nodes n1-n3 published, a cache started over them, and each node's state as first indexed."""
+    c = Cluster(url)
+    async with aiohttp.ClientSession() as s:
+        reg = Access(url).client(s)
+        for n in ("n1", "n2", "n3"):
+            await reg.put(keys.node_facts(n), facts(n))
+            await reg.put(keys.node_info(n), info(n))
+        await c.start()
+        try:
+            yield c, reg, {n: c.index.get(n) for n in ("n1", "n2", "n3")}
+        finally:
+            await c.close()
+            await reg.delete(keys.NODES, recurse=True)
+
+
 def test_a_change_on_one_node_reindexes_that_node_only(registry):
     async def run() -> None:
-        c = Cluster(registry.url)
-        async with aiohttp.ClientSession() as s:
-            reg = Access(registry.url).client(s)
+        async with _three_nodes(registry.url) as (c, reg, before):
+            assert all(before.values())
+            await reg.put(keys.node_facts("n2"), facts("n2", zone="b"))
+            await c._load_nodes()
+            assert c.index.get("n2").facts["zone"] == "b"
+            assert c.index.get("n1") is before["n1"] and c.index.get("n3") is before["n3"]
+
             for n in ("n1", "n2", "n3"):
-                await reg.put(keys.node_facts(n), facts(n))
-                await reg.put(keys.node_info(n), info(n))
-            await c.start()
-            try:
-                before = {n: c.index.get(n) for n in ("n1", "n2", "n3")}
-                assert all(before.values())
-                await reg.put(keys.node_facts("n2"), facts("n2", zone="b"))
-                await c._load_nodes()
-                assert c.index.get("n2").facts["zone"] == "b"
-                assert c.index.get("n1") is before["n1"] and c.index.get("n3") is before["n3"]
+                await reg.catalog_register(publish.registration(n, "127.0.0.1", {}, 5, "passing", ""))
+            await c._load_health()
+            kept, facts3 = c.index.get("n1"), c.index.get("n3").facts
+            await reg.catalog_register(publish.registration("n3", "127.0.0.1", {}, 5, "critical", ""))
+            await c._load_health()
+            assert c.index.get("n3").health == "critical"
+            assert c.index.get("n3").facts is facts3  # the same facts: not re-indexed for them
+            assert c.index.get("n1") is kept
 
-                for n in ("n1", "n2", "n3"):
-                    await reg.catalog_register(publish.registration(n, "127.0.0.1", {}, 5, "passing", ""))
-                await c._load_health()
-                kept, facts3 = c.index.get("n1"), c.index.get("n3").facts
-                await reg.catalog_register(publish.registration("n3", "127.0.0.1", {}, 5, "critical", ""))
-                await c._load_health()
-                assert c.index.get("n3").health == "critical"
-                assert c.index.get("n3").facts is facts3  # the same facts: not re-indexed for them
-                assert c.index.get("n1") is kept
-
-                await reg.delete(keys.NODES + "n3/", recurse=True)
-                await c._load_nodes()
-                assert c.index.get("n3") is None and len(c.index) == 2
-            finally:
-                await c.close()
-                await reg.delete(keys.NODES, recurse=True)
+            await reg.delete(keys.NODES + "n3/", recurse=True)
+            await c._load_nodes()
+            assert c.index.get("n3") is None and len(c.index) == 2
 
     asyncio.run(run())
 
@@ -84,30 +92,19 @@ def test_the_watch_reads_only_the_documents_written_since_and_still_sees_a_node_
                 await asyncio.sleep(0.05)
 
     async def run() -> None:
-        c = Cluster(registry.url)
-        async with aiohttp.ClientSession() as s:
-            reg = Access(registry.url).client(s)
-            for n in ("n1", "n2", "n3"):
-                await reg.put(keys.node_facts(n), facts(n))
-                await reg.put(keys.node_info(n), info(n))
-            await c.start()
-            try:
-                before = {n: c.index.get(n) for n in ("n1", "n2", "n3")}
-                _, _, at = await reg.list_changes(keys.NODES, 0)
-                await reg.put(keys.node_facts("n2"), facts("n2", zone="b"))
-                entries, whole, _ = await reg.list_changes(keys.NODES, at)
-                assert not whole and [e["Key"] for e in entries] == [keys.node_facts("n2")]
-                await until(lambda: c.index.get("n2").facts["zone"] == "b")
-                assert c.index.get("n1") is before["n1"] and c.index.get("n3") is before["n3"]
+        async with _three_nodes(registry.url) as (c, reg, before):
+            _, _, at = await reg.list_changes(keys.NODES, 0)
+            await reg.put(keys.node_facts("n2"), facts("n2", zone="b"))
+            entries, whole, _ = await reg.list_changes(keys.NODES, at)
+            assert not whole and [e["Key"] for e in entries] == [keys.node_facts("n2")]
+            await until(lambda: c.index.get("n2").facts["zone"] == "b")
+            assert c.index.get("n1") is before["n1"] and c.index.get("n3") is before["n3"]
 
-                await reg.delete(keys.NODES + "n3/", recurse=True)
-                await until(lambda: c.index.get("n3") is None)
-                assert sorted(c.index.pos) == ["n1", "n2"]  # rebuilt whole, as when any node leaves
-                assert c.index.get("n1").facts == before["n1"].facts
-                assert c.index.get("n2").facts["zone"] == "b"
-            finally:
-                await c.close()
-                await reg.delete(keys.NODES, recurse=True)
+            await reg.delete(keys.NODES + "n3/", recurse=True)
+            await until(lambda: c.index.get("n3") is None)
+            assert sorted(c.index.pos) == ["n1", "n2"]  # rebuilt whole, as when any node leaves
+            assert c.index.get("n1").facts == before["n1"].facts
+            assert c.index.get("n2").facts["zone"] == "b"
 
     asyncio.run(run())
 
