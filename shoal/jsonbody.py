@@ -21,13 +21,22 @@ import orjson
 
 def dumps(data: Any) -> bytes:
     """`data` as a JSON body."""
+    if isinstance(data, Written):
+        return data.body
     try:
         return orjson.dumps(data)
     except TypeError:  # orjson.JSONEncodeError is a TypeError: a big int, a non-str key, a stray type
         return json.dumps(data).encode()
 
 
-Fragment = orjson.Fragment  # JSON already written: `dumps` copies it into the body as it is
+class Written:
+    """A body already written as JSON: `dumps` answers it as it is, not copied (`docker ps -a` over
+    30,000 containers is 24 MB, written once from rows rendered beforehand)."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
 
 
 def dumps_open(data: dict[str, Any]) -> bytes:

@@ -407,13 +407,13 @@ class Containers:
 
     # --- lists --------------------------------------------------------------------------------------
 
-    async def listed(self, q: PsQuery) -> list[dict[str, Any]] | jsonbody.Fragment:
+    async def listed(self, q: PsQuery) -> list[dict[str, Any]] | jsonbody.Written:
         """`docker ps` across the nodes, sorted and cut as dockerd does: newest first, `limit` (which shows
         every state, as dockerd's does), `since`/`before` by the cluster's order of creation, `node` (classic
         Swarm's) here; the other filters and sizes are each engine's to answer, a plain list the cache's
         (as classic Swarm answered it). A node that does not answer keeps its last known containers listed,
         their STATUS `Host Down` (Swarm's words), rather than dropping them. The engines' answers come as
-        dicts, the cache's as the list's JSON already written (jsonbody.Fragment, see `_rendered`)."""
+        dicts, the cache's as the list's JSON already written (jsonbody.Written, see `_rendered`)."""
         c = self.cluster
         await c.fresh()
         since, before = await self._mark(q, "since"), await self._mark(q, "before")
@@ -436,7 +436,7 @@ class Containers:
         # one body, written from each row's JSON and its STATUS: no object a row, and one buffer
         now = c.now()
         tails: dict[str | None, bytes] = {}  # a few texts ("Up 5 minutes") for 30,000 rows
-        pieces: list[bytes] = []
+        pieces: list[bytes] = [b"["]
         for r in ordered:
             e = c.engines.get(r.node)
             status = self._status(e, r.doc, now)
@@ -448,9 +448,10 @@ class Containers:
             pieces += (
                 (self._rows_of(e)[r.rank], tail) if e else (jsonbody.dumps(with_node(r.doc, r.node)), b",")
             )
-        if pieces:
+        if len(pieces) > 1:
             pieces[-1] = pieces[-1][:-1]  # no comma after the last row
-        return jsonbody.Fragment(b"[" + b"".join(pieces) + b"]")
+        pieces.append(b"]")
+        return jsonbody.Written(b"".join(pieces))
 
     def _all_rows(self) -> list[Row]:
         """Every container the cache holds, newest first (`newest_first`), sorted again only when what
