@@ -71,18 +71,18 @@ ACTIONS = frozenset(
 CHANGES_STATE = frozenset({"start", "stop", "kill", "restart", "rename", "pause", "unpause", "update"})
 
 
-def with_node(doc: Mapping[str, Any], node: str, status: str | None = None) -> dict[str, Any]:
-    """A list entry as classic Swarm showed it: names prefixed with the node (and STATUS as of now)."""
+def with_node(doc: Mapping[str, Any], node: str) -> dict[str, Any]:
+    """A list entry as classic Swarm showed it: names prefixed with the node."""
     out = dict(doc)
     out["Names"] = [f"/{node}{n}" for n in doc.get("Names") or []]
-    if status is not None:
-        out["Status"] = status
     return out
 
 
 def _row_open(doc: Mapping[str, Any], node: str) -> bytes:
     """A list entry as `docker ps` through the manager shows it, without STATUS, its brace left open."""
-    return jsonbody.dumps_open(with_node({k: v for k, v in doc.items() if k != "Status"}, node))
+    out = with_node(doc, node)
+    out.pop("Status", None)
+    return jsonbody.dumps_open(out)
 
 
 def image_affinity(spec: ContainerSpec, holders: list[str], nodes: set[str]) -> ContainerSpec:
@@ -437,17 +437,15 @@ class Containers:
         now = c.now()
         tails: dict[str | None, bytes] = {}  # a few texts ("Up 5 minutes") for 30,000 rows
         pieces: list[bytes] = [b"["]
-        for r in ordered:
-            e = c.engines.get(r.node)
+        for r in ordered:  # rows of the engines held now: nothing above waits once they are taken
+            e = c.engines[r.node]
             status = self._status(e, r.doc, now)
             if status is None:
                 status = r.doc.get("Status")
             if (tail := tails.get(status)) is None:
                 tail = b"}," if status is None else b',"Status":' + jsonbody.dumps(status) + b"},"
                 tails[status] = tail
-            pieces += (
-                (self._rows_of(e)[r.rank], tail) if e else (jsonbody.dumps(with_node(r.doc, r.node)), b",")
-            )
+            pieces += (self._rows_of(e)[r.rank], tail)
         if len(pieces) > 1:
             pieces[-1] = pieces[-1][:-1]  # no comma after the last row
         pieces.append(b"]")
@@ -496,8 +494,6 @@ class Containers:
         """A cached entry's STATUS as of `now` (`Host Down` on a node that does not answer); None: as
         listed. Each text is kept with its State document until it would read otherwise (status_until):
         30,000 of them cost a quarter of `ps -a` made again on every call."""
-        if e is None:
-            return None
         if not e.reachable:
             return HOST_DOWN
         if (state := e.states.get(doc["Id"])) is None:
