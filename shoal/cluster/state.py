@@ -228,9 +228,10 @@ class Cluster:
         read beside the watch): nothing is done with an answer no newer than the view already held."""
         since = self._applied["nodes"] if index else 0
         entries, whole, new_index = await self.client.list_changes(keys.NODES, since, index=index, wait=60.0)
-        self._nodes_read = len(entries)
         if newer_only and new_index <= self._applied["nodes"]:
             return new_index
+        if not newer_only:  # the watch's own read: what paces the watch
+            self._nodes_read = len(entries)
         self._applied["nodes"] = new_index if whole else max(new_index, self._applied["nodes"])
         if whole:
             facts, info, seen = {}, {}, {}
