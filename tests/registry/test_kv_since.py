@@ -181,3 +181,16 @@ def test_with_acls_since_shows_only_what_the_token_may_read(acl_registry):
     assert got.headers[SINCE] == str(at) and _values(got) == {p + "open/a": "two"}
     everything = call("GET", p, ACL_MANAGEMENT, params={"recurse": "", "since": str(at)})
     assert _values(everything) == {p + "open/a": "two", p + "closed/a": "two"}
+
+
+@given(bad=st.text(max_size=12).filter(lambda t: not (t.isascii() and t.isdigit())))
+@settings(max_examples=60, deadline=None, database=None)
+def test_any_since_that_is_not_an_index_is_a_400_naming_it_and_changes_nothing(registries, bad):
+    for r in registries.values():
+        p = _prefix()
+        _put(r, p + "a", "one")
+        before = _list(r, p)
+        got = _list(r, p, since=bad)
+        assert got.status_code == 400 and "since" in got.text, (bad, got.status_code, got.text)
+        after = _list(r, p)
+        assert _values(after) == _values(before) and _index(after) == _index(before)
