@@ -57,6 +57,7 @@ RELIST_EVERY = 0.25  # a registry watch lists again at most this often (a burst 
 # 2.9 MB, and every 0.25 s that cost the manager an eighth of a core
 NODE_ENTRIES_PER_S = 6000.0
 _HEX = re.compile(r"[0-9a-f]{1,64}")  # what may be an image id's prefix
+REFRESH_AGAIN = 1.0  # a refresh the engine did not answer is asked again after this
 EVENT_DEBOUNCE = 0.02  # one refresh for a burst of events (create, attach, start...)
 FRESH_WAIT = 1.0  # a read waits at most this long for refreshes under way (a hung engine stays stale)
 LOOK_AGAIN = 2.0  # a lookup that missed asks the engines again, for at most this long
@@ -430,14 +431,16 @@ class Cluster:
 
     # --- engines ----------------------------------------------------------------------------------
 
-    async def _sync_engine(self, e: Engine, kinds: set[str] | tuple[str, ...] = KINDS) -> None:
+    async def _sync_engine(self, e: Engine, kinds: set[str] | tuple[str, ...] = KINDS) -> bool:
+        """Those kinds listed again from the engine; False if it did not answer (the cache keeps what it
+        said last)."""
         order = [k for k in KINDS if k in kinds]
         try:  # one after the other, on one kept-alive connection: at once, each list opened its own, and
             # 1,000 engines' resyncs spent a tenth of the manager's CPU making TCP connections
             got = [await e.call("GET", _LIST[k], timeout=LIST) for k in order]
         except (Unavailable, EngineError) as err:
             self._no_answer(e, err)
-            return
+            return False
         if not e.reachable and e.containers:
             kv(log, "engine reachable again", node=e.node, engine=e.url)
         e.reachable, e.failures = True, 0
@@ -453,6 +456,7 @@ class Cluster:
                 self._objects_version += 1
         if "containers" in kinds:
             await self._inspect_changed(e)
+        return True
 
     def _no_answer(self, e: Engine, err: ShoalError) -> None:
         """One call with no answer on a loaded manager is not yet a dead engine: FAILURES in a row are
@@ -532,11 +536,18 @@ class Cluster:
             e.refreshing = asyncio.get_running_loop().create_task(self._refresh(e, delay))
 
     async def _refresh(self, e: Engine, delay: float) -> None:
+        """What was marked, listed again. A list the engine did not answer is asked again (REFRESH_AGAIN
+        later) until it answers or the engine is taken for unreachable: dropped, the change an event told
+        of waited for the periodic resync (50 s at 1,000 engines) to be seen. An unreachable engine is
+        listed whole by the periodic look when it answers again."""
         await asyncio.sleep(delay)
         while e.dirty:
             kinds, e.dirty = e.dirty, set()
-            await self._sync_engine(e, kinds)
-            self.reindex(e.node)
+            if await self._sync_engine(e, kinds):
+                self.reindex(e.node)
+            elif e.reachable:
+                e.dirty |= kinds
+                await asyncio.sleep(REFRESH_AGAIN)
 
     async def changed(self, kinds: set[str], nodes: list[str] | None = None) -> None:
         """After a write through the manager: those kinds listed again on those nodes (every node by

@@ -70,6 +70,8 @@ class NodeEngine:
         self.networks: dict[str, Network] = {}
         self.events: deque[Event] = deque(maxlen=events_kept)
         self.listeners: set[tuple[asyncio.Queue[Event | None], Callable[[Event], bool]]] = set()
+        self.answering = asyncio.Event()  # cleared: a stuck daemon (see `hang`)
+        self.answering.set()
         self._pid = 1000
         self._ports: set[int] = set()  # host ports bound by running containers
         self._ephemeral = 32768
@@ -87,6 +89,17 @@ class NodeEngine:
                     "com.docker.network.driver.mtu": "1500",
                 }
             self.networks[net.id] = net
+
+    # --- a stuck daemon ---------------------------------------------------------------------------
+
+    def hang(self) -> None:
+        """Answer no request until `answer()`: a dockerd stuck behind a lock, whose event streams already
+        open go on (each request waits, as a client of such a daemon sees until its own timeout)."""
+        self.answering.clear()
+
+    def answer(self) -> None:
+        """Answer again, the requests that waited first."""
+        self.answering.set()
 
     # --- events -----------------------------------------------------------------------------------
 

@@ -403,6 +403,8 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
         node = app[NODES][port]
         if app[LATENCY] > 0:
             await asyncio.sleep(app[LATENCY])
+        if not node.answering.is_set():
+            await node.answering.wait()
         try:
             return await handler(request, node)
         except EngineError as e:
