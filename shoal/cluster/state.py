@@ -63,6 +63,7 @@ FRESH_WAIT = 1.0  # a read waits at most this long for refreshes under way (a hu
 LOOK_AGAIN = 2.0  # a lookup that missed asks the engines again, for at most this long
 LOOK_EVERY = 1.0  # and not more often than this
 KINDS = ("info", "containers", "images", "volumes", "networks")
+LOOKED_UP = ("images", "networks")  # the kinds `_object_lookups` is made from
 _LIST = {
     "info": "/info",
     "containers": "/containers/json?all=1",
@@ -453,7 +454,8 @@ class Cluster:
             value = (value.get("Volumes") or []) if kind == "volumes" else value
             if value != getattr(e, kind):
                 setattr(e, kind, value)
-                self._objects_version += 1
+                if kind in LOOKED_UP:  # not for info, which changes with each container (and its clock)
+                    self._objects_version += 1
         if "containers" in kinds:
             await self._inspect_changed(e)
         return True
