@@ -77,6 +77,17 @@ EVENT_KINDS: dict[str, set[str]] = {
     "volume": {"volumes"},
     "network": {"networks", "containers"},
 }
+# a container joining or leaving a network changes its own entry, not the networks' list (dockerd lists
+# networks without their containers): every `docker run` sends a connect, which listed the networks again
+ATTACHMENTS = frozenset({"connect", "disconnect"})
+
+
+def event_kinds(ev: dict[str, Any]) -> set[str]:
+    """The kinds an engine's event may have changed (all of them for a type we do not know)."""
+    type_ = ev.get("Type", "")
+    if type_ == "network" and ev.get("Action") in ATTACHMENTS:
+        return {"containers"}
+    return EVENT_KINDS.get(type_, set(KINDS))
 
 
 def tagged(image: str) -> str:
@@ -482,16 +493,20 @@ class Cluster:
 
     async def _inspect_changed(self, e: Engine) -> None:
         """Inspect only the containers that are new, changed state, or had an event: that keeps each one's
-        State (for STATUS) and reservations without inspecting every container on every refresh."""
+        State (for STATUS) and reservations without inspecting every container on every refresh. One the
+        manager made that has not started is not inspected yet: its reservation and ports are the
+        manager's own (`commit`), and its STATUS is the list's ("Created"); it is when it starts."""
         listed = {c["Id"]: c["State"] for c in e.containers}
         for cid in e.states.keys() - listed.keys():
             del e.states[cid]
-        todo = [
-            cid
-            for cid, state in listed.items()
-            if cid in e.stale or e.states.get(cid, {}).get("Status") != state or cid not in self.reservations
-        ]
-        e.stale -= set(todo)
+        todo, known = [], []
+        for cid, state in listed.items():
+            was = e.states.get(cid)
+            if state == "created" and cid in self.reservations and was is None:
+                known.append(cid)
+            elif cid in e.stale or cid not in self.reservations or was is None or was.get("Status") != state:
+                todo.append(cid)
+        e.stale -= {*todo, *known}
         limit = asyncio.Semaphore(16)
 
         async def one(cid: str) -> None:
@@ -598,7 +613,7 @@ class Cluster:
                     ev = json.loads(line)
                     if isinstance(stamp := ev.get("timeNano"), int):
                         self.probe.event(e.node, time.time() - stamp / 1e9)
-                    kinds = EVENT_KINDS.get(ev.get("Type", ""), set(KINDS))
+                    kinds = event_kinds(ev)
                     actor = (ev.get("Actor") or {}).get("ID", "")
                     ids = (actor,) if ev.get("Type") == "container" and actor else ()
                     self.mark(e.node, kinds, ids, delay=EVENT_DEBOUNCE)

@@ -11,7 +11,7 @@ import pytest
 
 from shoal import keys
 from shoal.cluster.engine import LIST
-from shoal.cluster.state import RESYNC_FOLLOWED, Cluster, container_name
+from shoal.cluster.state import KINDS, RESYNC_FOLLOWED, Cluster, container_name, event_kinds
 from shoal.registry.client import Access
 from shoal.sim.engines import serve
 from tests.registry.conftest import RegistryProc, sqlite_registry
@@ -66,3 +66,21 @@ def test_an_event_whose_list_went_unanswered_is_listed_again_not_left_to_the_per
                 await Access(registry.url).client(s).delete(keys.NODES, recurse=True)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("event", "kinds"),
+    [
+        ({"Type": "container", "Action": "start"}, {"containers"}),
+        ({"Type": "network", "Action": "connect"}, {"containers"}),  # each `docker run` sends one
+        ({"Type": "network", "Action": "disconnect"}, {"containers"}),
+        ({"Type": "network", "Action": "create"}, {"networks", "containers"}),
+        ({"Type": "network", "Action": "destroy"}, {"networks", "containers"}),
+        ({"Type": "image", "Action": "tag"}, {"images"}),
+        ({"Type": "volume", "Action": "create"}, {"volumes"}),
+        ({"Type": "plugin", "Action": "enable"}, set(KINDS)),  # a type we do not know: everything
+        ({}, set(KINDS)),
+    ],
+)
+def test_an_event_lists_again_what_it_may_have_changed(event, kinds):
+    assert event_kinds(event) == kinds
