@@ -30,6 +30,7 @@ from shoal import keys
 from shoal.cluster import holds
 from shoal.cluster.engine import CONNECT, LIST, Engine
 from shoal.cluster.nodes import node_state
+from shoal.cluster.shared import SharedStrings
 from shoal.data.model import Dataset
 from shoal.data.records import Records
 from shoal.errors import Ambiguous, EngineError, NotFound, ShoalError, Unavailable
@@ -172,6 +173,7 @@ class Cluster:
         # image ref -> nodes holding it, and every network name: built again only after an engine's images
         # or networks changed (each create asks both; a scan of 1,000 engines each time was O(cluster))
         self._objects_version = 0
+        self._strings = SharedStrings()  # one copy of the strings 30,000 listed containers repeat
         self._lookups: tuple[int, dict[str, frozenset[str]], frozenset[str]] | None = None
         self._sync_limit = asyncio.Semaphore(SYNC_AT_ONCE)
         self._looking: asyncio.Future[None] | None = None
@@ -512,7 +514,7 @@ class Cluster:
         async def one(cid: str) -> None:
             async with limit:
                 doc = await e.call("GET", f"/containers/{cid}/json", timeout=LIST)
-            e.states[cid] = doc.get("State") or {}
+            e.states[cid] = self._strings.share(doc.get("State") or {})
             host = doc.get("HostConfig") or {}
             cpus = (host.get("NanoCpus") or 0) / 1e9 or (host.get("CpuShares") or 0) / 1024
             self.reservations[cid] = (float(cpus), int(host.get("Memory") or 0))
@@ -796,7 +798,10 @@ class Cluster:
         a list with nothing new is no change: `version` stays, so what is cached of the list (the `ps`
         rows, their order, the counts) stays valid across the periodic resync's 20 lists a second."""
         held = {c["Id"]: c for c in e.containers}
-        docs = [old if (old := held.get(d.get("Id"))) is not None and old == d else d for d in docs]
+        docs = [
+            old if (old := held.get(d.get("Id"))) is not None and old == d else self._strings.share(d)
+            for d in docs
+        ]
         if len(docs) == len(e.containers) and all(a is b for a, b in zip(docs, e.containers, strict=True)):
             return
         self._unlink_all(e)
