@@ -466,7 +466,7 @@ class Cluster:
                 continue
             value = (value.get("Volumes") or []) if kind == "volumes" else value
             if value != getattr(e, kind):
-                setattr(e, kind, value)
+                setattr(e, kind, self._strings.share(value))
                 if kind in LOOKED_UP:  # not for info, which changes with each container (and its clock)
                     self._objects_version += 1
         if "containers" in kinds:
