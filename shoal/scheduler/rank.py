@@ -202,9 +202,19 @@ def kept_rank(
 def _budget(
     ix: ClusterIndex, kept: dict[Strategy, KeptRank | None], strategy: Strategy, kr: KeptRank
 ) -> None:
+    """Files a newly seeded ranking and drops the oldest past RANKED_UP_TO survivors. Rankings no longer in
+    use go from the list first (replaced by a newer seed, or their filter run replaced in `ix.memo`):
+    listed, they stayed alive and counted, and a busy cluster whose filter runs are seeded again after
+    most decisions kept RANKED_UP_TO survivors of dead rankings (~14 MB) for nothing."""
     listed = ix.memo.get(_RANKED)
     if not isinstance(listed, deque):
         listed = ix.memo[_RANKED] = deque()
+    else:
+        owners = {id(r) for v in ix.memo.values() if isinstance(r := getattr(v, "ranks", None), dict)}
+        live = [e for e in listed if id(e[0]) in owners and e[0].get(e[1]) is e[2]]
+        if len(live) < len(listed):
+            listed.clear()
+            listed.extend(live)
     listed.append((kept, strategy, kr))
     total = sum(len(r) for _, _, r in listed)
     while total > RANKED_UP_TO and len(listed) > 1:

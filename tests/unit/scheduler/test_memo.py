@@ -84,3 +84,20 @@ def test_a_node_changed_to_facts_about_to_go_stale_goes_stale_in_a_kept_run_too(
     assert _same(spec, ix, NOW, 30.0).rejected_total == 0
     later = _same(spec, ix, NOW + 1.0, 30.0)
     assert later.rejected_total == 1 and later.by_reason == (("health:stale", 1),)
+
+
+def test_rankings_a_reseed_replaced_are_not_kept():
+    """A small busy cluster reseeds its kept ranking after most decisions (more nodes changed than a patch
+    takes): only the rankings still in use stay listed, and so alive."""
+    from shoal.scheduler.rank import _RANKED
+
+    nodes = [NodeState(name=f"n{i:03d}", gathered_at=NOW, cpus=64, memory=64 * GiB) for i in range(40)]
+    ix = ClusterIndex(nodes)
+    spec = ContainerSpec(memory=1 << 20)
+    for k in range(30):
+        assert _same(spec, ix, NOW, 30.0).node is not None
+        for j in range(12):  # more than a patch takes (8, or an eighth of the nodes)
+            ix.upsert(consume(ix.nodes[j], spec, ContainerRef(f"c{k}.{j}", f"c{k}.{j}", "busybox")))
+    listed = ix.memo[_RANKED]
+    assert len(listed) == 2  # binpack's and spread's rankings of the one request, each the newest
+    assert all(owner.get(s) is kr for owner, s, kr in listed)
