@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from shoal import gcpauses, logs
+from shoal import gcpauses, logs, malloc
 from shoal.api.docker.server import EmbeddedRegistry, Options, TLSFiles, serve
 from shoal.cli.registry import _hostport, acl_config, leader_ttl_option
 from shoal.errors import BadRequest
@@ -233,4 +233,5 @@ def manager(
     )
     where = f"tcp://{host}:{port}" + (" (TLS)" if tls else "")
     gcpauses.tune()
+    malloc.tune()
     asyncio.run(serve(options, ready=lambda: click.echo(f"manager ready: {where}")))

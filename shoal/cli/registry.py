@@ -6,7 +6,7 @@ import socket
 
 import click
 
-from shoal import eventloop, gcpauses, logs
+from shoal import eventloop, gcpauses, logs, malloc
 from shoal.errors import BadRequest
 from shoal.registry.acl_http import AclConfig
 from shoal.registry.core import Config
@@ -147,6 +147,7 @@ def registry(
         enable_script_checks=enable_script_checks,
     )
     gcpauses.tune()
+    malloc.tune()
     eventloop.run(
         serve_forever(
             config,
