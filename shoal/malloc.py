@@ -4,10 +4,11 @@ glibc serves an allocation of more than M_MMAP_THRESHOLD bytes with a mapping of
 back to the system) when freed. By default the threshold moves: each such buffer freed raises it to that
 buffer's size (up to 32 MB), so the next ones come from the heap instead, where, freed, they stay the
 process's as long as anything lives above them. A manager answering `docker ps -a` at 30,000 containers
-makes 24 MB bodies; after a few of them its heap kept ~80 MB nobody used (1,000 nodes x 30: 555 MB at
-idle against 466 with the threshold fixed). Python's own small objects come from its arenas and are not
-affected; buffers above 1 MB are rare enough (list bodies of big engines, big answers) that mapping each
-costs nothing measurable.
+makes 24 MB bodies; after a few of them its heap kept ~80 MB nobody used (1,000 nodes x 30, one A/B pair
+set through glibc's environment variables: 555 MB at idle against 466 with the threshold fixed; this
+call, the same setting, is not yet measured in a scale run). Python's own small objects come from its
+arenas and are not affected; buffers above 1 MB are rare (list bodies of big engines, big answers), so
+mapping each should cost little, which is also not yet measured.
 
 Set from the program's start (`tune`); a process on another C library (musl, macOS) is left as it is.
 """
