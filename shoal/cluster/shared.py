@@ -9,8 +9,10 @@ short strings replaced by the copy already held, so 30,000 containers cost their
 addresses, names) and one copy of the rest.
 
 Only strings shorter than SHARED_BELOW are looked up: ids (64 hex) are unique, and keeping them in the
-memo would only keep them alive. The memo is cleared when it passes MAX_KEPT (documents keep the copies
-they were given; new ones start sharing again), so it never holds more than a bounded set.
+memo would only keep them alive. For the same reason the values of UNIQUE_KEYS (a container's name, its
+addresses) are left as decoded: at 30,000 containers they were 90,000 memo entries sharing nothing. The
+memo is cleared when it passes MAX_KEPT (documents keep the copies they were given; new ones start
+sharing again), so it never holds more than a bounded set.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 SHARED_BELOW = 64  # a full id is 64 characters: unique, not shared
 MAX_KEPT = 200_000
+UNIQUE_KEYS = frozenset({"Names", "IPAddress", "MacAddress", "GlobalIPv6Address"})  # one per container
 
 
 class SharedStrings:
@@ -48,6 +51,8 @@ class SharedStrings:
     def _walk(self, value: Any) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
+                if k in UNIQUE_KEYS:
+                    continue
                 if isinstance(v, str):
                     value[k] = self._one(v)  # an existing key: no resize while iterating
                 elif isinstance(v, dict | list):

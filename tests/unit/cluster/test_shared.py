@@ -1,5 +1,5 @@
 """The cache's shared strings: a document shared is the document it was, and equal short strings across
-documents become one object (ids stay their own)."""
+documents become one object (ids, names and addresses stay their own)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.cluster.shared import SHARED_BELOW, SharedStrings
+from shoal.cluster.shared import SHARED_BELOW, UNIQUE_KEYS, SharedStrings
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=80),
@@ -21,7 +21,7 @@ DOCS = st.dictionaries(st.text(max_size=8), JSON, max_size=6)  # what an engine 
 
 def _strings(value: object) -> list[str]:
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
+        return [s for k, v in value.items() if k not in UNIQUE_KEYS for s in _strings(v)]
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return [value] if isinstance(value, str) else []
@@ -51,7 +51,9 @@ def test_two_listed_containers_share_what_they_repeat_and_keep_their_ids():
     assert a["Image"] is b["Image"] and a["State"] is b["State"]
     net = a["NetworkSettings"]["Networks"]["bridge"], b["NetworkSettings"]["Networks"]["bridge"]
     assert net[0]["Gateway"] is net[1]["Gateway"]
-    assert a["Id"] is not b["Id"] and len(strings) == 5  # /web-1, busybox, running, two addresses: no ids
+    assert a["Id"] is not b["Id"] and len(strings) == 3  # busybox, running, the gateway: no ids
+    assert a["Names"][0] is not b["Names"][0]  # a name is one container's: not kept in the memo
+    assert net[0]["IPAddress"] is not net[1]["IPAddress"]
 
 
 def test_the_memo_is_bounded_and_what_was_shared_stays_as_it_is():
