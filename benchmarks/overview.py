@@ -30,6 +30,7 @@ from _bench import pct
 
 from shoal.cluster.engine import Engine
 from shoal.cluster.nodes import node_state
+from shoal.cluster.status import RunState
 from shoal.data.model import Dataset
 from shoal.manager.overview import FAILING_CHECKS, Page, overview
 from shoal.scheduler.model import NodeState
@@ -70,13 +71,15 @@ def build(n: int, per_node: int, now: float) -> tuple[list[NodeState], list[Engi
                     "Mounts": [],
                 }
             )
-            e.states[cid] = {
-                "Status": "running" if up else "exited",
-                "Running": up,
-                "ExitCode": 0,
-                "StartedAt": _iso(started),
-                "FinishedAt": "0001-01-01T00:00:00Z" if up else _iso(started + 30),
-            }
+            e.states[cid] = RunState.of(
+                {
+                    "Status": "running" if up else "exited",
+                    "Running": up,
+                    "ExitCode": 0,
+                    "StartedAt": _iso(started),
+                    "FinishedAt": "0001-01-01T00:00:00Z" if up else _iso(started + 30),
+                }
+            )
         e.version = 1
         engines.append(e)
         status = "critical" if rng.random() < 0.02 else "passing"

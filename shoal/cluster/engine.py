@@ -18,6 +18,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from shoal.cluster.status import RunState
 from shoal.errors import EngineError, Unavailable
 
 API = "/v1.41"
@@ -52,7 +53,7 @@ class Engine:
     volumes: list[dict[str, Any]] = field(default_factory=list)
     networks: list[dict[str, Any]] = field(default_factory=list)
     reachable: bool = False
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # container id -> inspect's State
+    states: dict[str, RunState] = field(default_factory=dict)  # container id -> its State, as STATUS reads it
     dirty: set[str] = field(default_factory=set)  # kinds of object waiting to be listed again
     stale: set[str] = field(default_factory=set)  # container ids waiting to be inspected again
     refreshing: asyncio.Task[None] | None = None

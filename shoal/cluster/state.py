@@ -31,6 +31,7 @@ from shoal.cluster import holds
 from shoal.cluster.engine import CONNECT, LIST, Engine
 from shoal.cluster.nodes import node_state
 from shoal.cluster.shared import SharedStrings
+from shoal.cluster.status import RunState
 from shoal.data.model import Dataset
 from shoal.data.records import Records
 from shoal.errors import Ambiguous, EngineError, NotFound, ShoalError, Unavailable
@@ -506,7 +507,7 @@ class Cluster:
             was = e.states.get(cid)
             if state == "created" and cid in self.reservations and was is None:
                 known.append(cid)
-            elif cid in e.stale or cid not in self.reservations or was is None or was.get("Status") != state:
+            elif cid in e.stale or cid not in self.reservations or was is None or was.status != state:
                 todo.append(cid)
         e.stale -= {*todo, *known}
         limit = asyncio.Semaphore(16)
@@ -514,7 +515,7 @@ class Cluster:
         async def one(cid: str) -> None:
             async with limit:
                 doc = await e.call("GET", f"/containers/{cid}/json", timeout=LIST)
-            e.states[cid] = self._strings.share(doc.get("State") or {})
+            e.states[cid] = RunState.of(doc.get("State") or {})
             host = doc.get("HostConfig") or {}
             cpus = (host.get("NanoCpus") or 0) / 1e9 or (host.get("CpuShares") or 0) / 1024
             self.reservations[cid] = (float(cpus), int(host.get("Memory") or 0))

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.cluster.status import status_text
+from shoal.cluster.status import RunState, status_text
 from shoal.data.model import Dataset
 from shoal.data.moves import Move
 from shoal.errors import BadRequest
@@ -96,7 +96,7 @@ def card_health(n: NodeState, now: float, fact_ttl: float, down: Mapping[str, fl
 def overview(
     nodes: list[NodeState],
     containers: Mapping[str, list[dict[str, Any]]],
-    states: Mapping[str, Mapping[str, dict[str, Any]]],
+    states: Mapping[str, Mapping[str, RunState]],
     datasets: list[Dataset],
     mounts: dict[str, int],
     checks: list[dict[str, Any]],
@@ -111,7 +111,7 @@ def overview(
     page: Page = FIRST_PAGE,
 ) -> dict[str, Any]:
     """Pure: the cluster as the dashboard shows it. `containers` is node -> its engine's container list,
-    `states` node -> container id -> inspect's State (each engine's own map, passed as it is, so nothing
+    `states` node -> container id -> its RunState (each engine's own map, passed as it is, so nothing
     is merged across the cluster per poll), `counts` node -> (containers, running, paused) as each engine
     keeps them (counted from `containers` when not given), `replicas` dataset id -> each replica's row
     (node, lag, snapshot, error: Records.replica_rows), `moves` the moves under way, `down` node -> since
@@ -189,7 +189,7 @@ def _card(
     n: NodeState,
     health: str,
     containers: Mapping[str, list[dict[str, Any]]],
-    states: Mapping[str, Mapping[str, dict[str, Any]]],
+    states: Mapping[str, Mapping[str, RunState]],
     now: float,
     draining: frozenset[str],
     down: Mapping[str, float],

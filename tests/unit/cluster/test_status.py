@@ -3,7 +3,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.cluster.status import human_duration, parse_time, status_text, status_until
+from shoal.cluster.status import RunState, human_duration, parse_time, status_text, status_until
 
 T0 = parse_time("2026-11-25T10:00:00.123456789Z")
 
@@ -87,3 +87,32 @@ def test_the_years_text_moves_on_the_whole_hour_not_the_rounded_one():
     text, until = status_until(state, now)
     assert text == "Up 2 years" and until == T0 + 3 * 365 * 86400
     assert status_text(state, until) == "Up 3 years"
+
+
+def test_the_kept_state_reads_as_the_document_and_holds_none_of_its_bulk():
+    """The manager keeps a RunState per container (30,000 at 1,000 nodes), not inspect's State: it
+    reads the same STATUS and does not hold the health check's outputs or the timestamp strings."""
+    doc = {
+        "Status": "running",
+        "Running": True,
+        "Paused": False,
+        "Restarting": False,
+        "OOMKilled": False,
+        "Dead": False,
+        "Pid": 4242,
+        "ExitCode": 0,
+        "Error": "",
+        "StartedAt": "2026-11-25T10:00:00.123456789Z",
+        "FinishedAt": "0001-01-01T00:00:00Z",
+        "Health": {
+            "Status": "healthy",
+            "FailingStreak": 0,
+            "Log": [{"Start": "2026-11-25T10:00:01Z", "ExitCode": 0, "Output": "ok " * 300}] * 5,
+        },
+    }
+    kept = RunState.of(doc)
+    want = ("Up About a minute (healthy)", T0 + 120)
+    assert status_until(kept, T0 + 90) == status_until(doc, T0 + 90) == want
+    assert not any(isinstance(getattr(kept, f), dict | list) for f in kept.__slots__)
+    assert RunState.of({}) == RunState()  # a document without State reads as dockerd's zero values
+    assert status_text(RunState(), T0) == "Created"
