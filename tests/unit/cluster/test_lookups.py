@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from shoal.cluster.engine import Engine
 from shoal.cluster.state import Cluster, Located
+from shoal.cluster.status import RunState
 from shoal.errors import Ambiguous, NotFound
 
 NODES = ("n1", "n2", "n3")
@@ -116,6 +117,26 @@ def test_info_counts_follow_each_change_of_a_list():
     c._set_containers(e, e.containers[1:])
     assert e.counts() == (1, 0, 1)
     assert c.name_in_use("x") is None and c.name_in_use("y") is not None
+
+
+def test_a_relist_that_only_moved_status_texts_changes_nothing_the_cache_holds():
+    """Every relist of a running container says "Up 5 minutes", then "Up 6 minutes"...: where the
+    container's State is known (its STATUS is computed from it), the held entry stays, and the list's
+    version with it, so nothing cached of it is made again. Where it is not known, the text is what
+    `ps` shows, so the new entry is taken; as it is when anything else changed."""
+    up = {"Id": "a0000000", "Names": ["/x"], "State": "running", "Status": "Up 5 minutes"}
+    made = {"Id": "b0000000", "Names": ["/y"], "State": "created", "Status": "Created"}
+    c = cluster([[up, made]])
+    e = c.engines["n1"]
+    e.states["a0000000"] = RunState.of({"Status": "running", "Running": True})
+    held, version = list(e.containers), e.version
+    c._set_containers(e, [{**up, "Status": "Up 6 minutes"}, dict(made)])
+    assert e.containers[0] is held[0] and e.containers[1] is held[1] and e.version == version
+    c._set_containers(e, [dict(up), {**made, "Status": "Created 1 second ago"}])  # not known: taken
+    assert e.containers[1]["Status"] == "Created 1 second ago" and e.version == version + 1
+    c._set_containers(e, [{**up, "State": "exited", "Status": "Exited (0) 1 second ago"}, e.containers[1]])
+    assert e.containers[0]["State"] == "exited" and e.containers[0]["Status"] == "Exited (0) 1 second ago"
+    assert e.version == version + 2
 
 
 def test_one_missed_list_is_not_yet_an_unreachable_engine():
