@@ -98,8 +98,10 @@ def tagged(image: str) -> str:
 
 
 def container_name(doc: dict[str, Any]) -> str:
-    names = doc.get("Names") or []
-    return names[0].lstrip("/") if names else ""
+    """The container's own name. dockerd also lists, while another container links to it, the link's
+    name ("/linker/alias"), and may list it first: a name with a slash inside is never the own one."""
+    names = [n.lstrip("/") for n in doc.get("Names") or []]
+    return next((n for n in names if "/" not in n), names[0] if names else "")
 
 
 class Probe:
