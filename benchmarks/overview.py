@@ -169,7 +169,7 @@ def main() -> None:
         def once() -> bytes:
             return poll(nodes, engines, checks, datasets, decisions, now, page, old)
 
-        once()  # warm (parse_time's cache, as a running manager's is)
+        once()  # warm, as a running manager is
         times, size = measure(runs, once, engines, rng)
         med = statistics.median(times)
         print(f"  {label:<44} median {med:7.2f} ms  p99 {pct(times, 99):7.2f} ms  {size / 1024:8.0f} KiB")

@@ -46,8 +46,8 @@ def human_duration(seconds: float) -> str:
 @functools.lru_cache(maxsize=1 << 12)
 def parse_time(ts: str | None) -> float | None:
     """Docker's RFC 3339 timestamps (nanoseconds, Z) to epoch seconds; None for Go's zero time. The
-    cache manager keeps `RunState`s, parsed once each; this cache only serves callers passing raw
-    documents, so it is small (a cache sized for 30,000 containers held ~10 MB of their timestamps)."""
+    manager's cache keeps `RunState`s, each parsed once when its container is inspected, so this cache
+    only serves callers passing raw documents and need not hold 30,000 containers' timestamps."""
     if not ts or ts.startswith("0001-01-01"):
         return None
     head, _, frac = ts.rstrip("Z").partition(".")
@@ -72,7 +72,8 @@ def next_change(seconds: float) -> float:
 class RunState:
     """What STATUS needs of inspect's State document, parsed once: the manager keeps one per container
     (30,000 at 1,000 nodes), and the whole decoded document cost ~1.2 KB each (Pid, Error, OOMKilled,
-    a health check's last five outputs, two timestamp strings); this costs ~100 bytes."""
+    a health check's last five outputs, two timestamp strings); this costs ~150 bytes (the instance and
+    its two floats)."""
 
     status: str = ""
     running: bool = False
